@@ -1,0 +1,183 @@
+// Package config loads and validates flint's site file: the server, the DHCP
+// network and the machines it boots. Every error names the YAML field and line.
+package config
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Roles a machine can have.
+const (
+	RoleServer = "server" // etcd member + K3s server
+	RoleAgent  = "agent"  // K3s agent
+)
+
+// DHCP modes.
+const (
+	ModeFull  = "full"  // flint owns the subnet's addresses
+	ModeProxy = "proxy" // another server hands out addresses; flint adds boot info
+	ModeOff   = "off"   // no DHCP at all (an external DHCP server points at flint)
+)
+
+// Config is the whole site file.
+type Config struct {
+	Server   Server    `yaml:"server"`
+	DHCP     DHCP      `yaml:"dhcp"`
+	IPXE     IPXE      `yaml:"ipxe"`
+	Boot     Boot      `yaml:"boot"`
+	Machines []Machine `yaml:"machines"`
+
+	// Source is the file name the config came from ("<embedded default>" for the built-in one).
+	Source string `yaml:"-"`
+	// Warnings found while validating that do not stop flint (e.g. an even number of etcd members).
+	Warnings []Problem `yaml:"-"`
+}
+
+// Server is where flint listens and how machines reach it.
+type Server struct {
+	// Interface flint's DHCP server binds to (SO_BINDTODEVICE). Empty: all interfaces.
+	Interface string `yaml:"interface"`
+	// Address machines use to reach flint (next-server, option 54, URLs). Empty: the
+	// first IPv4 address of Interface, or of the first non-loopback interface.
+	Address string `yaml:"address"`
+	// Listen is the IP the HTTP and TFTP servers bind to. Empty: all addresses.
+	Listen    string `yaml:"listen"`
+	HTTPPort  int    `yaml:"http_port"`
+	TFTPPort  int    `yaml:"tftp_port"`
+	DHCPPort  int    `yaml:"dhcp_port"`
+	ProxyPort int    `yaml:"proxy_port"` // PXE boot-server port (proxy mode), normally 4011
+
+	// Parsed forms, filled by Validate.
+	AddressIP netip.Addr `yaml:"-"`
+}
+
+// DHCP describes the network flint serves.
+type DHCP struct {
+	Mode   string   `yaml:"mode"`
+	Subnet string   `yaml:"subnet"`
+	Pool   *Pool    `yaml:"pool"`
+	Router string   `yaml:"router"`
+	DNS    []string `yaml:"dns"`
+	Domain string   `yaml:"domain"`
+	// LeaseTime of addresses handed out in full mode (Go duration: 1h, 30m).
+	LeaseTime Duration `yaml:"lease_time"`
+	// OfferHold is how long an offered address stays reserved for the client it was offered to.
+	OfferHold Duration `yaml:"offer_hold"`
+	// DeclineHold is how long an address a client DECLINEd stays out of the pool.
+	DeclineHold Duration `yaml:"decline_hold"`
+	// DiscoverUnknown makes flint boot machines that are not in the config (proxy and full mode).
+	DiscoverUnknown bool `yaml:"discover_unknown"`
+
+	// Parsed forms, filled by Validate.
+	SubnetPrefix netip.Prefix `yaml:"-"`
+	RouterIP     netip.Addr   `yaml:"-"`
+	DNSIPs       []netip.Addr `yaml:"-"`
+}
+
+// Pool is an inclusive range of addresses for machines without a reservation.
+type Pool struct {
+	Start string `yaml:"start"`
+	End   string `yaml:"end"`
+
+	StartIP netip.Addr `yaml:"-"`
+	EndIP   netip.Addr `yaml:"-"`
+}
+
+// Contains reports whether ip lies in the pool.
+func (p *Pool) Contains(ip netip.Addr) bool {
+	return p != nil && p.StartIP.IsValid() && ip.Compare(p.StartIP) >= 0 && ip.Compare(p.EndIP) <= 0
+}
+
+// IPXE says where the first-stage iPXE binaries come from.
+type IPXE struct {
+	// Directory holding undionly.kpxe, ipxe.efi, snponly.efi (and arm64 builds).
+	// Empty: the Debian ipxe package's files (/usr/lib/ipxe).
+	Directory string `yaml:"directory"`
+}
+
+// Boot is what the per-machine iPXE script loads, unless a machine overrides it.
+type Boot struct {
+	// Kernel and Initrd are paths under /assets/ (or absolute http(s) URLs).
+	Kernel string `yaml:"kernel"`
+	Initrd string `yaml:"initrd"`
+	// KernelArgs are appended to every machine's kernel command line.
+	KernelArgs []string `yaml:"kernel_args"`
+	// AssetsDir is the directory /assets/ serves. Empty: DATA/assets.
+	AssetsDir string `yaml:"assets_dir"`
+}
+
+// Machine is one box flint knows by MAC.
+type Machine struct {
+	MAC      string `yaml:"mac"`
+	Hostname string `yaml:"hostname"`
+	IP       string `yaml:"ip"`
+	Role     string `yaml:"role"`
+	// Per-machine overrides.
+	IPXEBinary string   `yaml:"ipxe_binary"` // e.g. snponly.efi for NICs that need it
+	KernelArgs []string `yaml:"kernel_args"` // appended after boot.kernel_args
+	Kernel     string   `yaml:"kernel"`
+	Initrd     string   `yaml:"initrd"`
+
+	HW     net.HardwareAddr `yaml:"-"`
+	IPAddr netip.Addr       `yaml:"-"`
+	Line   int              `yaml:"-"` // line of the machine's entry, for messages
+}
+
+// Duration is a time.Duration written as "1h", "30s" in YAML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back as a string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+// MachineByMAC finds a configured machine; ok is false for unknown MACs.
+func (c *Config) MachineByMAC(mac net.HardwareAddr) (*Machine, bool) {
+	for i := range c.Machines {
+		if c.Machines[i].HW.String() == mac.String() {
+			return &c.Machines[i], true
+		}
+	}
+	return nil, false
+}
+
+// MachineByName finds a configured machine by hostname.
+func (c *Config) MachineByName(name string) (*Machine, bool) {
+	for i := range c.Machines {
+		if c.Machines[i].Hostname == name {
+			return &c.Machines[i], true
+		}
+	}
+	return nil, false
+}
+
+// HTTPBaseURL is the URL machines use to reach flint's HTTP server.
+func (c *Config) HTTPBaseURL() string {
+	host := c.Server.AddressIP.String()
+	if c.Server.HTTPPort == 80 {
+		return "http://" + host
+	}
+	return "http://" + net.JoinHostPort(host, itoa(c.Server.HTTPPort))
+}
+
+// Servers returns the machines with role server, in config order.
+func (c *Config) Servers() []Machine {
+	var out []Machine
+	for _, m := range c.Machines {
+		if m.Role == RoleServer {
+			out = append(out, m)
+		}
+	}
+	return out
+}

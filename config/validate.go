@@ -1,0 +1,272 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults applied to fields left empty.
+const (
+	DefaultHTTPPort    = 8080
+	DefaultTFTPPort    = 69
+	DefaultDHCPPort    = 67
+	DefaultProxyPort   = 4011
+	DefaultLeaseTime   = time.Hour
+	DefaultOfferHold   = 30 * time.Second
+	DefaultDeclineHold = 10 * time.Minute
+	DefaultIPXEDir     = "/usr/lib/ipxe"
+	DefaultKernel      = "flatcar/flatcar_production_pxe.vmlinuz"
+	DefaultInitrd      = "flatcar/flatcar_production_pxe_image.cpio.gz"
+)
+
+var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// iPXE binaries a machine may be pinned to.
+var knownIPXEBinaries = map[string]bool{
+	"undionly.kpxe": true, "ipxe.pxe": true, "ipxe.efi": true, "snponly.efi": true, "ipxe-arm64.efi": true, "snponly-arm64.efi": true,
+}
+
+type checker struct {
+	lines    map[string]int
+	problems []Problem
+	warnings []Problem
+}
+
+func (c *checker) fail(field, format string, args ...any) {
+	c.problems = append(c.problems, Problem{Field: field, Line: c.line(field), Message: fmt.Sprintf(format, args...)})
+}
+
+func (c *checker) warn(field, format string, args ...any) {
+	c.warnings = append(c.warnings, Problem{Field: field, Line: c.line(field), Message: fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of field, or of its nearest parent that has one.
+func (c *checker) line(field string) int {
+	for f := field; f != ""; {
+		if l, ok := c.lines[f]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(f, ".[")
+		if i < 0 {
+			break
+		}
+		f = f[:i]
+	}
+	return 0
+}
+
+func (c *checker) ip(field, s string) netip.Addr {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || !a.Is4() {
+		c.fail(field, "%q is not an IPv4 address", s)
+		return netip.Addr{}
+	}
+	return a
+}
+
+func (cfg *Config) validate(lines map[string]int) error {
+	c := &checker{lines: lines}
+	cfg.applyDefaults()
+
+	s := &cfg.Server
+	if s.Address != "" {
+		s.AddressIP = c.ip("server.address", s.Address)
+	}
+	if s.Listen != "" {
+		c.ip("server.listen", s.Listen)
+	}
+	for field, p := range map[string]int{"server.http_port": s.HTTPPort, "server.tftp_port": s.TFTPPort, "server.dhcp_port": s.DHCPPort, "server.proxy_port": s.ProxyPort} {
+		if p < 1 || p > 65535 {
+			c.fail(field, "port %d is out of range 1-65535", p)
+		}
+	}
+
+	d := &cfg.DHCP
+	switch d.Mode {
+	case ModeFull, ModeProxy, ModeOff:
+	default:
+		c.fail("dhcp.mode", "unknown mode %q: use full, proxy or off", d.Mode)
+	}
+	if d.Subnet != "" {
+		p, err := netip.ParsePrefix(strings.TrimSpace(d.Subnet))
+		if err != nil || !p.Addr().Is4() {
+			c.fail("dhcp.subnet", "%q is not an IPv4 subnet in CIDR form (like 198.18.0.0/24)", d.Subnet)
+		} else {
+			d.SubnetPrefix = p.Masked()
+		}
+	} else if d.Mode == ModeFull {
+		c.fail("dhcp.subnet", "full mode needs the subnet flint is authoritative for")
+	}
+	if d.Router != "" {
+		d.RouterIP = c.ip("dhcp.router", d.Router)
+		if d.RouterIP.IsValid() && d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(d.RouterIP) {
+			c.fail("dhcp.router", "%s is outside subnet %s", d.RouterIP, d.SubnetPrefix)
+		}
+	}
+	for i, s := range d.DNS {
+		if a := c.ip(fmt.Sprintf("dhcp.dns[%d]", i), s); a.IsValid() {
+			d.DNSIPs = append(d.DNSIPs, a)
+		}
+	}
+	if d.Pool != nil {
+		d.Pool.StartIP = c.ip("dhcp.pool.start", d.Pool.Start)
+		d.Pool.EndIP = c.ip("dhcp.pool.end", d.Pool.End)
+		if d.Pool.StartIP.IsValid() && d.Pool.EndIP.IsValid() {
+			if d.Pool.EndIP.Less(d.Pool.StartIP) {
+				c.fail("dhcp.pool", "pool end %s is before its start %s", d.Pool.EndIP, d.Pool.StartIP)
+			}
+			if d.SubnetPrefix.IsValid() {
+				for _, f := range []struct {
+					name string
+					ip   netip.Addr
+				}{{"dhcp.pool.start", d.Pool.StartIP}, {"dhcp.pool.end", d.Pool.EndIP}} {
+					if !d.SubnetPrefix.Contains(f.ip) {
+						c.fail(f.name, "%s is outside subnet %s", f.ip, d.SubnetPrefix)
+					}
+				}
+			}
+		}
+	}
+	if d.Mode == ModeFull && s.AddressIP.IsValid() && d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(s.AddressIP) {
+		c.fail("server.address", "%s is outside subnet %s: machines could not reach flint", s.AddressIP, d.SubnetPrefix)
+	}
+	if d.Pool.Contains(s.AddressIP) {
+		c.fail("server.address", "%s is inside the pool: flint could hand its own address to a machine", s.AddressIP)
+	}
+	for name, v := range map[string]time.Duration{"dhcp.lease_time": d.LeaseTime.Duration, "dhcp.offer_hold": d.OfferHold.Duration, "dhcp.decline_hold": d.DeclineHold.Duration} {
+		if v <= 0 {
+			c.fail(name, "must be a positive duration like 1h or 30s")
+		}
+	}
+	if d.LeaseTime.Duration > 0 && d.LeaseTime.Duration < 30*time.Second {
+		c.fail("dhcp.lease_time", "%s is too short: clients would renew several times a minute", d.LeaseTime.Duration)
+	}
+
+	cfg.validateMachines(c)
+
+	cfg.Warnings = c.warnings
+	if len(c.problems) > 0 {
+		return &Error{Source: cfg.Source, Problems: c.problems}
+	}
+	return nil
+}
+
+func (cfg *Config) applyDefaults() {
+	s := &cfg.Server
+	if s.HTTPPort == 0 {
+		s.HTTPPort = DefaultHTTPPort
+	}
+	if s.TFTPPort == 0 {
+		s.TFTPPort = DefaultTFTPPort
+	}
+	if s.DHCPPort == 0 {
+		s.DHCPPort = DefaultDHCPPort
+	}
+	if s.ProxyPort == 0 {
+		s.ProxyPort = DefaultProxyPort
+	}
+	d := &cfg.DHCP
+	if d.Mode == "" {
+		d.Mode = ModeProxy
+	}
+	if d.LeaseTime.Duration == 0 {
+		d.LeaseTime.Duration = DefaultLeaseTime
+	}
+	if d.OfferHold.Duration == 0 {
+		d.OfferHold.Duration = DefaultOfferHold
+	}
+	if d.DeclineHold.Duration == 0 {
+		d.DeclineHold.Duration = DefaultDeclineHold
+	}
+	if cfg.IPXE.Directory == "" {
+		cfg.IPXE.Directory = DefaultIPXEDir
+	}
+	if cfg.Boot.Kernel == "" {
+		cfg.Boot.Kernel = DefaultKernel
+	}
+	if cfg.Boot.Initrd == "" {
+		cfg.Boot.Initrd = DefaultInitrd
+	}
+}
+
+func (cfg *Config) validateMachines(c *checker) {
+	d := &cfg.DHCP
+	macs := map[string]string{}
+	ips := map[netip.Addr]string{}
+	names := map[string]string{}
+	servers := 0
+	for i := range cfg.Machines {
+		m := &cfg.Machines[i]
+		f := fmt.Sprintf("machines[%d]", i)
+		hw, err := net.ParseMAC(strings.TrimSpace(m.MAC))
+		switch {
+		case m.MAC == "":
+			c.fail(f+".mac", "missing: every machine needs its MAC address")
+		case err != nil || len(hw) != 6:
+			c.fail(f+".mac", "%q is not an Ethernet MAC address like 52:54:00:12:34:56", m.MAC)
+		default:
+			m.HW = hw
+			m.MAC = hw.String()
+			if prev, dup := macs[m.MAC]; dup {
+				c.fail(f+".mac", "MAC %s is also used by %s", m.MAC, prev)
+			}
+			macs[m.MAC] = f
+		}
+		switch {
+		case m.Hostname == "":
+			c.fail(f+".hostname", "missing: every machine needs a hostname")
+		case !hostnameRE.MatchString(m.Hostname):
+			c.fail(f+".hostname", "%q is not a valid hostname (lower-case letters, digits and '-', at most 63)", m.Hostname)
+		default:
+			if prev, dup := names[m.Hostname]; dup {
+				c.fail(f+".hostname", "hostname %s is also used by %s", m.Hostname, prev)
+			}
+			names[m.Hostname] = f
+		}
+		switch m.Role {
+		case RoleServer:
+			servers++
+		case RoleAgent:
+		case "":
+			c.fail(f+".role", "missing: use server or agent")
+		default:
+			c.fail(f+".role", "unknown role %q: use server or agent", m.Role)
+		}
+		if m.IP == "" {
+			c.fail(f+".ip", "missing: every machine needs a reserved address")
+		} else if a := c.ip(f+".ip", m.IP); a.IsValid() {
+			m.IPAddr = a
+			if prev, dup := ips[a]; dup {
+				c.fail(f+".ip", "address %s is also reserved for %s", a, prev)
+			}
+			ips[a] = f
+			if d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(a) {
+				c.fail(f+".ip", "%s is outside subnet %s", a, d.SubnetPrefix)
+			}
+			if d.Pool.Contains(a) {
+				c.fail(f+".ip", "%s is inside the pool %s-%s: it could be leased to another machine", a, d.Pool.StartIP, d.Pool.EndIP)
+			}
+			if a == cfg.Server.AddressIP {
+				c.fail(f+".ip", "%s is flint's own address", a)
+			}
+			if a == d.RouterIP {
+				c.fail(f+".ip", "%s is the router's address", a)
+			}
+		}
+		if m.IPXEBinary != "" && !knownIPXEBinaries[m.IPXEBinary] {
+			c.fail(f+".ipxe_binary", "unknown iPXE binary %q: use one of undionly.kpxe, ipxe.pxe, ipxe.efi, snponly.efi, ipxe-arm64.efi, snponly-arm64.efi", m.IPXEBinary)
+		}
+	}
+	if servers == 0 {
+		c.fail("machines", "no machine has role server: a cluster needs at least one (three for a highly available etcd)")
+	} else if servers%2 == 0 {
+		c.warn("machines", "%d servers make an even number of etcd members: it tolerates no more failures than %d; use an odd number", servers, servers-1)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -1,0 +1,204 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketLeases   = []byte("leases")
+	bucketMachines = []byte("machines")
+)
+
+// FileName is the database file inside the data directory.
+const FileName = "flint.db"
+
+// Bolt is the embedded single-node Store. bbolt commits with fsync and never
+// leaves a half-written page visible, so a kill -9 loses nothing acknowledged.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (creating if needed) DIR/flint.db. With readOnly it takes a
+// shared lock and fails fast with ErrLocked while a server holds the database.
+func OpenBolt(dir string, readOnly bool) (*Bolt, error) {
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory %s: %w", dir, err)
+		}
+	}
+	path := filepath.Join(dir, FileName)
+	if readOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no flint state in %s: %w (run flint serve with --data %s first)", dir, err, dir)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 300 * time.Millisecond, ReadOnly: readOnly})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("%s: %w", path, ErrLocked)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", path, err)
+	}
+	if !readOnly {
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketLeases, bucketMachines} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("initialise state %s: %w", path, err)
+		}
+	}
+	return &Bolt{db: db}, nil
+}
+
+func leaseKey(ip netip.Addr) []byte { b := ip.As4(); return b[:] }
+
+// PutLease implements Store. Concurrent callers are coalesced by bbolt's Batch
+// into one transaction and one fsync (group commit).
+func (s *Bolt) PutLease(l Lease) error {
+	if !l.IP.Is4() {
+		return fmt.Errorf("lease without an IPv4 address")
+	}
+	v, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeases).Put(leaseKey(l.IP), v)
+	})
+}
+
+// DeleteLease implements Store.
+func (s *Bolt) DeleteLease(ip netip.Addr) error {
+	if !ip.Is4() {
+		return nil
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeases).Delete(leaseKey(ip))
+	})
+}
+
+// Leases implements Store.
+func (s *Bolt) Leases() ([]Lease, error) {
+	var out []Lease
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var l Lease
+			if err := json.Unmarshal(v, &l); err != nil {
+				return fmt.Errorf("lease %v is corrupt: %w", k, err)
+			}
+			out = append(out, l)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// RecordSighting implements Store.
+func (s *Bolt) RecordSighting(sg Sighting) error {
+	if sg.MAC == "" {
+		return fmt.Errorf("sighting without a MAC")
+	}
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		var m Machine
+		if v := b.Get([]byte(sg.MAC)); v != nil {
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("machine record %s is corrupt: %w", sg.MAC, err)
+			}
+		}
+		m.Apply(sg)
+		v, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(sg.MAC), v)
+	})
+}
+
+// Machines implements Store.
+func (s *Bolt) Machines() ([]Machine, error) {
+	var out []Machine
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var m Machine
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("machine record %s is corrupt: %w", k, err)
+			}
+			out = append(out, m)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Close implements Store.
+func (s *Bolt) Close() error { return s.db.Close() }
+
+// SyncConfig implements Store.
+func (s *Bolt) SyncConfig(known []KnownMachine) error {
+	byMAC := make(map[string]KnownMachine, len(known))
+	for _, k := range known {
+		byMAC[k.MAC] = k
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		put := func(m Machine) error {
+			v, err := json.Marshal(m)
+			if err != nil {
+				return err
+			}
+			return b.Put([]byte(m.MAC), v)
+		}
+		seen := map[string]bool{}
+		var updated []Machine
+		err := b.ForEach(func(k, v []byte) error {
+			var m Machine
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("machine record %s is corrupt: %w", k, err)
+			}
+			seen[m.MAC] = true
+			km, ok := byMAC[m.MAC]
+			m.Known, m.Hostname, m.Role, m.ReservedIP = ok, km.Hostname, km.Role, km.ReservedIP
+			updated = append(updated, m)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, m := range updated {
+			if err := put(m); err != nil {
+				return err
+			}
+		}
+		for _, k := range known {
+			if !seen[k.MAC] {
+				if err := put(Machine{MAC: k.MAC, Known: true, Hostname: k.Hostname, Role: k.Role, ReservedIP: k.ReservedIP}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}

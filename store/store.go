@@ -1,0 +1,119 @@
+// Package store keeps flint's durable state: DHCP leases and machine records.
+// The Store interface hides the backend (bbolt today, a distributed one later).
+package store
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
+
+// ErrLocked means another flint process holds the data directory.
+var ErrLocked = errors.New("data directory is in use by another flint process")
+
+// LeaseState says what an address record means.
+type LeaseState string
+
+const (
+	LeaseBound    LeaseState = "bound"    // ACKed to MAC until Expires
+	LeaseDeclined LeaseState = "declined" // a client found it in use; quarantined until Expires
+)
+
+// Lease is one address flint handed out (or quarantined) in full DHCP mode.
+type Lease struct {
+	IP       netip.Addr `json:"ip"`
+	MAC      string     `json:"mac"` // empty for declined addresses
+	State    LeaseState `json:"state"`
+	Hostname string     `json:"hostname,omitempty"`
+	Start    time.Time  `json:"start"`
+	Expires  time.Time  `json:"expires"`
+}
+
+// Machine is what flint has seen of one MAC on the wire.
+type Machine struct {
+	MAC         string     `json:"mac"`
+	FirstSeen   time.Time  `json:"first_seen"`
+	LastSeen    time.Time  `json:"last_seen"`
+	Arch        string     `json:"arch,omitempty"`         // client architecture from option 93, e.g. "x86-64 UEFI"
+	VendorClass string     `json:"vendor_class,omitempty"` // option 60
+	UserClass   string     `json:"user_class,omitempty"`   // option 77 ("iPXE" once iPXE runs)
+	IP          netip.Addr `json:"ip,omitzero"`            // last address offered, acked or seen
+	LastEvent   string     `json:"last_event,omitempty"`   // e.g. "dhcp ACK", "tftp ipxe.efi", "http script"
+	Events      int        `json:"events"`                 // how many exchanges were recorded
+
+	// From the config flint serves with (SyncConfig); empty for discovered machines.
+	Known      bool       `json:"known"`
+	Hostname   string     `json:"hostname,omitempty"`
+	Role       string     `json:"role,omitempty"`
+	ReservedIP netip.Addr `json:"reserved_ip,omitzero"`
+}
+
+// KnownMachine is a machine listed in the config.
+type KnownMachine struct {
+	MAC        string
+	Hostname   string
+	Role       string
+	ReservedIP netip.Addr
+}
+
+// Sighting is one exchange with a machine; RecordSighting folds it into the Machine.
+type Sighting struct {
+	MAC         string
+	At          time.Time
+	Arch        string
+	VendorClass string
+	UserClass   string
+	IP          netip.Addr
+	Event       string
+}
+
+// Store is flint's state. Implementations must make every write durable before
+// returning (a crash right after a call loses nothing it reported written) and
+// must be safe for concurrent use.
+type Store interface {
+	// PutLease creates or replaces the lease of l.IP.
+	PutLease(l Lease) error
+	// DeleteLease forgets the lease of ip (no error if there is none).
+	DeleteLease(ip netip.Addr) error
+	// Leases returns all leases, expired ones included, ordered by IP.
+	Leases() ([]Lease, error)
+
+	// RecordSighting updates (or creates) the machine record of s.MAC.
+	RecordSighting(s Sighting) error
+	// Machines returns all machine records, ordered by MAC.
+	Machines() ([]Machine, error)
+	// SyncConfig marks exactly the given machines as known (creating records for
+	// those never seen) and every other record as discovered.
+	SyncConfig(known []KnownMachine) error
+
+	Close() error
+}
+
+// Apply folds a sighting into a machine record.
+func (m *Machine) Apply(s Sighting) {
+	if m.MAC == "" {
+		m.MAC = s.MAC
+	}
+	if m.FirstSeen.IsZero() || s.At.Before(m.FirstSeen) {
+		m.FirstSeen = s.At
+	}
+	if s.At.After(m.LastSeen) {
+		m.LastSeen = s.At
+	}
+	if s.Arch != "" {
+		m.Arch = s.Arch
+	}
+	if s.VendorClass != "" {
+		m.VendorClass = s.VendorClass
+	}
+	if s.UserClass != "" {
+		m.UserClass = s.UserClass
+	}
+	if s.IP.IsValid() && !s.IP.IsUnspecified() {
+		m.IP = s.IP
+	}
+	if s.Event != "" {
+		m.LastEvent = s.Event
+	}
+	m.Events++
+}
