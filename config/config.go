@@ -3,10 +3,13 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Roles a machine can have.
@@ -129,11 +132,12 @@ type Machine struct {
 // Duration is a time.Duration written as "1h", "30s" in YAML.
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(strings.TrimSpace(string(b)))
-	if err != nil {
-		return err
+// UnmarshalYAML parses a Go duration string; the error carries the line, which
+// yaml.v3 does not add to errors of custom unmarshalers.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	if err != nil || n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: %q is not a duration like 1h, 30m or 45s", n.Line, n.Value)
 	}
 	d.Duration = v
 	return nil

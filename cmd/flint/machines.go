@@ -1,0 +1,143 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flint-boot/flint/store"
+)
+
+func newMachinesCmd() *cobra.Command {
+	var data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "machines [--data DIR] [--json]",
+		Short: "List known and discovered machines and what flint last saw of them",
+		Long: `machines lists every machine of the config (known) and every other MAC that
+asked flint for an address or a boot file (discovered), with the address it
+got, its firmware architecture, when it was first and last seen and the last
+exchange. It reads DIR/flint.db, or asks the running flint serve when that
+holds the database.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms, err := readMachines(data)
+			if err != nil {
+				return err
+			}
+			sort.Slice(ms, func(i, j int) bool {
+				if ms[i].Known != ms[j].Known {
+					return ms[i].Known
+				}
+				if ms[i].Hostname != ms[j].Hostname {
+					return ms[i].Hostname < ms[j].Hostname
+				}
+				return ms[i].MAC < ms[j].MAC
+			})
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(ms)
+			}
+			printMachines(cmd.OutOrStdout(), ms, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve to inspect")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+// readMachines reads the database directly, or through the running server's API
+// when flint serve holds the database lock.
+func readMachines(dataDir string) ([]store.Machine, error) {
+	st, err := store.OpenBolt(dataDir, true)
+	if err == nil {
+		defer st.Close()
+		return st.Machines()
+	}
+	if !errors.Is(err, store.ErrLocked) {
+		return nil, err
+	}
+	b, rerr := os.ReadFile(filepath.Join(dataDir, runtimeFile))
+	if rerr != nil {
+		return nil, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", err, runtimeFile, rerr)
+	}
+	var info runtimeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return nil, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(info.HTTPURL + "/api/v1/machines")
+	if err != nil {
+		return nil, fmt.Errorf("ask running flint (pid %d) at %s: %w", info.PID, info.HTTPURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("running flint at %s answered %s: %s", info.HTTPURL, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var ms []store.Machine
+	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
+		return nil, fmt.Errorf("decode machines from %s: %w", info.HTTPURL, err)
+	}
+	return ms, nil
+}
+
+func printMachines(out io.Writer, ms []store.Machine, now time.Time) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOSTNAME\tMAC\tROLE\tSTATE\tIP\tARCH\tFIRST SEEN\tLAST SEEN\tLAST EVENT")
+	for _, m := range ms {
+		state, host, role := "discovered", "-", "-"
+		if m.Known {
+			state, host, role = "known", m.Hostname, m.Role
+		}
+		ip := "-"
+		switch {
+		case m.IP.IsValid():
+			ip = m.IP.String()
+		case m.ReservedIP.IsValid():
+			ip = m.ReservedIP.String() + " (reserved)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", host, m.MAC, role, state, ip,
+			dash(m.Arch), ago(m.FirstSeen, now), ago(m.LastSeen, now), dash(m.LastEvent))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ago renders a time as "3m ago" so a watcher sees activity at a glance.
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Second:
+		return "just now"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	default:
+		return t.Local().Format("2006-01-02")
+	}
+}

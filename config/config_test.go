@@ -1,0 +1,161 @@
+package config
+
+import (
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `server:
+  interface: veth0
+  address: 198.18.0.1
+dhcp:
+  mode: full
+  subnet: 198.18.0.0/24
+  router: 198.18.0.254
+  dns: [198.18.0.254]
+  pool: {start: 198.18.0.100, end: 198.18.0.150}
+  lease_time: 2h
+machines:
+  - {mac: "52:54:00:00:00:60", hostname: nuc1, ip: 198.18.0.60, role: server}
+  - {mac: "52:54:00:00:00:61", hostname: nuc2, ip: 198.18.0.61, role: server}
+  - {mac: "52-54-00-00-00-62", hostname: nuc3, ip: 198.18.0.62, role: server}
+  - mac: "52:54:00:00:00:70"
+    hostname: nuc4
+    ip: 198.18.0.70
+    role: agent
+    ipxe_binary: snponly.efi
+`
+
+func TestParseGoodConfig(t *testing.T) {
+	cfg, err := Parse("good.yaml", []byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("unexpected warnings: %v", cfg.Warnings)
+	}
+	if got := cfg.Server.AddressIP.String(); got != "198.18.0.1" {
+		t.Errorf("address = %s", got)
+	}
+	if cfg.DHCP.LeaseTime.Duration != 2*time.Hour || cfg.DHCP.OfferHold.Duration != DefaultOfferHold {
+		t.Errorf("lease %v, offer hold %v", cfg.DHCP.LeaseTime, cfg.DHCP.OfferHold)
+	}
+	if cfg.Server.HTTPPort != DefaultHTTPPort || cfg.Server.ProxyPort != DefaultProxyPort {
+		t.Errorf("ports not defaulted: %+v", cfg.Server)
+	}
+	// Hyphenated MACs are normalised so lookups by the wire form work.
+	hw, _ := net.ParseMAC("52:54:00:00:00:62")
+	m, ok := cfg.MachineByMAC(hw)
+	if !ok || m.Hostname != "nuc3" || m.MAC != "52:54:00:00:00:62" {
+		t.Fatalf("MachineByMAC = %+v, %v", m, ok)
+	}
+	if m.Line != 14 {
+		t.Errorf("nuc3 line = %d, want 14", m.Line)
+	}
+	if !cfg.DHCP.Pool.Contains(cfg.DHCP.Pool.StartIP) || cfg.DHCP.Pool.Contains(cfg.Machines[0].IPAddr) {
+		t.Error("pool bounds wrong")
+	}
+	if got := cfg.HTTPBaseURL(); got != "http://198.18.0.1:8080" {
+		t.Errorf("HTTPBaseURL = %s", got)
+	}
+	if len(cfg.Servers()) != 3 {
+		t.Errorf("servers = %d", len(cfg.Servers()))
+	}
+}
+
+// Every bad config must fail naming the field and the line a person would edit.
+func TestParseRejects(t *testing.T) {
+	cases := []struct {
+		name, replace, with string
+		want                string // "line: field: message part"
+	}{
+		{"duplicate MAC", `"52:54:00:00:00:61"`, `"52:54:00:00:00:60"`, `:13: machines[1].mac: MAC 52:54:00:00:00:60 is also used by machines[0]`},
+		{"duplicate IP", `ip: 198.18.0.61`, `ip: 198.18.0.60`, `:13: machines[1].ip: address 198.18.0.60 is also reserved for machines[0]`},
+		{"duplicate hostname", `hostname: nuc2`, `hostname: nuc1`, `:13: machines[1].hostname: hostname nuc1 is also used`},
+		{"IP outside subnet", `ip: 198.18.0.61`, `ip: 198.19.0.61`, `:13: machines[1].ip: 198.19.0.61 is outside subnet 198.18.0.0/24`},
+		{"IP inside pool", `ip: 198.18.0.70`, `ip: 198.18.0.120`, `:17: machines[3].ip: 198.18.0.120 is inside the pool`},
+		{"unknown role", `role: agent`, `role: worker`, `:18: machines[3].role: unknown role "worker"`},
+		{"bad MAC", `"52:54:00:00:00:70"`, `"52:54:00:00:70"`, `:15: machines[3].mac: "52:54:00:00:70" is not an Ethernet MAC`},
+		{"bad iPXE binary", `snponly.efi`, `grub.efi`, `:19: machines[3].ipxe_binary: unknown iPXE binary "grub.efi"`},
+		{"bad mode", `mode: full`, `mode: fancy`, `:5: dhcp.mode: unknown mode "fancy"`},
+		{"bad subnet", `subnet: 198.18.0.0/24`, `subnet: 198.18.0.0/33`, `:6: dhcp.subnet:`},
+		{"pool outside subnet", `end: 198.18.0.150`, `end: 198.18.1.150`, `:9: dhcp.pool.end: 198.18.1.150 is outside subnet`},
+		{"pool reversed", `start: 198.18.0.100`, `start: 198.18.0.200`, `:9: dhcp.pool: pool end 198.18.0.150 is before its start`},
+		{"bad lease time", `lease_time: 2h`, `lease_time: forever`, `:10: (yaml): "forever" is not a duration`},
+		{"router outside subnet", `router: 198.18.0.254`, `router: 198.19.0.254`, `:7: dhcp.router: 198.19.0.254 is outside subnet`},
+		{"server address outside subnet", `address: 198.18.0.1`, `address: 198.19.0.1`, `:3: server.address: 198.19.0.1 is outside subnet`},
+		{"unknown field", `    ipxe_binary: snponly.efi`, `    ipxe_binray: snponly.efi`, `:19: (yaml): field ipxe_binray not found`},
+		{"bad yaml", `dhcp:`, `dhcp: [`, `(yaml)`},
+		{"no server", `role: server}`, `role: agent}`, `machines: no machine has role server`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := strings.ReplaceAll(goodConfig, tc.replace, tc.with)
+			if text == goodConfig {
+				t.Fatalf("replacement %q not found", tc.replace)
+			}
+			_, err := Parse("site.yaml", []byte(text))
+			var cerr *Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("want *config.Error, got %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error does not contain %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestEvenServersWarns(t *testing.T) {
+	text := strings.Replace(goodConfig, "role: server}", "role: agent}", 1)
+	cfg, err := Parse("site.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Message, "2 servers make an even number") {
+		t.Fatalf("warnings = %v", cfg.Warnings)
+	}
+}
+
+func TestProxyModeNeedsNoSubnet(t *testing.T) {
+	cfg, err := Parse("p.yaml", []byte("dhcp: {mode: proxy}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DHCP.Mode != ModeProxy || cfg.DHCP.SubnetPrefix.IsValid() {
+		t.Fatalf("mode %s subnet %v", cfg.DHCP.Mode, cfg.DHCP.SubnetPrefix)
+	}
+	_, err = Parse("f.yaml", []byte("dhcp: {mode: full}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
+	if err == nil || !strings.Contains(err.Error(), "dhcp.subnet: full mode needs the subnet") {
+		t.Fatalf("full mode without subnet: %v", err)
+	}
+}
+
+func TestShippedExamplesValidate(t *testing.T) {
+	files, err := filepath.Glob("../deploy/examples/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no examples found: %v", err)
+	}
+	for _, f := range files {
+		cfg, err := LoadFile(f)
+		if err != nil {
+			t.Errorf("%s: %v", f, err)
+			continue
+		}
+		if len(cfg.Warnings) > 0 {
+			t.Errorf("%s warns: %v", f, cfg.Warnings)
+		}
+	}
+}
+
+func TestLoadFileMissing(t *testing.T) {
+	_, err := LoadFile(filepath.Join(t.TempDir(), "nope.yaml"))
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("want not-exist error, got %v", err)
+	}
+}
