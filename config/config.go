@@ -31,6 +31,7 @@ type Config struct {
 	DHCP     DHCP      `yaml:"dhcp"`
 	IPXE     IPXE      `yaml:"ipxe"`
 	Boot     Boot      `yaml:"boot"`
+	Cluster  Cluster   `yaml:"cluster"`
 	Machines []Machine `yaml:"machines"`
 
 	// Source is the file name the config came from ("<embedded default>" for the built-in one).
@@ -112,6 +113,34 @@ type Boot struct {
 	AssetsDir string `yaml:"assets_dir"`
 }
 
+// Cluster is what every node's Ignition config shares.
+type Cluster struct {
+	// Name identifies the cluster; the etcd initial-cluster token is derived from it.
+	Name string `yaml:"name"`
+	// Domain makes node FQDNs (hostname.domain). Empty: dhcp.domain.
+	Domain string `yaml:"domain"`
+	// ButaneVersion of the profiles' `variant: flatcar` (1.0.0 -> Ignition 3.3.0, 1.1.0 -> 3.4.0).
+	ButaneVersion string `yaml:"butane_version"`
+	// RegistrationAddress agents use to join (K3S_URL) and servers put in their TLS SANs.
+	// Empty: the first server's IP.
+	RegistrationAddress string `yaml:"registration_address"`
+	// SSHAuthorizedKeys for the `core` user on every node.
+	SSHAuthorizedKeys []string `yaml:"ssh_authorized_keys"`
+	// ProfilesDir holds Butane templates that override or add to the embedded ones, by name.
+	ProfilesDir string `yaml:"profiles_dir"`
+	// Assets are paths under /assets/ for the binaries the profiles install.
+	Assets ClusterAssets `yaml:"assets"`
+
+	RegistrationIP netip.Addr `yaml:"-"`
+}
+
+// ClusterAssets names the files under the assets directory that nodes download.
+type ClusterAssets struct {
+	K3s     string `yaml:"k3s"`
+	Etcd    string `yaml:"etcd"`
+	Etcdctl string `yaml:"etcdctl"`
+}
+
 // Machine is one box flint knows by MAC.
 type Machine struct {
 	MAC      string `yaml:"mac"`
@@ -123,6 +152,8 @@ type Machine struct {
 	KernelArgs []string `yaml:"kernel_args"` // appended after boot.kernel_args
 	Kernel     string   `yaml:"kernel"`
 	Initrd     string   `yaml:"initrd"`
+	// Profile is the template this machine renders; empty: its role.
+	Profile string `yaml:"profile"`
 
 	HW     net.HardwareAddr `yaml:"-"`
 	IPAddr netip.Addr       `yaml:"-"`
@@ -173,6 +204,14 @@ func (c *Config) HTTPBaseURL() string {
 		return "http://" + host
 	}
 	return "http://" + net.JoinHostPort(host, itoa(c.Server.HTTPPort))
+}
+
+// FQDN is the machine's fully qualified name, or its hostname when no domain is set.
+func (c *Config) FQDN(m *Machine) string {
+	if c.Cluster.Domain == "" {
+		return m.Hostname
+	}
+	return m.Hostname + "." + c.Cluster.Domain
 }
 
 // Servers returns the machines with role server, in config order.

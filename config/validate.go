@@ -22,7 +22,15 @@ const (
 	DefaultIPXEDir     = "/usr/lib/ipxe"
 	DefaultKernel      = "flatcar/flatcar_production_pxe.vmlinuz"
 	DefaultInitrd      = "flatcar/flatcar_production_pxe_image.cpio.gz"
+	DefaultCluster     = "flint"
+	DefaultButane      = "1.1.0"
+	DefaultK3sAsset    = "k3s/k3s"
+	DefaultEtcdAsset   = "etcd/etcd"
+	DefaultEtcdctl     = "etcd/etcdctl"
 )
+
+// Butane flatcar variant versions flint renders.
+var butaneVersions = map[string]bool{"1.0.0": true, "1.1.0": true}
 
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -148,6 +156,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	}
 
 	cfg.validateMachines(c)
+	cfg.validateCluster(c)
 
 	cfg.Warnings = c.warnings
 	if len(c.problems) > 0 {
@@ -191,6 +200,57 @@ func (cfg *Config) applyDefaults() {
 	}
 	if cfg.Boot.Initrd == "" {
 		cfg.Boot.Initrd = DefaultInitrd
+	}
+	cl := &cfg.Cluster
+	if cl.Name == "" {
+		cl.Name = DefaultCluster
+	}
+	if cl.Domain == "" {
+		cl.Domain = d.Domain
+	}
+	if cl.ButaneVersion == "" {
+		cl.ButaneVersion = DefaultButane
+	}
+	if cl.Assets.K3s == "" {
+		cl.Assets.K3s = DefaultK3sAsset
+	}
+	if cl.Assets.Etcd == "" {
+		cl.Assets.Etcd = DefaultEtcdAsset
+	}
+	if cl.Assets.Etcdctl == "" {
+		cl.Assets.Etcdctl = DefaultEtcdctl
+	}
+}
+
+func (cfg *Config) validateCluster(c *checker) {
+	cl := &cfg.Cluster
+	if !hostnameRE.MatchString(cl.Name) {
+		c.fail("cluster.name", "%q is not a valid name (lower-case letters, digits and '-')", cl.Name)
+	}
+	if !butaneVersions[cl.ButaneVersion] {
+		c.fail("cluster.butane_version", "unsupported Butane flatcar version %q: use 1.0.0 or 1.1.0", cl.ButaneVersion)
+	}
+	for _, part := range strings.Split(cl.Domain, ".") {
+		if cl.Domain != "" && !hostnameRE.MatchString(part) {
+			c.fail("cluster.domain", "%q is not a valid DNS domain", cl.Domain)
+			break
+		}
+	}
+	for i, k := range cl.SSHAuthorizedKeys {
+		f := strings.Fields(k)
+		if len(f) < 2 || !(strings.HasPrefix(f[0], "ssh-") || strings.HasPrefix(f[0], "ecdsa-") || strings.HasPrefix(f[0], "sk-")) {
+			c.fail(fmt.Sprintf("cluster.ssh_authorized_keys[%d]", i), "not an OpenSSH public key line (like 'ssh-ed25519 AAAA... user@host')")
+		}
+	}
+	if cl.RegistrationAddress != "" {
+		cl.RegistrationIP = c.ip("cluster.registration_address", cl.RegistrationAddress)
+	} else if servers := cfg.Servers(); len(servers) > 0 {
+		cl.RegistrationIP = servers[0].IPAddr
+	}
+	for field, p := range map[string]string{"cluster.assets.k3s": cl.Assets.K3s, "cluster.assets.etcd": cl.Assets.Etcd, "cluster.assets.etcdctl": cl.Assets.Etcdctl} {
+		if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
+			c.fail(field, "%q must be a relative path under the assets directory", p)
+		}
 	}
 }
 
