@@ -1,0 +1,275 @@
+package dhcp
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/store"
+)
+
+// handleFull is full mode: flint is the DHCP server of cfg.DHCP.SubnetPrefix
+// (RFC 2131).
+func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	ci := readClient(req)
+	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
+	if giaddr, ok := addrOf(req.GatewayIPAddr); ok && !s.cfg.DHCP.SubnetPrefix.Contains(giaddr) {
+		// Addresses from our subnet would be useless on the relay's.
+		log.Debug("ignored: relayed from a subnet flint does not serve", "giaddr", giaddr)
+		return nil, nil
+	}
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		return s.fullDiscover(req, ci, peer, log)
+	case dhcpv4.MessageTypeRequest:
+		return s.fullRequest(req, ci, peer, log)
+	case dhcpv4.MessageTypeRelease:
+		s.fullRelease(req, ci, log)
+	case dhcpv4.MessageTypeDecline:
+		s.fullDecline(req, ci, log)
+	case dhcpv4.MessageTypeInform:
+		return s.fullInform(req, ci, peer, log)
+	default:
+		log.Debug("ignored: not a message a server answers")
+	}
+	return nil, nil
+}
+
+func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	now := s.now()
+	mac := ci.MAC.String()
+	m, known := s.machine(ci.MAC)
+	var ip netip.Addr
+	if known {
+		ip = m.IPAddr
+	} else {
+		if s.cfg.DHCP.Pool == nil {
+			if s.quiet.allow("no pool "+mac, now) {
+				log.Info("no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
+			}
+			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: unknown machine, no pool)")
+			return nil, nil
+		}
+		requested, _ := addrOf(req.RequestedIPAddress())
+		var ok bool
+		if ip, ok = s.alloc.offer(mac, requested, now); !ok {
+			if s.quiet.allow("pool full "+mac, now) {
+				log.Warn("no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
+			}
+			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
+			return nil, nil
+		}
+	}
+	dec := s.decide(ci, m)
+	reply := s.leaseReply(req, dhcpv4.MessageTypeOffer, ip, m, dec)
+	log.Info("dhcp offer", "ip", ip, "file", dec.File, "boot", dec.Reason)
+	s.record(ci, ip, "dhcp OFFER")
+	return reply, clientDest(req, peer, false)
+}
+
+// fullRequest tells the client states of RFC 2131 4.3.2 apart by option 54,
+// option 50 and ciaddr.
+func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	mac := ci.MAC.String()
+	m, _ := s.machine(ci.MAC)
+	serverID, hasServerID := addrOf(req.ServerIdentifier())
+	requested, hasRequested := addrOf(req.RequestedIPAddress())
+	ciaddr, hasCiaddr := addrOf(req.ClientIPAddr)
+
+	switch {
+	case hasServerID && serverID != s.addr:
+		// SELECTING another server's offer: ours is free again.
+		s.alloc.dropHold(mac)
+		log.Debug("client chose another DHCP server", "server", serverID)
+		return nil, nil
+
+	case hasServerID: // SELECTING our offer
+		ip := requested
+		if !hasRequested {
+			ip = ciaddr // not allowed by RFC 2131, but seen in the wild
+		}
+		if !ip.IsValid() {
+			log.Debug("ignored: REQUEST for our offer without a requested address")
+			return nil, nil
+		}
+		if !s.alloc.belongsTo(mac, ip, s.now()) {
+			return s.nak(req, ci, peer, ip, "address not offered to this client", log)
+		}
+		return s.ack(req, ci, peer, ip, m, log)
+
+	case hasCiaddr: // RENEWING (unicast) or REBINDING (broadcast)
+		if !s.alloc.belongsTo(mac, ciaddr, s.now()) {
+			return s.nak(req, ci, peer, ciaddr, "address not leased to this client", log)
+		}
+		return s.ack(req, ci, peer, ciaddr, m, log)
+
+	case hasRequested: // INIT-REBOOT: the client wants its old address back
+		if !s.cfg.DHCP.SubnetPrefix.Contains(requested) {
+			return s.nak(req, ci, peer, requested, "address is not in subnet "+s.cfg.DHCP.SubnetPrefix.String(), log)
+		}
+		switch v, why := s.alloc.judge(mac, requested, s.now()); v {
+		case verdictOwned:
+			return s.ack(req, ci, peer, requested, m, log)
+		case verdictTaken, verdictWrong:
+			return s.nak(req, ci, peer, requested, why, log)
+		default:
+			log.Debug("INIT-REBOOT from a client flint has no record of: staying silent (RFC 2131 4.3.2)", "requested", requested)
+			s.record(ci, netip.Addr{}, "dhcp REQUEST (ignored: no record of this client)")
+			return nil, nil
+		}
+	}
+	log.Debug("ignored: REQUEST with neither server identifier, requested address nor ciaddr")
+	return nil, nil
+}
+
+// ack binds ip to the client, makes the lease durable, then answers. If the
+// store fails there is no ACK: the client retries and nothing it was told is
+// lost in a crash.
+func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	now := s.now()
+	mac := ci.MAC.String()
+	l := store.Lease{IP: ip, MAC: mac, State: store.LeaseBound, Start: now, Expires: now.Add(s.cfg.DHCP.LeaseTime.Duration)}
+	if m != nil {
+		l.Hostname = m.Hostname
+	}
+	undo, previous, ok := s.alloc.bind(l, now)
+	if !ok { // lost a race since the check: someone else has it now
+		return s.nak(req, ci, peer, ip, "address is no longer available", log)
+	}
+	if err := s.st.PutLease(l); err != nil {
+		undo()
+		log.Error("lease not saved, no ACK sent (the client will retry)", "ip", ip, "err", err)
+		return nil, nil
+	}
+	if previous.IsValid() {
+		if err := s.st.DeleteLease(previous); err != nil {
+			log.Warn("delete the client's previous lease", "ip", previous, "err", err)
+		} else {
+			s.alloc.forget(mac, previous)
+		}
+	}
+	dec := s.decide(ci, m)
+	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, ip, m, dec)
+	log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
+	s.record(ci, ip, "dhcp ACK")
+	return reply, clientDest(req, peer, false)
+}
+
+func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	reply := newReply(req,
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
+		dhcpv4.WithOption(dhcpv4.OptMessage(why)),
+	)
+	if _, relayed := addrOf(req.GatewayIPAddr); relayed {
+		reply.SetBroadcast() // the relay must broadcast it: the client's address is wrong
+	}
+	log.Info("dhcp nak", "ip", ip, "reason", why)
+	s.record(ci, netip.Addr{}, "dhcp NAK")
+	return reply, clientDest(req, peer, true)
+}
+
+func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+	mac := ci.MAC.String()
+	ip, ok := addrOf(req.ClientIPAddr)
+	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
+		log.Debug("ignored: RELEASE for another server", "server", serverID)
+		return
+	}
+	if !ok || !s.alloc.boundTo(mac, ip) {
+		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip)
+		return
+	}
+	if err := s.st.DeleteLease(ip); err != nil {
+		log.Warn("delete released lease", "ip", ip, "err", err)
+		return
+	}
+	s.alloc.forget(mac, ip)
+	log.Info("dhcp release", "ip", ip)
+	s.record(ci, ip, "dhcp RELEASE")
+}
+
+func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+	ip, ok := addrOf(req.RequestedIPAddress())
+	if !ok {
+		log.Debug("ignored: DECLINE without a requested address (option 50)")
+		return
+	}
+	if m, known := s.machine(ci.MAC); known && ip == m.IPAddr {
+		// A reservation only ever goes to this machine: quarantining it helps
+		// nobody. Someone has to find the host squatting on it.
+		log.Warn("a machine's reserved address is in use by another host (DECLINE): find and reconfigure that host",
+			"ip", ip, "hostname", m.Hostname)
+		s.record(ci, ip, "dhcp DECLINE (reserved address in use by another host)")
+		return
+	}
+	l, ok := s.alloc.decline(ci.MAC.String(), ip, s.now())
+	if !ok {
+		log.Debug("ignored: DECLINE of an address not offered or leased to this client", "ip", ip)
+		return
+	}
+	if err := s.st.PutLease(l); err != nil {
+		log.Warn("persist declined address (it stays quarantined until restart)", "ip", ip, "err", err)
+	}
+	log.Warn("address declined: another host uses it; quarantined", "ip", ip, "until", l.Expires.Format("15:04:05"))
+	s.record(ci, netip.Addr{}, "dhcp DECLINE")
+}
+
+// fullInform answers a client that configured its address itself: options
+// only, no address and no lease (RFC 2131 3.4).
+func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	ciaddr, ok := addrOf(req.ClientIPAddr)
+	_, relayed := addrOf(req.GatewayIPAddr)
+	if !ok || (!relayed && !s.cfg.DHCP.SubnetPrefix.Contains(ciaddr)) {
+		log.Debug("ignored: INFORM without an address in our subnet", "ciaddr", ciaddr)
+		return nil, nil
+	}
+	m, _ := s.machine(ci.MAC)
+	dec := s.decide(ci, m)
+	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, netip.Addr{}, m, dec)
+	log.Info("dhcp ack (inform)", "ip", ciaddr, "file", dec.File)
+	s.record(ci, ciaddr, "dhcp ACK (INFORM)")
+	return reply, clientDest(req, peer, false)
+}
+
+// leaseReply builds a full-mode OFFER or ACK. Without yiaddr (INFORM) it
+// carries no lease times.
+func (s *Server) leaseReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr netip.Addr, m *config.Machine, dec BootDecision) *dhcpv4.DHCPv4 {
+	d := &s.cfg.DHCP
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(typ),
+		dhcpv4.WithYourIP(ipOf(yiaddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
+		dhcpv4.WithNetmask(net.CIDRMask(d.SubnetPrefix.Bits(), 32)),
+	}
+	if typ == dhcpv4.MessageTypeAck {
+		mods = append(mods, dhcpv4.WithClientIP(req.ClientIPAddr))
+	}
+	if d.RouterIP.IsValid() {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(ipOf(d.RouterIP))))
+	}
+	if len(d.DNSIPs) > 0 {
+		dns := make([]net.IP, len(d.DNSIPs))
+		for i, a := range d.DNSIPs {
+			dns[i] = ipOf(a)
+		}
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(dns...)))
+	}
+	if d.Domain != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(d.Domain)))
+	}
+	if m != nil && m.Hostname != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(m.Hostname)))
+	}
+	if yiaddr.IsValid() {
+		mods = append(mods, withLeaseTimes(d.LeaseTime.Duration))
+	}
+	if dec.Boots() {
+		// PXE firmware expects its UUID (option 97) back.
+		mods = append(mods, withBoot(dec), dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier))
+	}
+	return newReply(req, mods...)
+}

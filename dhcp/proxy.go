@@ -1,0 +1,105 @@
+package dhcp
+
+import (
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// handleProxy is proxy mode on the DHCP port: another server hands out
+// addresses; flint adds boot information for netboot clients it may boot.
+func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	ci := readClient(req)
+	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
+	var typ dhcpv4.MessageType
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		typ = dhcpv4.MessageTypeOffer
+	case dhcpv4.MessageTypeRequest:
+		typ = dhcpv4.MessageTypeAck // some firmware wants the boot info again on its REQUEST
+	default:
+		log.Debug("ignored: proxy mode answers DISCOVER and REQUEST only")
+		return nil, nil
+	}
+	dec, ok := s.proxyDecide(req, ci, log)
+	if !ok {
+		return nil, nil
+	}
+	reply := s.proxyReply(req, typ, dec)
+	ciaddr, _ := addrOf(req.ClientIPAddr)
+	log.Info("proxydhcp "+strings.ToLower(typ.String()), "file", dec.File, "boot", dec.Reason)
+	s.record(ci, ciaddr, "dhcp proxy "+typ.String())
+	return reply, clientDest(req, peer, false)
+}
+
+// handleBootServer is proxy mode on server.proxy_port (4011): UEFI firmware
+// that got a proxy offer may ask here again. The ACK goes back to the sender.
+func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	ci := readClient(req)
+	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String(), "via", "proxy port")
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDiscover:
+	default:
+		log.Debug("ignored: the boot server port answers REQUEST and DISCOVER only")
+		return nil, nil
+	}
+	dec, ok := s.proxyDecide(req, ci, log)
+	if !ok {
+		return nil, nil
+	}
+	reply := s.proxyReply(req, dhcpv4.MessageTypeAck, dec)
+	dst := clientDest(req, peer, false)
+	if peer != nil && peer.IP != nil && !peer.IP.IsUnspecified() {
+		dst = &net.UDPAddr{IP: peer.IP, Port: peer.Port}
+	}
+	ciaddr, _ := addrOf(req.ClientIPAddr)
+	log.Info("proxydhcp ack", "file", dec.File, "boot", dec.Reason, "to", dst)
+	s.record(ci, ciaddr, "dhcp proxy ACK (boot server)")
+	return reply, dst
+}
+
+// proxyDecide decides whether to answer in proxy mode at all: only netboot
+// clients flint may boot. Other clients are someone else's business and are
+// not recorded (a LAN's phones and laptops would flood the machine list).
+func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) (BootDecision, bool) {
+	m, _ := s.machine(ci.MAC)
+	dec := s.decide(ci, m)
+	if dec.Boots() {
+		return dec, true
+	}
+	if !isNetboot(ci) {
+		log.Debug("ignored: "+dec.Reason, "vendor_class", ci.VendorClass)
+		return dec, false
+	}
+	if s.quiet.allow("proxy ignore "+ci.MAC.String(), s.now()) {
+		log.Info("netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
+	}
+	ciaddr, _ := addrOf(req.ClientIPAddr)
+	s.record(ci, ciaddr, "dhcp "+req.MessageType().String()+" (ignored: "+dec.Reason+")")
+	return dec, false
+}
+
+func isNetboot(ci clientInfo) bool {
+	return ci.IPXE || strings.HasPrefix(ci.VendorClass, VendorPXEClient) || strings.HasPrefix(ci.VendorClass, VendorHTTPClient)
+}
+
+// proxyReply builds a proxyDHCP OFFER/ACK: no yiaddr, flint as server
+// identifier and next-server, option 60 PXEClient (how firmware recognises a
+// proxy offer), and option 43 telling it to boot the file without boot-server
+// discovery.
+func (s *Server) proxyReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, dec BootDecision) *dhcpv4.DHCPv4 {
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(typ),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorPXEClient)),
+		dhcpv4.WithGeneric(dhcpv4.OptionVendorSpecificInformation, pxeDiscoveryControl),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier),
+		withBoot(dec), // replaces option 60 with HTTPClient for UEFI HTTP boot
+	}
+	if typ == dhcpv4.MessageTypeAck {
+		mods = append(mods, dhcpv4.WithClientIP(req.ClientIPAddr))
+	}
+	return newReply(req, mods...) // yiaddr stays 0.0.0.0: the other server hands out addresses
+}

@@ -1,0 +1,161 @@
+package dhcp
+
+import (
+	"bytes"
+	"net"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+func proxyServer(t *testing.T, discoverUnknown bool) (*Server, *memStore, *clock) {
+	t.Helper()
+	st := newMemStore()
+	s, c := newTestServer(t, testConfig(t, cfgOpts{mode: "proxy", discoverUnknown: discoverUnknown}), st)
+	return s, st, c
+}
+
+// checkProxyReply checks what makes a reply a proxyDHCP answer.
+func checkProxyReply(t *testing.T, p *dhcpv4.DHCPv4, typ dhcpv4.MessageType, file, vendorClass string) {
+	t.Helper()
+	wantType(t, p, typ)
+	if !p.YourIPAddr.IsUnspecified() {
+		t.Errorf("yiaddr %s, want 0.0.0.0 (the other server owns addresses)", p.YourIPAddr)
+	}
+	if p.ServerIPAddr.String() != "198.18.0.1" {
+		t.Errorf("siaddr %s", p.ServerIPAddr)
+	}
+	if p.BootFileName != file {
+		t.Errorf("file %q, want %q", p.BootFileName, file)
+	}
+	if got := p.ClassIdentifier(); got != vendorClass {
+		t.Errorf("option 60 %q, want %q", got, vendorClass)
+	}
+	if got := p.ServerIdentifier().String(); got != "198.18.0.1" {
+		t.Errorf("option 54 %s", got)
+	}
+	if got := p.Options.Get(dhcpv4.OptionVendorSpecificInformation); !bytes.Equal(got, []byte{6, 1, 8, 255}) {
+		t.Errorf("option 43 %x, want 060108ff (PXE discovery control: boot the file)", got)
+	}
+	for _, o := range []dhcpv4.OptionCode{dhcpv4.OptionIPAddressLeaseTime, dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter} {
+		if p.Options.Has(o) {
+			t.Errorf("proxy reply carries %s", o)
+		}
+	}
+}
+
+func TestProxyKnownPXEClientGetsOffer(t *testing.T) {
+	s, st, _ := proxyServer(t, false)
+	offer, dst := exchange(t, s, packet(nuc1MAC, dhcpv4.MessageTypeDiscover, pxe(7), withUUID))
+	checkProxyReply(t, offer, dhcpv4.MessageTypeOffer, "ipxe.efi", "PXEClient")
+	if got := offer.Options.Get(dhcpv4.OptionClientMachineIdentifier); !bytes.Equal(got, testUUID) {
+		t.Errorf("option 97 %x, want %x", got, testUUID)
+	}
+	if dst.String() != "255.255.255.255:68" {
+		t.Errorf("sent to %s, want broadcast", dst)
+	}
+
+	// Without option 97 (real NIC ROMs) there is none in the reply either.
+	offer, _ = exchange(t, s, packet(nuc2MAC, dhcpv4.MessageTypeDiscover, pxe(7)))
+	checkProxyReply(t, offer, dhcpv4.MessageTypeOffer, "snponly.efi", "PXEClient")
+	if offer.Options.Has(dhcpv4.OptionClientMachineIdentifier) {
+		t.Error("option 97 invented")
+	}
+
+	// iPXE gets the script.
+	offer, _ = exchange(t, s, packet(nuc1MAC, dhcpv4.MessageTypeDiscover, pxe(0), ipxeUserClass))
+	checkProxyReply(t, offer, dhcpv4.MessageTypeOffer, "http://198.18.0.1:8080/boot.ipxe", "PXEClient")
+
+	// UEFI HTTP boot gets a URL and HTTPClient.
+	offer, _ = exchange(t, s, packet(nuc1MAC, dhcpv4.MessageTypeDiscover, httpClient(16)))
+	checkProxyReply(t, offer, dhcpv4.MessageTypeOffer, "http://198.18.0.1:8080/ipxe/ipxe.efi", "HTTPClient")
+
+	s.records.Wait()
+	if ev := st.events(nuc1MAC); len(ev) != 3 || ev[0] != "dhcp proxy OFFER" {
+		t.Errorf("sightings %q", ev)
+	}
+	if leases, _ := st.Leases(); len(leases) != 0 {
+		t.Errorf("proxy mode stored leases: %+v", leases)
+	}
+}
+
+func TestProxyRequestOnDHCPPortGetsAck(t *testing.T) {
+	s, st, _ := proxyServer(t, false)
+	other := serverID(ipFrom(net.ParseIP("198.18.0.254")))
+	ack, dst := exchange(t, s, packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), other, requested(nuc1IP)))
+	checkProxyReply(t, ack, dhcpv4.MessageTypeAck, "ipxe.efi", "PXEClient")
+	if dst.String() != "255.255.255.255:68" {
+		t.Errorf("sent to %s", dst)
+	}
+	if leases, _ := st.Leases(); len(leases) != 0 {
+		t.Errorf("proxy mode stored leases: %+v", leases)
+	}
+}
+
+func TestProxyUnknownMACGetsNothingButIsRecorded(t *testing.T) {
+	s, st, _ := proxyServer(t, false)
+	reply, _ := exchange(t, s, packet(macN(1), dhcpv4.MessageTypeDiscover, pxe(7)))
+	wantNoReply(t, reply)
+	s.records.Wait()
+	ev := st.events(macN(1))
+	if len(ev) != 1 || ev[0] != "dhcp DISCOVER (ignored: unknown machine and dhcp.discover_unknown is false)" {
+		t.Errorf("sightings %q: unknown PXE clients show as discovered", ev)
+	}
+	if sg := st.sightingsOf(macN(1)); len(sg) == 1 && sg[0].Arch != "x86-64 UEFI" {
+		t.Errorf("sighting arch %q", sg[0].Arch)
+	}
+}
+
+func TestProxyDiscoverUnknown(t *testing.T) {
+	s, _, _ := proxyServer(t, true)
+	offer, _ := exchange(t, s, packet(macN(1), dhcpv4.MessageTypeDiscover, pxe(0)))
+	checkProxyReply(t, offer, dhcpv4.MessageTypeOffer, "undionly.kpxe", "PXEClient")
+}
+
+func TestProxyNonPXEClientIsIgnored(t *testing.T) {
+	s, st, _ := proxyServer(t, true)
+	for _, mac := range []string{nuc1MAC, macN(1)} {
+		reply, _ := exchange(t, s, packet(mac, dhcpv4.MessageTypeDiscover))
+		wantNoReply(t, reply)
+		reply, _ = exchange(t, s, packet(mac, dhcpv4.MessageTypeRequest, requested(nuc1IP)))
+		wantNoReply(t, reply)
+	}
+	s.records.Wait()
+	if ev := st.events(macN(1)); len(ev) != 0 {
+		t.Errorf("a LAN's ordinary DHCP clients were recorded: %q", ev)
+	}
+}
+
+func TestProxyBootServerPort(t *testing.T) {
+	s, st, _ := proxyServer(t, false)
+	client := ipFrom(net.ParseIP("198.18.0.77"))
+	peer := &net.UDPAddr{IP: ipOf(client), Port: 4011}
+	req := packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), withUUID, ciaddr(client))
+	ack, dst := exchangeVia(t, s, req, peer, viaProxy)
+	checkProxyReply(t, ack, dhcpv4.MessageTypeAck, "ipxe.efi", "PXEClient")
+	if dst.String() != "198.18.0.77:4011" {
+		t.Errorf("sent to %s, want back to the sender 198.18.0.77:4011", dst)
+	}
+	if got := ipFrom(ack.ClientIPAddr); got != client {
+		t.Errorf("ciaddr %s", got)
+	}
+	if got := ack.Options.Get(dhcpv4.OptionClientMachineIdentifier); !bytes.Equal(got, testUUID) {
+		t.Errorf("option 97 %x", got)
+	}
+
+	// Unknown and non-PXE clients get nothing here either.
+	reply, _ := exchangeVia(t, s, packet(macN(1), dhcpv4.MessageTypeRequest, pxe(7)), peer, viaProxy)
+	wantNoReply(t, reply)
+	reply, _ = exchangeVia(t, s, packet(nuc1MAC, dhcpv4.MessageTypeRequest), peer, viaProxy)
+	wantNoReply(t, reply)
+	reply, _ = exchangeVia(t, s, packet(nuc1MAC, dhcpv4.MessageTypeInform, pxe(7)), peer, viaProxy)
+	wantNoReply(t, reply)
+
+	s.records.Wait()
+	if ev := st.events(nuc1MAC); len(ev) != 1 || ev[0] != "dhcp proxy ACK (boot server)" {
+		t.Errorf("sightings %q", ev)
+	}
+	if leases, _ := st.Leases(); len(leases) != 0 {
+		t.Errorf("proxy mode stored leases: %+v", leases)
+	}
+}

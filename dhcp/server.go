@@ -1,0 +1,358 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/store"
+)
+
+// Which socket a request came in on.
+const (
+	viaDHCP  = "dhcp"  // server.dhcp_port (67)
+	viaProxy = "proxy" // server.proxy_port (4011), proxy mode only
+)
+
+const (
+	// maxInFlight bounds the packets handled at once; the read loop waits
+	// beyond that, so a flood queues in the socket buffer instead of memory.
+	maxInFlight = 1024
+	// maxPendingRecords bounds sightings waiting for the store; beyond that
+	// they are dropped (they are informational; leases never are).
+	maxPendingRecords = 4096
+	// quietPeriod is how often a repeated per-MAC complaint is logged.
+	quietPeriod = time.Minute
+)
+
+// Server is flint's DHCP service.
+type Server struct {
+	cfg      *config.Config
+	st       store.Store
+	log      *slog.Logger
+	addr     netip.Addr                 // flint's address: option 54, siaddr
+	machines map[string]*config.Machine // by MAC (lower-case, colons)
+	alloc    *allocator
+	now      func() time.Time
+
+	quiet   quietLog
+	records sync.WaitGroup // sightings on their way to the store
+	pending chan struct{}  // counts them, up to maxPendingRecords
+}
+
+// New builds the DHCP service; in full mode it loads the persisted leases
+// from st (expired ones are dropped).
+func New(cfg *config.Config, st store.Store, log *slog.Logger) (*Server, error) {
+	return newServer(cfg, st, log, time.Now)
+}
+
+// newServer is New with a clock (tests set the time).
+func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() time.Time) (*Server, error) {
+	if cfg == nil {
+		return nil, errors.New("dhcp: no config")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mode := cfg.DHCP.Mode
+	switch mode {
+	case config.ModeOff:
+	case config.ModeFull, config.ModeProxy:
+		if st == nil {
+			return nil, errors.New("dhcp: no state store")
+		}
+		if !cfg.Server.AddressIP.Is4() {
+			return nil, errors.New("dhcp: server.address is not resolved to an IPv4 address (call ResolveAddress first)")
+		}
+		if mode == config.ModeFull && !cfg.DHCP.SubnetPrefix.IsValid() {
+			return nil, errors.New("dhcp: full mode needs dhcp.subnet")
+		}
+	default:
+		return nil, fmt.Errorf("dhcp: unknown mode %q: use full, proxy or off", mode)
+	}
+
+	s := &Server{
+		cfg:      cfg,
+		st:       st,
+		log:      log.With("component", "dhcp"),
+		addr:     cfg.Server.AddressIP,
+		machines: make(map[string]*config.Machine, len(cfg.Machines)),
+		alloc:    newAllocator(cfg),
+		now:      now,
+		quiet:    quietLog{last: map[string]time.Time{}},
+		pending:  make(chan struct{}, maxPendingRecords),
+	}
+	for i := range cfg.Machines {
+		if m := &cfg.Machines[i]; m.HW != nil {
+			s.machines[m.HW.String()] = m
+		}
+	}
+	if mode == config.ModeFull {
+		leases, err := st.Leases()
+		if err != nil {
+			return nil, fmt.Errorf("dhcp: load leases: %w", err)
+		}
+		kept := s.alloc.load(leases, s.now())
+		s.log.Debug("leases loaded", "kept", kept, "expired", len(leases)-kept)
+	}
+	return s, nil
+}
+
+// Listening describes the sockets Serve binds, for the startup banner. It is
+// empty in off mode.
+func (s *Server) Listening() []string {
+	on := "all interfaces"
+	if s.cfg.Server.Interface != "" {
+		on = "interface " + s.cfg.Server.Interface
+	}
+	switch s.cfg.DHCP.Mode {
+	case config.ModeFull:
+		return []string{fmt.Sprintf("dhcp full on :%d (%s), subnet %s", s.cfg.Server.DHCPPort, on, s.cfg.DHCP.SubnetPrefix)}
+	case config.ModeProxy:
+		return []string{
+			fmt.Sprintf("dhcp proxy on :%d (%s)", s.cfg.Server.DHCPPort, on),
+			fmt.Sprintf("dhcp proxy (PXE boot server) on :%d (%s)", s.cfg.Server.ProxyPort, on),
+		}
+	}
+	return nil
+}
+
+// Serve binds and answers until ctx is done. Full mode listens on
+// server.dhcp_port, proxy mode on server.dhcp_port and server.proxy_port, off
+// mode returns nil at once. Bind errors are returned before anything is served.
+func (s *Server) Serve(ctx context.Context) error {
+	type socket struct {
+		conn *net.UDPConn
+		via  string
+	}
+	var socks []socket
+	closeAll := func() {
+		for _, sk := range socks {
+			sk.conn.Close()
+		}
+	}
+	ports := map[string]int{}
+	switch s.cfg.DHCP.Mode {
+	case config.ModeOff:
+		return nil
+	case config.ModeFull:
+		ports[viaDHCP] = s.cfg.Server.DHCPPort
+	case config.ModeProxy:
+		ports[viaDHCP] = s.cfg.Server.DHCPPort
+		ports[viaProxy] = s.cfg.Server.ProxyPort
+	}
+	for _, via := range []string{viaDHCP, viaProxy} {
+		port, ok := ports[via]
+		if !ok {
+			continue
+		}
+		conn, err := listenUDP(s.cfg.Server.Interface, port)
+		if err != nil {
+			closeAll()
+			return err
+		}
+		socks = append(socks, socket{conn, via})
+	}
+	if s.cfg.Server.Interface == "" {
+		s.log.Warn("dhcp listens on all interfaces: broadcast replies leave by the default route; set server.interface on hosts with several NICs")
+	}
+
+	stop := context.AfterFunc(ctx, closeAll) // unblocks the read loops
+	defer stop()
+
+	var handlers sync.WaitGroup
+	slots := make(chan struct{}, maxInFlight)
+	errs := make(chan error, len(socks))
+	for _, sk := range socks {
+		go func() {
+			errs <- s.readLoop(ctx, sk.conn, sk.via, slots, &handlers)
+		}()
+	}
+	var first error
+	for range socks {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			closeAll() // one socket failed: stop the others too
+		}
+	}
+	handlers.Wait()
+	s.records.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return first
+}
+
+func (s *Server) readLoop(ctx context.Context, conn *net.UDPConn, via string, slots chan struct{}, handlers *sync.WaitGroup) error {
+	buf := make([]byte, 65536)
+	for {
+		n, peer, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dhcp: read on %s: %w", conn.LocalAddr(), err)
+		}
+		pkt := append([]byte(nil), buf[:n]...)
+		slots <- struct{}{}
+		handlers.Add(1)
+		go func() {
+			defer func() { <-slots; handlers.Done() }()
+			s.serveOne(conn, pkt, peer, via)
+		}()
+	}
+}
+
+// serveOne parses, answers and sends one packet. A panic here is a bug: log
+// it and keep serving everyone else.
+func (s *Server) serveOne(conn *net.UDPConn, pkt []byte, peer *net.UDPAddr, via string) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("dhcp: panic while handling a packet (bug)", "peer", peer, "via", via, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	req, err := dhcpv4.FromBytes(pkt)
+	if err != nil {
+		s.log.Debug("malformed DHCP packet ignored", "peer", peer, "via", via, "err", err)
+		return
+	}
+	reply, dst := s.handle(req, peer, via)
+	if reply == nil {
+		return
+	}
+	if _, err := conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
+		s.log.Warn("dhcp: send reply", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "type", reply.MessageType().String(), "to", dst, "err", err)
+	}
+}
+
+// handle is the whole protocol without sockets: it answers one request
+// (nil: no reply) and says where the reply goes.
+func (s *Server) handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, via string) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	switch {
+	case req.OpCode != dhcpv4.OpcodeBootRequest:
+		s.log.Debug("ignored: not a BOOTREQUEST", "op", req.OpCode, "mac", req.ClientHWAddr.String(), "peer", peer)
+		return nil, nil
+	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
+		s.log.Debug("ignored: not an Ethernet client", "htype", req.HWType, "hlen", len(req.ClientHWAddr), "mac", req.ClientHWAddr.String(), "peer", peer)
+		return nil, nil
+	case req.MessageType() == dhcpv4.MessageTypeNone:
+		s.log.Debug("ignored: no DHCP message type (plain BOOTP is not served)", "mac", req.ClientHWAddr.String(), "peer", peer)
+		return nil, nil
+	}
+	switch s.cfg.DHCP.Mode {
+	case config.ModeFull:
+		return s.handleFull(req, peer)
+	case config.ModeProxy:
+		if via == viaProxy {
+			return s.handleBootServer(req, peer)
+		}
+		return s.handleProxy(req, peer)
+	}
+	return nil, nil
+}
+
+// machine finds the config entry of a MAC.
+func (s *Server) machine(mac net.HardwareAddr) (*config.Machine, bool) {
+	m, ok := s.machines[mac.String()]
+	return m, ok
+}
+
+// decide runs Decide for a request.
+func (s *Server) decide(ci clientInfo, m *config.Machine) BootDecision {
+	r := BootRequest{
+		Arch:            ci.Arch,
+		HasArch:         ci.HasArch,
+		VendorClass:     ci.VendorClass,
+		IPXE:            ci.IPXE,
+		Known:           m != nil,
+		DiscoverUnknown: s.cfg.DHCP.DiscoverUnknown,
+		TFTPServer:      s.addr,
+		HTTPBaseURL:     s.cfg.HTTPBaseURL(),
+	}
+	if m != nil {
+		r.IPXEBinary = m.IPXEBinary
+	}
+	return Decide(r)
+}
+
+// record stores a sighting in the background: the bbolt store batches
+// concurrent writes, and the reply should not wait for them.
+func (s *Server) record(ci clientInfo, ip netip.Addr, event string) {
+	sg := store.Sighting{
+		MAC:         ci.MAC.String(),
+		At:          s.now(),
+		VendorClass: ci.VendorClass,
+		UserClass:   ci.UserClass,
+		IP:          ip,
+		Event:       event,
+	}
+	if ci.HasArch {
+		sg.Arch = ArchName(ci.Arch)
+	}
+	select {
+	case s.pending <- struct{}{}:
+	default:
+		s.log.Debug("sighting dropped: store is behind", "mac", sg.MAC, "event", event)
+		return
+	}
+	s.records.Add(1)
+	go func() {
+		defer func() { <-s.pending; s.records.Done() }()
+		if err := s.st.RecordSighting(sg); err != nil {
+			s.log.Warn("record machine sighting", "mac", sg.MAC, "event", event, "err", err)
+		}
+	}()
+}
+
+// clientDest is where a reply to a client goes (RFC 2131 4.1): to the relay
+// if there is one, to ciaddr if the client has an address (and is not being
+// NAKed), else broadcast, because a client without an address cannot answer
+// ARP for the one we offer.
+func clientDest(req *dhcpv4.DHCPv4, peer *net.UDPAddr, nak bool) *net.UDPAddr {
+	if giaddr, ok := addrOf(req.GatewayIPAddr); ok {
+		return &net.UDPAddr{IP: ipOf(giaddr), Port: dhcpv4.ServerPort}
+	}
+	// Real clients send from 68; answering the source port also serves test
+	// clients on unprivileged ports.
+	port := dhcpv4.ClientPort
+	if peer != nil && peer.Port > 0 {
+		port = peer.Port
+	}
+	if ciaddr, ok := addrOf(req.ClientIPAddr); ok && !nak {
+		return &net.UDPAddr{IP: ipOf(ciaddr), Port: port}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: port}
+}
+
+// quietLog lets a per-MAC complaint through once per quietPeriod.
+type quietLog struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (q *quietLog) allow(key string, now time.Time) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t, ok := q.last[key]; ok && now.Sub(t) < quietPeriod {
+		return false
+	}
+	if len(q.last) > 4096 {
+		for k, t := range q.last {
+			if now.Sub(t) >= quietPeriod {
+				delete(q.last, k)
+			}
+		}
+	}
+	q.last[key] = now
+	return true
+}
