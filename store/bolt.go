@@ -23,8 +23,18 @@ const FileName = "flint.db"
 // Bolt is the embedded single-node Store. bbolt commits with fsync and never
 // leaves a half-written page visible, so a kill -9 loses nothing acknowledged.
 type Bolt struct {
-	db *bolt.DB
+	db     *bolt.DB
+	writes chan writeReq
+	done   chan struct{}
 }
+
+type writeReq struct {
+	fn  func(*bolt.Tx) error
+	err chan error
+}
+
+// maxGroup bounds how many writes share one transaction.
+const maxGroup = 512
 
 // OpenBolt opens (creating if needed) DIR/flint.db. With readOnly it takes a
 // shared lock and fails fast with ErrLocked while a server holds the database.
@@ -61,13 +71,73 @@ func OpenBolt(dir string, readOnly bool) (*Bolt, error) {
 			return nil, fmt.Errorf("initialise state %s: %w", path, err)
 		}
 	}
-	return &Bolt{db: db}, nil
+	s := &Bolt{db: db}
+	if !readOnly {
+		s.writes = make(chan writeReq, maxGroup)
+		s.done = make(chan struct{})
+		go s.commitLoop()
+	}
+	return s, nil
+}
+
+// write runs fn in a read-write transaction and returns once it is on disk.
+// Writes that arrive while a commit is being fsynced are grouped into the next
+// transaction (group commit): one fsync serves many DHCP ACKs, without the fixed
+// wait bbolt's own Batch adds to every call.
+func (s *Bolt) write(fn func(*bolt.Tx) error) error {
+	if s.writes == nil {
+		return fmt.Errorf("state opened read-only")
+	}
+	req := writeReq{fn: fn, err: make(chan error, 1)}
+	s.writes <- req
+	return <-req.err
+}
+
+func (s *Bolt) commitLoop() {
+	defer close(s.done)
+	for first := range s.writes {
+		group := []writeReq{first}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case r, ok := <-s.writes:
+				if !ok {
+					break drain
+				}
+				group = append(group, r)
+			default:
+				break drain
+			}
+		}
+		s.commit(group)
+	}
+}
+
+// commit applies a group in one transaction; if any write fails, the group is
+// rolled back and each write retried alone so one bad write fails only itself.
+func (s *Bolt) commit(group []writeReq) {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, r := range group {
+			if err := r.fn(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil || len(group) == 1 {
+		for _, r := range group {
+			r.err <- err
+		}
+		return
+	}
+	for _, r := range group {
+		r.err <- s.db.Update(r.fn)
+	}
 }
 
 func leaseKey(ip netip.Addr) []byte { b := ip.As4(); return b[:] }
 
-// PutLease implements Store. Concurrent callers are coalesced by bbolt's Batch
-// into one transaction and one fsync (group commit).
+// PutLease implements Store.
 func (s *Bolt) PutLease(l Lease) error {
 	if !l.IP.Is4() {
 		return fmt.Errorf("lease without an IPv4 address")
@@ -76,7 +146,7 @@ func (s *Bolt) PutLease(l Lease) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLeases).Put(leaseKey(l.IP), v)
 	})
 }
@@ -86,7 +156,7 @@ func (s *Bolt) DeleteLease(ip netip.Addr) error {
 	if !ip.Is4() {
 		return nil
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketLeases).Delete(leaseKey(ip))
 	})
 }
@@ -116,7 +186,7 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 	if sg.MAC == "" {
 		return fmt.Errorf("sighting without a MAC")
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMachines)
 		var m Machine
 		if v := b.Get([]byte(sg.MAC)); v != nil {
@@ -153,8 +223,14 @@ func (s *Bolt) Machines() ([]Machine, error) {
 	return out, err
 }
 
-// Close implements Store.
-func (s *Bolt) Close() error { return s.db.Close() }
+// Close implements Store. Callers must not write concurrently with Close.
+func (s *Bolt) Close() error {
+	if s.writes != nil {
+		close(s.writes)
+		<-s.done
+	}
+	return s.db.Close()
+}
 
 // SyncConfig implements Store.
 func (s *Bolt) SyncConfig(known []KnownMachine) error {
@@ -162,7 +238,7 @@ func (s *Bolt) SyncConfig(known []KnownMachine) error {
 	for _, k := range known {
 		byMAC[k.MAC] = k
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.write(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMachines)
 		put := func(m Machine) error {
 			v, err := json.Marshal(m)
