@@ -91,6 +91,7 @@ func TestParseRejects(t *testing.T) {
 		{"server address outside subnet", `address: 198.18.0.1`, `address: 198.19.0.1`, `:3: server.address: 198.19.0.1 is outside subnet`},
 		{"unknown field", `    ipxe_binary: snponly.efi`, `    ipxe_binray: snponly.efi`, `:19: (yaml): field ipxe_binray not found`},
 		{"bad yaml", `dhcp:`, `dhcp: [`, `(yaml)`},
+		{"kernel arg with space", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"console=ttyS0 quiet\"]", `:20: machines[3].kernel_args[0]: "console=ttyS0 quiet" contains white space`},
 		{"no server", `role: server}`, `role: agent}`, `machines: no machine has role server`},
 	}
 	for _, tc := range cases {

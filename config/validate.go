@@ -143,6 +143,12 @@ func (cfg *Config) validate(lines map[string]int) error {
 	if d.Mode == ModeFull && s.AddressIP.IsValid() && d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(s.AddressIP) {
 		c.fail("server.address", "%s is outside subnet %s: machines could not reach flint", s.AddressIP, d.SubnetPrefix)
 	}
+	if d.Pool.Contains(d.RouterIP) {
+		c.fail("dhcp.pool", "the pool contains the router %s: leave it out of the pool", d.RouterIP)
+	}
+	if s.DHCPPort == s.ProxyPort {
+		c.fail("server.proxy_port", "must differ from server.dhcp_port (%d)", s.DHCPPort)
+	}
 	if d.Pool.Contains(s.AddressIP) {
 		c.fail("server.address", "%s is inside the pool: flint could hand its own address to a machine", s.AddressIP)
 	}
@@ -155,6 +161,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 		c.fail("dhcp.lease_time", "%s is too short: clients would renew several times a minute", d.LeaseTime.Duration)
 	}
 
+	c.bootPaths("boot", cfg.Boot.Kernel, cfg.Boot.Initrd, cfg.Boot.KernelArgs)
 	cfg.validateMachines(c)
 	cfg.validateCluster(c)
 
@@ -318,6 +325,10 @@ func (cfg *Config) validateMachines(c *checker) {
 				c.fail(f+".ip", "%s is the router's address", a)
 			}
 		}
+		c.bootPaths(f, m.Kernel, m.Initrd, m.KernelArgs)
+		if m.Profile != "" && !hostnameRE.MatchString(m.Profile) {
+			c.fail(f+".profile", "%q is not a profile name (lower-case letters, digits and '-')", m.Profile)
+		}
 		if m.IPXEBinary != "" && !knownIPXEBinaries[m.IPXEBinary] {
 			c.fail(f+".ipxe_binary", "unknown iPXE binary %q: use one of undionly.kpxe, ipxe.pxe, ipxe.efi, snponly.efi, ipxe-arm64.efi, snponly-arm64.efi", m.IPXEBinary)
 		}
@@ -330,3 +341,24 @@ func (cfg *Config) validateMachines(c *checker) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// bootPaths rejects kernel/initrd paths and kernel arguments that would break
+// the iPXE script line they are written into.
+func (c *checker) bootPaths(prefix, kernel, initrd string, args []string) {
+	for name, v := range map[string]string{prefix + ".kernel": kernel, prefix + ".initrd": initrd} {
+		if strings.ContainsFunc(v, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			c.fail(name, "%q contains white space or control characters; iPXE cannot load it", v)
+		}
+	}
+	for i, a := range args {
+		field := fmt.Sprintf("%s.kernel_args[%d]", prefix, i)
+		switch {
+		case a == "":
+			c.fail(field, "empty kernel argument")
+		case strings.ContainsFunc(a, func(r rune) bool { return r <= ' ' || r == 0x7f }):
+			c.fail(field, "%q contains white space or control characters: give each argument its own list item", a)
+		case strings.HasPrefix(a, "#") || strings.Contains(a, "||") || strings.Contains(a, "&&") || strings.Contains(a, ";"):
+			c.fail(field, "%q would be read as iPXE syntax (#, ||, && or ;)", a)
+		}
+	}
+}
