@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs the Debian packages flint needs.
+#   scripts/install-deps.sh            everything the tests use (make test)
+#   scripts/install-deps.sh --runtime  only what `flint serve` needs (make run)
+# Idempotent: asks apt only for packages dpkg does not have installed, so a
+# re-run costs a few dpkg-query calls.
+set -euo pipefail
+
+RUNTIME=(
+  ipxe            # /usr/lib/ipxe/{undionly.kpxe,ipxe.efi,snponly.efi}, served over TFTP
+)
+TEST=(
+  iproute2        # ip netns / veth / bridge for the test networks
+  udhcpc          # busybox DHCP client
+  busybox-static  # the static busybox udhcpc comes from
+  isc-dhcp-client # dhclient
+  atftp           # TFTP client with blksize/tsize options
+  curl            # HTTP and tftp:// client, /healthz polling
+  dnsmasq-base    # the LAN's own DHCP server next to flint in proxy mode
+)
+
+case "${1:-}" in
+  --runtime) PACKAGES=("${RUNTIME[@]}") ;;
+  "")        PACKAGES=("${RUNTIME[@]}" "${TEST[@]}") ;;
+  *)         echo "usage: $0 [--runtime]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)" != "installed" ]; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all present: ${PACKAGES[*]}"
+  exit 0
+fi
+
+echo "install-deps: missing: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: not root, cannot install: ${missing[*]}" >&2
+  echo "install-deps: run 'sudo make deps' (or 'sudo make test'), or: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "install-deps: apt-get update"
+apt-get update -qq
+echo "install-deps: apt-get install -y --no-install-recommends ${missing[*]}"
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
+echo "install-deps: installed: ${missing[*]}"
