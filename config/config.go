@@ -32,6 +32,7 @@ type Config struct {
 	IPXE     IPXE      `yaml:"ipxe"`
 	Boot     Boot      `yaml:"boot"`
 	Cluster  Cluster   `yaml:"cluster"`
+	Assets   Assets    `yaml:"assets"`
 	Machines []Machine `yaml:"machines"`
 
 	// Source is the file name the config came from ("<embedded default>" for the built-in one).
@@ -139,6 +140,40 @@ type ClusterAssets struct {
 	K3s     string `yaml:"k3s"`
 	Etcd    string `yaml:"etcd"`
 	Etcdctl string `yaml:"etcdctl"`
+}
+
+// Assets says which upstream releases `flint assets sync` mirrors and from where.
+type Assets struct {
+	Flatcar FlatcarSource `yaml:"flatcar"`
+	K3s     K3sSource     `yaml:"k3s"`
+	Etcd    EtcdSource    `yaml:"etcd"`
+}
+
+// FlatcarSource is a Flatcar release: PXE kernel/initrd and the disk image.
+type FlatcarSource struct {
+	Channel string `yaml:"channel"` // stable, beta, alpha, lts
+	Version string `yaml:"version"` // e.g. 4152.2.0 (never "current": installs must be reproducible)
+	Arch    string `yaml:"arch"`    // amd64-usr or arm64-usr
+	// BaseURL holds VERSION/ directories (upstream: https://CHANNEL.release.flatcar-linux.net/ARCH).
+	BaseURL string `yaml:"base_url"`
+	// SigningKey is an ASCII-armored OpenPGP public key file that signs the release.
+	SigningKey string `yaml:"signing_key"`
+	// InstallImage also mirrors flatcar_production_image.bin.bz2 (needed for disk installs).
+	InstallImage bool `yaml:"install_image"`
+}
+
+// K3sSource is a K3s release.
+type K3sSource struct {
+	Version string `yaml:"version"` // e.g. v1.31.4+k3s1
+	// BaseURL holds VERSION/ directories (upstream: GitHub release downloads).
+	BaseURL      string `yaml:"base_url"`
+	AirgapImages bool   `yaml:"airgap_images"` // also mirror k3s-airgap-images-amd64.tar.zst
+}
+
+// EtcdSource is an etcd release.
+type EtcdSource struct {
+	Version string `yaml:"version"` // e.g. v3.5.17
+	BaseURL string `yaml:"base_url"`
 }
 
 // Machine is one box flint knows by MAC.

@@ -164,6 +164,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	c.bootPaths("boot", cfg.Boot.Kernel, cfg.Boot.Initrd, cfg.Boot.KernelArgs)
 	cfg.validateMachines(c)
 	cfg.validateCluster(c)
+	cfg.validateAssets(c)
 
 	cfg.Warnings = c.warnings
 	if len(c.problems) > 0 {
@@ -207,6 +208,22 @@ func (cfg *Config) applyDefaults() {
 	}
 	if cfg.Boot.Initrd == "" {
 		cfg.Boot.Initrd = DefaultInitrd
+	}
+	a := &cfg.Assets
+	if a.Flatcar.Channel == "" {
+		a.Flatcar.Channel = "stable"
+	}
+	if a.Flatcar.Arch == "" {
+		a.Flatcar.Arch = "amd64-usr"
+	}
+	if a.Flatcar.BaseURL == "" {
+		a.Flatcar.BaseURL = "https://" + a.Flatcar.Channel + ".release.flatcar-linux.net/" + a.Flatcar.Arch
+	}
+	if a.K3s.BaseURL == "" {
+		a.K3s.BaseURL = "https://github.com/k3s-io/k3s/releases/download"
+	}
+	if a.Etcd.BaseURL == "" {
+		a.Etcd.BaseURL = "https://github.com/etcd-io/etcd/releases/download"
 	}
 	cl := &cfg.Cluster
 	if cl.Name == "" {
@@ -359,6 +376,23 @@ func (c *checker) bootPaths(prefix, kernel, initrd string, args []string) {
 			c.fail(field, "%q contains white space or control characters: give each argument its own list item", a)
 		case strings.HasPrefix(a, "#") || strings.Contains(a, "||") || strings.Contains(a, "&&") || strings.Contains(a, ";"):
 			c.fail(field, "%q would be read as iPXE syntax (#, ||, && or ;)", a)
+		}
+	}
+}
+
+func (cfg *Config) validateAssets(c *checker) {
+	a := &cfg.Assets
+	switch a.Flatcar.Channel {
+	case "stable", "beta", "alpha", "lts":
+	default:
+		c.fail("assets.flatcar.channel", "unknown channel %q: use stable, beta, alpha or lts", a.Flatcar.Channel)
+	}
+	if a.Flatcar.Version == "current" {
+		c.fail("assets.flatcar.version", "pin a release number like 4152.2.0: \"current\" changes under you and breaks reinstalls")
+	}
+	for field, u := range map[string]string{"assets.flatcar.base_url": a.Flatcar.BaseURL, "assets.k3s.base_url": a.K3s.BaseURL, "assets.etcd.base_url": a.Etcd.BaseURL} {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "file://") {
+			c.fail(field, "%q is not an http(s):// or file:// URL", u)
 		}
 	}
 }
