@@ -133,6 +133,19 @@ func (m *memStore) RecordSighting(s store.Sighting) error {
 	return nil
 }
 
+// Events implements store.Store (the timeline is not needed by these tests).
+func (m *memStore) Events(mac string) ([]store.Event, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Event
+	for _, s := range m.sightings {
+		if s.MAC == mac && s.Event != "" {
+			out = append(out, store.Event{At: s.At, MAC: s.MAC, Event: s.Event, IP: s.IP, Detail: s.Detail})
+		}
+	}
+	return out, nil
+}
+
 // events lists the sighting events of one MAC, in no particular order.
 func (m *memStore) events(mac string) []string {
 	m.mu.Lock()

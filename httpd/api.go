@@ -2,10 +2,14 @@ package httpd
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"regexp"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/flint-boot/flint/ipxe"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -38,6 +42,76 @@ func (s *Server) apiLeases(c echo.Context) error {
 		ls = []store.Lease{}
 	}
 	return writeJSON(c, ls)
+}
+
+// apiMachineEvents returns one machine's boot timeline, oldest first.
+func (s *Server) apiMachineEvents(c echo.Context) error {
+	if s.st == nil {
+		return textError(http.StatusServiceUnavailable, "this flint runs without a state store")
+	}
+	hw, err := ipxe.ParseMAC(c.Param("mac"))
+	if err != nil {
+		return textError(http.StatusBadRequest, "malformed MAC %q: use 52-54-00-12-34-56 or 52:54:00:12:34:56", c.Param("mac"))
+	}
+	ev, err := s.st.Events(hw.String())
+	if err != nil {
+		return textError(http.StatusInternalServerError, "read events from flint's state: %v", err)
+	}
+	if ev == nil {
+		ev = []store.Event{}
+	}
+	return writeJSON(c, ev)
+}
+
+// nodeEvent is what a node reports about itself (config applied, install
+// finished, etcd healthy...).
+type nodeEvent struct {
+	MAC    string `json:"mac"`
+	Event  string `json:"event"`
+	Detail string `json:"detail"`
+}
+
+// apiPostEvent records a node's progress report on its timeline.
+func (s *Server) apiPostEvent(c echo.Context) error {
+	if s.st == nil {
+		return textError(http.StatusServiceUnavailable, "this flint runs without a state store")
+	}
+	var ev nodeEvent
+	dec := json.NewDecoder(io.LimitReader(c.Request().Body, 8<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		return textError(http.StatusBadRequest, "event body must be JSON {\"mac\": \"52:54:00:12:34:56\", \"event\": \"...\", \"detail\": \"...\"}: %v", err)
+	}
+	hw, err := ipxe.ParseMAC(ev.MAC)
+	if err != nil {
+		return textError(http.StatusBadRequest, "event field mac: malformed MAC %q", ev.MAC)
+	}
+	if !eventNameRE.MatchString(ev.Event) {
+		return textError(http.StatusBadRequest, "event field event: %q must be 1-64 letters, digits, '-', '_', '.' or spaces", ev.Event)
+	}
+	if len(ev.Detail) > 1024 || checkBytes(ev.Detail) != nil {
+		return textError(http.StatusBadRequest, "event field detail: at most 1024 printable characters")
+	}
+	ip := remoteIP(c.Request())
+	err = s.st.RecordSighting(store.Sighting{MAC: hw.String(), At: time.Now(), IP: ip, Event: "node " + ev.Event, Detail: ev.Detail})
+	if err != nil {
+		s.log.Warn("could not record node event", "mac", hw.String(), "event", ev.Event, "err", err)
+		return textError(http.StatusInternalServerError, "record event: %v", err)
+	}
+	s.log.Info("node event", "mac", hw.String(), "event", ev.Event, "ip", ip)
+	return c.NoContent(http.StatusNoContent)
+}
+
+var eventNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$`)
+
+// timeline attributes a request without a MAC to the machine at its address.
+func (s *Server) timeline(c echo.Context, event, detail string) {
+	if s.Timeline == nil {
+		return
+	}
+	if ip := remoteIP(c.Request()); ip.IsValid() {
+		s.Timeline(ip, event, detail)
+	}
 }
 
 func writeJSON(c echo.Context, v any) error {

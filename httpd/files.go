@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -44,6 +45,7 @@ func (s *Server) ipxeFile(c echo.Context) error {
 // which has no ReadFrom and would copy every byte through user space.
 // Symlinks are followed: the operator owns dir (Debian's ipxe.efi is one).
 func (s *Server) serveFile(c echo.Context, dir, rel, hint string) error {
+	start := time.Now()
 	p := filepath.Join(dir, filepath.FromSlash(rel))
 	// Stat before open: opening a FIFO would block.
 	fi, err := os.Stat(p)
@@ -82,6 +84,9 @@ func (s *Server) serveFile(c echo.Context, dir, rel, hint string) error {
 	// Tell echo what was sent, for the access log and so its error handler
 	// never writes a second response.
 	res.Status, res.Size, res.Committed = w.status, w.bytes, true
+	if c.Request().Method == http.MethodGet && (w.status == http.StatusOK || w.status == http.StatusPartialContent) {
+		s.timeline(c, "http "+c.Request().URL.Path, fmt.Sprintf("%d bytes, status %d, %s", w.bytes, w.status, time.Since(start).Round(time.Millisecond)))
+	}
 	return nil
 }
 

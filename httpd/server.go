@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"time"
 
@@ -37,6 +38,10 @@ type Server struct {
 	assetsDir string
 	log       *slog.Logger
 	echo      *echo.Echo
+
+	// Timeline, when set, attributes requests that carry no MAC (asset and
+	// iPXE binary downloads) to the machine last seen at the client's address.
+	Timeline func(ip netip.Addr, event, detail string)
 }
 
 // New builds the server. st may be nil (no sightings, API answers 503);
@@ -67,6 +72,8 @@ func New(cfg *config.Config, st store.Store, assetsDir string, log *slog.Logger)
 	getHead("/assets/*", s.asset)
 	e.GET("/api/v1/machines", s.apiMachines)
 	e.GET("/api/v1/leases", s.apiLeases)
+	e.GET("/api/v1/machines/:mac/events", s.apiMachineEvents)
+	e.POST("/api/v1/events", s.apiPostEvent)
 
 	s.echo = e
 	return s

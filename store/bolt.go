@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 var (
 	bucketLeases   = []byte("leases")
 	bucketMachines = []byte("machines")
+	bucketEvents   = []byte("events") // one nested bucket per MAC, keys: big-endian nanoseconds + sequence
 )
 
 // FileName is the database file inside the data directory.
@@ -59,7 +61,7 @@ func OpenBolt(dir string, readOnly bool) (*Bolt, error) {
 	}
 	if !readOnly {
 		err = db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketLeases, bucketMachines} {
+			for _, b := range [][]byte{bucketLeases, bucketMachines, bucketEvents} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 					return err
 				}
@@ -199,8 +201,73 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte(sg.MAC), v)
+		if err := b.Put([]byte(sg.MAC), v); err != nil {
+			return err
+		}
+		if sg.Event == "" {
+			return nil
+		}
+		return appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
 	})
+}
+
+func appendEvent(tx *bolt.Tx, e Event) error {
+	mb, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(e.MAC))
+	if err != nil {
+		return err
+	}
+	seq, err := mb.NextSequence()
+	if err != nil {
+		return err
+	}
+	key := make([]byte, 16)
+	binary.BigEndian.PutUint64(key[:8], uint64(e.At.UnixNano()))
+	binary.BigEndian.PutUint64(key[8:], seq)
+	v, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if err := mb.Put(key, v); err != nil {
+		return err
+	}
+	// Trim the oldest entries so a machine that reboots for years stays small.
+	// Counting walks the bucket, so do it every 64 appends, not on each one.
+	if seq%64 != 0 {
+		return nil
+	}
+	extra := mb.Stats().KeyN - MaxEventsPerMachine
+	c := mb.Cursor()
+	for k, _ := c.First(); k != nil && extra > 0; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+		extra--
+	}
+	return nil
+}
+
+// Events implements Store.
+func (s *Bolt) Events(mac string) ([]Event, error) {
+	var out []Event
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEvents)
+		if b == nil {
+			return nil
+		}
+		mb := b.Bucket([]byte(mac))
+		if mb == nil {
+			return nil
+		}
+		return mb.ForEach(func(k, v []byte) error {
+			var e Event
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("event %x of %s is corrupt: %w", k, mac, err)
+			}
+			out = append(out, e)
+			return nil
+		})
+	})
+	return out, err
 }
 
 // Machines implements Store.

@@ -172,3 +172,41 @@ func TestSurvivesKill9(t *testing.T) {
 		t.Fatalf("child reported %d leases written, %d survived kill -9", last+1, len(ls))
 	}
 }
+
+func TestTimelineOrderedAndBounded(t *testing.T) {
+	st, err := OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	mac := "52:54:00:00:00:0a"
+	// Recorded out of order (goroutines do that); the timeline comes back by time.
+	for _, i := range []int{2, 0, 1} {
+		if err := st.RecordSighting(Sighting{MAC: mac, At: t0.Add(time.Duration(i) * time.Second), Event: fmt.Sprintf("e%d", i), Detail: "d"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, err := st.Events(mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev) != 3 || ev[0].Event != "e0" || ev[2].Event != "e2" || ev[1].Detail != "d" || !ev[1].At.Equal(t0.Add(time.Second)) {
+		t.Fatalf("timeline = %+v", ev)
+	}
+	for i := range MaxEventsPerMachine + 200 {
+		if err := st.RecordSighting(Sighting{MAC: mac, At: t0.Add(time.Hour + time.Duration(i)*time.Millisecond), Event: fmt.Sprintf("n%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, _ = st.Events(mac)
+	if len(ev) > MaxEventsPerMachine+64 || len(ev) < MaxEventsPerMachine {
+		t.Fatalf("timeline holds %d events, want about %d", len(ev), MaxEventsPerMachine)
+	}
+	if last := ev[len(ev)-1].Event; last != fmt.Sprintf("n%d", MaxEventsPerMachine+199) {
+		t.Fatalf("newest event = %s", last)
+	}
+	if other, _ := st.Events("52:54:00:00:00:0b"); len(other) != 0 {
+		t.Fatalf("unknown MAC has events: %v", other)
+	}
+}

@@ -65,7 +65,20 @@ type Sighting struct {
 	UserClass   string
 	IP          netip.Addr
 	Event       string
+	Detail      string // free text for the timeline, e.g. "850528 bytes in 310ms"
 }
+
+// Event is one entry of a machine's boot timeline.
+type Event struct {
+	At     time.Time  `json:"at"`
+	MAC    string     `json:"mac"`
+	Event  string     `json:"event"`
+	IP     netip.Addr `json:"ip,omitzero"`
+	Detail string     `json:"detail,omitempty"`
+}
+
+// MaxEventsPerMachine bounds each machine's timeline; the oldest entries go first.
+const MaxEventsPerMachine = 500
 
 // Store is flint's state. Implementations must make every write durable before
 // returning (a crash right after a call loses nothing it reported written) and
@@ -78,8 +91,11 @@ type Store interface {
 	// Leases returns all leases, expired ones included, ordered by IP.
 	Leases() ([]Lease, error)
 
-	// RecordSighting updates (or creates) the machine record of s.MAC.
+	// RecordSighting updates (or creates) the machine record of s.MAC and
+	// appends the exchange to its timeline.
 	RecordSighting(s Sighting) error
+	// Events returns a machine's timeline, oldest first.
+	Events(mac string) ([]Event, error)
 	// Machines returns all machine records, ordered by MAC.
 	Machines() ([]Machine, error)
 	// SyncConfig marks exactly the given machines as known (creating records for

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/dhcp"
+	"github.com/flint-boot/flint/events"
 	"github.com/flint-boot/flint/httpd"
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
@@ -99,12 +101,23 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	dhcpSrv, err := dhcp.New(cfg, st, log.With("service", "dhcp"))
+	// The recorder learns which MAC is at which address from DHCP and script
+	// requests, so TFTP and asset downloads land on the right timeline.
+	rec := events.New(st, log.With("service", "events"))
+	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"))
 	if err != nil {
 		return err
 	}
 	tftpSrv := tftp.New(cfg.IPXE.Directory, log.With("service", "tftp"))
-	httpSrv := httpd.New(cfg, st, assetsDir, log.With("service", "http"))
+	tftpSrv.OnTransfer = func(client netip.Addr, file string, n int64, d time.Duration, err error) {
+		detail := fmt.Sprintf("%d bytes in %s", n, d.Round(time.Millisecond))
+		if err != nil {
+			detail = "failed: " + err.Error()
+		}
+		rec.RecordFromIP(client, "tftp "+file, detail)
+	}
+	httpSrv := httpd.New(cfg, rec, assetsDir, log.With("service", "http"))
+	httpSrv.Timeline = rec.RecordFromIP
 
 	listen := cfg.Server.Listen
 	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))
