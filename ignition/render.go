@@ -1,0 +1,297 @@
+// Package ignition renders a machine's profile into its Ignition config:
+// Go template (profiles package) -> Butane YAML -> Ignition JSON, checked
+// by Butane in strict mode and by Ignition's own parser, so flint never
+// serves a config a node would reject. Legacy clients get spec 2.3.0,
+// translated from the same config and checked with the legacy parser.
+package ignition
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	butane "github.com/coreos/butane/config"
+	butanecommon "github.com/coreos/butane/config/common"
+	v3_3 "github.com/coreos/ignition/v2/config/v3_3"
+	v3_4 "github.com/coreos/ignition/v2/config/v3_4"
+	"github.com/coreos/vcontext/report"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/profiles"
+)
+
+// ErrUnknownMachine is returned for a MAC the config does not list.
+var ErrUnknownMachine = errors.New("no machine with this MAC in the config")
+
+// Renderer renders and caches machines' Ignition configs. It is safe for
+// concurrent use. Profiles and assets are re-read on every render (a stat
+// and a small directory read), so edits take effect without a restart and
+// the cache never serves a config built from old files.
+type Renderer struct {
+	cfg       *config.Config
+	secrets   Secrets
+	assetsDir string
+	log       *slog.Logger
+	hasher    *hasher
+
+	// ClusterState returns ETCD_INITIAL_CLUSTER_STATE for a server: "new"
+	// (the default when nil) or "existing" for a member rebuilt into a running
+	// cluster. Set it before the first Render.
+	ClusterState func(m *config.Machine) string
+
+	// translations counts pipeline runs (cache misses), for tests.
+	translations atomic.Int64
+
+	mu     sync.Mutex
+	parsed *parsedSet
+	cache  map[string]map[Spec]cached // MAC -> spec -> last render
+}
+
+// parsedSet is a profile set with its templates parsed, per profile, lazily.
+type parsedSet struct {
+	set       *profiles.Set
+	templates map[string]*instrumented
+	errs      map[string]error
+}
+
+type cached struct {
+	key    string
+	config []byte
+}
+
+// NewRenderer makes a renderer for cfg. It checks that the profiles load;
+// problems in them surface per render and from ValidateAll.
+func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slog.Logger) (*Renderer, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Renderer{
+		cfg:       cfg,
+		secrets:   secrets,
+		assetsDir: assetsDir,
+		log:       log,
+		hasher:    newHasher(),
+		cache:     map[string]map[Spec]cached{},
+	}
+	if _, err := r.profileSet(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Invalidate drops every cached config.
+func (r *Renderer) Invalidate() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cache = map[string]map[Spec]cached{}
+}
+
+// InvalidateMachine drops the cached configs of one machine, e.g. after its
+// credentials or cluster state changed.
+func (r *Renderer) InvalidateMachine(mac net.HardwareAddr) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.cache, mac.String())
+}
+
+// Render returns the Ignition config of the machine with this MAC in the
+// given spec. Errors: ErrUnknownMachine, *AssetError (a missing asset),
+// *ProfileError (the profile or what it produced is invalid), or an error
+// from the PKI. The result is never empty and always passed Ignition's parser.
+func (r *Renderer) Render(mac net.HardwareAddr, spec Spec) ([]byte, error) {
+	m, ok := r.cfg.MachineByMAC(mac)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", mac, ErrUnknownMachine)
+	}
+	assets, err := r.hasher.assets(r.cfg, r.assetsDir)
+	if err != nil {
+		return nil, err
+	}
+	return r.render(m, spec, assets)
+}
+
+func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset) ([]byte, error) {
+	start := time.Now()
+	ps, err := r.profileSet()
+	if err != nil {
+		return nil, err
+	}
+	profile := profiles.ProfileOf(m)
+	state := ClusterStateNew
+	if r.ClusterState != nil && m.Role == config.RoleServer {
+		state = r.ClusterState(m)
+		if state != ClusterStateNew && state != ClusterStateExisting {
+			return nil, fmt.Errorf("%s: cluster state %q is neither %q nor %q", m.Hostname, state, ClusterStateNew, ClusterStateExisting)
+		}
+	}
+	data, err := buildData(r.cfg, m, dataInputs{secrets: r.secrets, assets: assets, clusterState: state, profile: profile})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Hostname, err)
+	}
+
+	key, err := cacheKey(ps.set, profile, spec, data)
+	if err != nil {
+		return nil, err
+	}
+	mac := m.HW.String()
+	r.mu.Lock()
+	if c, ok := r.cache[mac][spec]; ok && c.key == key {
+		r.mu.Unlock()
+		return c.config, nil
+	}
+	r.mu.Unlock()
+
+	r.translations.Add(1)
+	out, err := r.translate(ps, m, profile, spec, data)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	if r.cache[mac] == nil {
+		r.cache[mac] = map[Spec]cached{}
+	}
+	r.cache[mac][spec] = cached{key: key, config: out}
+	r.mu.Unlock()
+	r.log.Debug("rendered ignition config", "machine", m.Hostname, "profile", profile, "spec", spec.String(), "bytes", len(out), "took", time.Since(start))
+	return out, nil
+}
+
+// cacheKey covers everything a render depends on: the template files, the
+// profile, the spec and the full template data (config values, secrets,
+// asset hashes, cluster state).
+func cacheKey(set *profiles.Set, profile string, spec Spec, data *Data) (string, error) {
+	j, err := json.Marshal(data) // map keys are sorted: deterministic
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", set.Digest(), profile, spec)
+	h.Write(j)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// profileSet loads the current profiles and reuses the parsed templates
+// while the files are unchanged.
+func (r *Renderer) profileSet() (*parsedSet, error) {
+	set, err := profiles.Load(r.cfg.Cluster.ProfilesDir)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.parsed == nil || r.parsed.set.Digest() != set.Digest() {
+		r.parsed = &parsedSet{set: set, templates: map[string]*instrumented{}, errs: map[string]error{}}
+	}
+	return r.parsed, nil
+}
+
+// template returns the instrumented template of profile, parsing it once per set.
+func (r *Renderer) template(ps *parsedSet, profile string) (*instrumented, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t, ok := ps.templates[profile]; ok {
+		return t, nil
+	}
+	if err, ok := ps.errs[profile]; ok {
+		return nil, err
+	}
+	t, err := ps.set.Parse(profile)
+	if err != nil {
+		ps.errs[profile] = err
+		return nil, err
+	}
+	in := instrument(t)
+	ps.templates[profile] = in
+	return in, nil
+}
+
+// translate runs the pipeline: template -> Butane -> Ignition JSON ->
+// Ignition's parser (-> spec 2.3 and the legacy parser).
+func (r *Renderer) translate(ps *parsedSet, m *config.Machine, profile string, spec Spec, data *Data) ([]byte, error) {
+	base := Problem{Kind: KindProfile, Machine: m.Hostname, Profile: profile}
+	fail := func(butaneYAML []byte, ps ...Problem) error {
+		return &ProfileError{Problems: ps, Butane: butaneYAML}
+	}
+
+	t, err := r.template(ps, profile)
+	if err != nil {
+		return nil, fail(nil, templateProblem(ps.set, base, err))
+	}
+	rendered, lines, err := t.execute(profile+profiles.Ext, data)
+	if err != nil {
+		return nil, fail(nil, templateProblem(ps.set, base, err))
+	}
+	loc := &locator{set: ps.set, lines: lines, rendered: rendered, base: base}
+
+	ign, rpt, err := butane.TranslateBytes(rendered, butanecommon.TranslateBytesOptions{
+		// Keep contents readable (and translatable to spec 2.x): no gzip.
+		TranslateOptions: butanecommon.TranslateOptions{NoResourceAutoCompression: true},
+	})
+	// Strict, like `butane --strict`: warnings fail too.
+	if len(rpt.Entries) > 0 {
+		return nil, fail(rendered, loc.fromReport(rpt)...)
+	}
+	if err != nil {
+		return nil, fail(rendered, loc.fromError(err)...)
+	}
+
+	want, err := SpecVersion(data.Cluster.ButaneVersion, SpecV3)
+	if err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
+	if err := validateV3(ign, want); err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
+	if spec != SpecLegacy {
+		return ign, nil
+	}
+
+	// Legacy: up-translate to 3.4 types (a no-op for 3.4), then down to 2.3.
+	cfg34, _, err := v3_4.ParseCompatibleVersion(ign)
+	if err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
+	legacy, err := toLegacy(cfg34)
+	if err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
+	out, err := marshalLegacy(legacy)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateLegacy(out); err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
+	return out, nil
+}
+
+// validateV3 parses ign with the parser of exactly the expected spec version,
+// as Ignition itself would, and fails on any report entry.
+func validateV3(ign []byte, version string) error {
+	if len(bytes.TrimSpace(ign)) == 0 {
+		return errors.New("Butane produced an empty Ignition config")
+	}
+	var rpt report.Report
+	var err error
+	switch version {
+	case "3.3.0":
+		_, rpt, err = v3_3.Parse(ign)
+	case "3.4.0":
+		_, rpt, err = v3_4.Parse(ign)
+	default:
+		return fmt.Errorf("no parser for Ignition spec %s", version)
+	}
+	if err != nil || len(rpt.Entries) > 0 {
+		return fmt.Errorf("Ignition spec %s parser rejects the config: %v %s", version, err, strings.TrimSpace(rpt.String()))
+	}
+	return nil
+}

@@ -1,0 +1,86 @@
+package ignition
+
+import (
+	"errors"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/profiles"
+)
+
+// placeholderAddress stands in for flint's address when the config leaves
+// server.address to be resolved from interfaces at serve time: validation
+// needs some URL, and TEST-NET-1 (RFC 5737) never routes anywhere.
+var placeholderAddress = netip.MustParseAddr("192.0.2.1")
+
+// ValidateAll renders every machine in both specs and returns every problem
+// (nil when all render). Problems of Kind KindAsset name missing asset files;
+// the profiles are still checked then, with placeholder hashes. Used by
+// `flint validate`, and by `flint serve` to refuse a config that would hand
+// out broken Ignition configs.
+func ValidateAll(cfg *config.Config, secrets Secrets, assetsDir string) []Problem {
+	if !cfg.Server.AddressIP.IsValid() {
+		c := *cfg
+		c.Server.AddressIP = placeholderAddress
+		cfg = &c
+	}
+	r, err := NewRenderer(cfg, secrets, assetsDir, nil)
+	if err != nil {
+		return []Problem{{Kind: KindProfile, Message: err.Error()}}
+	}
+
+	// Report every missing asset, then go on with a placeholder hash so the
+	// profiles are still checked.
+	var problems []Problem
+	assets := map[string]Asset{}
+	for _, a := range clusterAssets(cfg) {
+		asset, err := r.hasher.asset(cfg, assetsDir, a)
+		if err != nil {
+			problems = append(problems, Problem{Kind: KindAsset, Message: err.Error()})
+			asset = Asset{Path: a.path, URL: cfg.HTTPBaseURL() + "/assets/" + escapePath(a.path), SHA512: strings.Repeat("0", 128)}
+		}
+		assets[a.name] = asset
+	}
+
+	seen := map[string]bool{}
+	for i := range cfg.Machines {
+		m := &cfg.Machines[i]
+		for _, spec := range []Spec{SpecV3, SpecLegacy} {
+			_, err := r.render(m, spec, assets)
+			for _, p := range problemsOf(m, err) {
+				// The same template error shows up for every machine of a
+				// profile and in both specs: report it once.
+				k := p.File + "\x00" + strconv.Itoa(p.Line) + "\x00" + p.Message
+				if p.Kind != KindProfile {
+					k = p.Machine + k
+				}
+				if !seen[k] {
+					seen[k] = true
+					problems = append(problems, p)
+				}
+			}
+			if err != nil {
+				break // the legacy render would repeat the problem
+			}
+		}
+	}
+	return problems
+}
+
+// problemsOf converts a render error into problems.
+func problemsOf(m *config.Machine, err error) []Problem {
+	if err == nil {
+		return nil
+	}
+	var pe *ProfileError
+	if errors.As(err, &pe) {
+		return pe.Problems
+	}
+	var perr *profiles.Error
+	if errors.As(err, &perr) {
+		return []Problem{{Kind: KindProfile, Machine: m.Hostname, Profile: profiles.ProfileOf(m), File: perr.File, Line: perr.Line, Message: perr.Message}}
+	}
+	return []Problem{{Kind: KindMachine, Machine: m.Hostname, Profile: profiles.ProfileOf(m), Message: err.Error()}}
+}
