@@ -42,6 +42,8 @@ type Server struct {
 	// Timeline, when set, attributes requests that carry no MAC (asset and
 	// iPXE binary downloads) to the machine last seen at the client's address.
 	Timeline func(ip netip.Addr, event, detail string)
+	// Ignition renders /ignition configs; nil answers 503.
+	Ignition ConfigRenderer
 }
 
 // New builds the server. st may be nil (no sightings, API answers 503);
@@ -70,6 +72,7 @@ func New(cfg *config.Config, st store.Store, assetsDir string, log *slog.Logger)
 	e.GET("/machines/:mac/boot.ipxe", s.machineScript) // not HEAD: it records a sighting
 	getHead("/ipxe/:file", s.ipxeFile)
 	getHead("/assets/*", s.asset)
+	e.GET("/ignition", s.ignitionConfig) // not HEAD: a config is a secret, fetched whole or not at all
 	e.GET("/api/v1/machines", s.apiMachines)
 	e.GET("/api/v1/leases", s.apiLeases)
 	e.GET("/api/v1/machines/:mac/events", s.apiMachineEvents)

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/flint-boot/flint/dhcp"
 	"github.com/flint-boot/flint/events"
 	"github.com/flint-boot/flint/httpd"
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
 )
@@ -90,16 +93,28 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		return fmt.Errorf("record the config's machines: %w", err)
 	}
 
-	assetsDir := cfg.Boot.AssetsDir
-	if assetsDir == "" {
-		assetsDir = filepath.Join(dataDir, "assets")
-	}
+	assetsDir := assetsDirOf(cfg, dataDir)
 	if err := os.MkdirAll(assetsDir, 0o755); err != nil {
 		return fmt.Errorf("create assets directory: %w", err)
 	}
 
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	secrets, err := pki.Open(filepath.Join(dataDir, "pki"), time.Now, log.With("service", "pki"))
+	if err != nil {
+		return fmt.Errorf("open the PKI: %w", err)
+	}
+	// Refuse a config whose profiles don't render: nodes would get nothing
+	// usable. Missing assets only warn: the operator may place them while
+	// flint runs (nodes asking meanwhile get 503 and retry).
+	if err := checkRenders(cfg, secrets, assetsDir, log); err != nil {
+		return err
+	}
+	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, log.With("service", "ignition"))
+	if err != nil {
+		return err
+	}
 
 	// The recorder learns which MAC is at which address from DHCP and script
 	// requests, so TFTP and asset downloads land on the right timeline.
@@ -118,6 +133,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	}
 	httpSrv := httpd.New(cfg, rec, assetsDir, log.With("service", "http"))
 	httpSrv.Timeline = rec.RecordFromIP
+	httpSrv.Ignition = renderer
 
 	listen := cfg.Server.Listen
 	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))
@@ -165,6 +181,23 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		log.Info("flint stopped")
 	}
 	return first
+}
+
+// checkRenders renders every machine once; profile and machine problems stop
+// serve, missing assets are warnings.
+func checkRenders(cfg *config.Config, secrets ignition.Secrets, assetsDir string, log *slog.Logger) error {
+	var fatal []string
+	for _, p := range ignition.ValidateAll(cfg, secrets, assetsDir) {
+		if p.Kind == ignition.KindAsset {
+			log.Warn("asset missing: nodes will wait for it", "problem", p.String())
+			continue
+		}
+		fatal = append(fatal, p.String())
+	}
+	if len(fatal) > 0 {
+		return fmt.Errorf("%d machine config(s) do not render:\n  %s\nfix the profiles (flint validate --config FILE shows the same list)", len(fatal), strings.Join(fatal, "\n  "))
+	}
+	return nil
 }
 
 func knownMachines(cfg *config.Config) []store.KnownMachine {

@@ -3,11 +3,16 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/deploy/examples"
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/pki"
 )
 
 // loadConfig reads --config, or the embedded example cluster when it is empty.
@@ -19,7 +24,7 @@ func loadConfig(path string) (*config.Config, error) {
 }
 
 func newValidateCmd() *cobra.Command {
-	var path string
+	var path, data string
 	cmd := &cobra.Command{
 		Use:   "validate --config FILE",
 		Short: "Check a config file and report every problem with its field and line",
@@ -27,7 +32,11 @@ func newValidateCmd() *cobra.Command {
 addresses inside the subnet and outside the pool, no duplicate MACs, IPs or
 hostnames, known roles, at least one server. Problems are printed as
 FILE:LINE: FIELD: MESSAGE and make it exit 1; warnings (like an even number of
-etcd members) are printed but exit 0.`,
+etcd members) are printed but exit 0.
+
+Then it renders every machine's Ignition config (with a throw-away PKI, so it
+changes nothing) and reports profile problems as PROFILE:LINE: MACHINE: MESSAGE.
+Assets missing from DIR/assets are warnings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
@@ -44,6 +53,22 @@ etcd members) are printed but exit 0.`,
 			for _, w := range cfg.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w.Located(cfg.Source))
 			}
+			problems, err := renderProblems(cfg, assetsDirOf(cfg, data))
+			if err != nil {
+				return err
+			}
+			var bad int
+			for _, p := range problems {
+				if p.Kind == ignition.KindAsset {
+					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+p.String())
+					continue
+				}
+				bad++
+				fmt.Fprintln(cmd.ErrOrStderr(), p.String())
+			}
+			if bad > 0 {
+				return &exitError{code: 1, err: fmt.Errorf("%d problem(s) in the profiles; fix them and run validate again", bad)}
+			}
 			servers := len(cfg.Servers())
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: dhcp mode %s, %d machines (%d servers, %d agents)\n",
 				cfg.Source, cfg.DHCP.Mode, len(cfg.Machines), servers, len(cfg.Machines)-servers)
@@ -51,5 +76,28 @@ etcd members) are printed but exit 0.`,
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "config file (default: the embedded example cluster)")
+	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory whose assets/ the configs reference")
 	return cmd
+}
+
+// renderProblems renders every machine with a temporary PKI.
+func renderProblems(cfg *config.Config, assetsDir string) ([]ignition.Problem, error) {
+	tmp, err := os.MkdirTemp("", "flint-validate-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	secrets, err := pki.Open(filepath.Join(tmp, "pki"), time.Now, nil)
+	if err != nil {
+		return nil, err
+	}
+	return ignition.ValidateAll(cfg, secrets, assetsDir), nil
+}
+
+// assetsDirOf is where serve would serve /assets/ from.
+func assetsDirOf(cfg *config.Config, dataDir string) string {
+	if cfg.Boot.AssetsDir != "" {
+		return cfg.Boot.AssetsDir
+	}
+	return filepath.Join(dataDir, "assets")
 }

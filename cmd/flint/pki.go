@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flint-boot/flint/pki"
+)
+
+func newPKICmd(g *globalFlags) *cobra.Command {
+	var data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "pki [--data DIR] [--json]",
+		Short: "List the certificates flint keeps, with subjects, SANs and expiry",
+		Long: `pki lists the etcd CA and every certificate in DIR/pki: file, common name,
+SANs, key usages and expiry, and whether it is due for renewal (flint re-issues
+a node's certificates on its next render once they are within 30 days of
+expiry). Private keys, the K3s token and node passwords are never printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			dir := filepath.Join(data, "pki")
+			if _, err := os.Stat(filepath.Join(dir, "ca.crt")); err != nil {
+				return fmt.Errorf("no PKI in %s (flint serve creates it on first start): %w", dir, err)
+			}
+			p, err := pki.Open(dir, time.Now, log)
+			if err != nil {
+				return err
+			}
+			certs, err := p.List()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(certs)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FILE\tSUBJECT\tSANS\tUSAGE\tEXPIRES\tSTATUS")
+			for _, c := range certs {
+				var sans []string
+				sans = append(sans, c.DNSNames...)
+				for _, ip := range c.IPs {
+					sans = append(sans, ip.String())
+				}
+				status := "ok"
+				if c.RenewalDue {
+					status = "renew: " + c.Reason
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s (%dd)\t%s\n", c.File, c.CommonName, dash(strings.Join(sans, ",")),
+					strings.Join(c.Usages, ","), c.NotAfter.Format("2006-01-02"), int(c.NotAfter.Sub(now).Hours()/24), status)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	return cmd
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/pki"
+)
+
+func newRenderCmd(g *globalFlags) *cobra.Command {
+	var path, data, mac, spec string
+	var roleCheck bool
+	cmd := &cobra.Command{
+		Use:   "render --mac MAC [--config FILE] [--data DIR] [--spec 3|2] [--role-check]",
+		Short: "Print the Ignition config a machine gets",
+		Long: `render prints the Ignition config flint serves to the machine with MAC, made
+with the PKI in DIR/pki (created if missing, as flint serve would) and the
+assets in DIR/assets. The output holds that machine's private keys and the
+K3s token: treat it as a secret.
+
+--spec 2 renders the spec 2.3.0 config legacy Flatcar clients get.
+--role-check also lists what the machine's role needs (certificates, etcd and
+K3s settings, units) and exits 1 if anything is missing or if an agent would
+get etcd keys.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			hw, err := ipxe.ParseMAC(mac)
+			if err != nil {
+				return fmt.Errorf("--mac %q: %w", mac, err)
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			if err := cfg.ResolveAddress(); err != nil {
+				return err
+			}
+			m, ok := cfg.MachineByMAC(hw)
+			if !ok {
+				return fmt.Errorf("MAC %s is not under machines: in %s", hw, cfg.Source)
+			}
+			sp := ignition.SpecV3
+			switch spec {
+			case "3", "":
+			case "2":
+				sp = ignition.SpecLegacy
+			default:
+				return fmt.Errorf("--spec %q: use 3 (Ignition v2, current Flatcar) or 2 (legacy Ignition v0.x)", spec)
+			}
+			secrets, err := pki.Open(filepath.Join(data, "pki"), time.Now, log)
+			if err != nil {
+				return fmt.Errorf("open the PKI in %s: %w", data, err)
+			}
+			r, err := ignition.NewRenderer(cfg, secrets, assetsDirOf(cfg, data), log)
+			if err != nil {
+				return err
+			}
+			out, err := r.Render(hw, sp)
+			if err != nil {
+				return err
+			}
+			if roleCheck {
+				return checkRole(cmd.OutOrStdout(), m, out)
+			}
+			_, err = cmd.OutOrStdout().Write(append(out, '\n'))
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config file (default: the embedded example cluster)")
+	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory (PKI and assets)")
+	cmd.Flags().StringVar(&mac, "mac", "", "MAC address of the machine (52:54:00:12:34:56 or 52-54-00-12-34-56)")
+	cmd.Flags().StringVar(&spec, "spec", "3", "Ignition spec: 3 or 2 (legacy)")
+	cmd.Flags().BoolVar(&roleCheck, "role-check", false, "check the config carries what the machine's role needs instead of printing it")
+	cmd.MarkFlagRequired("mac")
+	return cmd
+}
+
+// What a role's config must hold (files, directories, units) — the checklist
+// of --role-check. Paths are the profiles' defaults.
+var roleNeeds = map[string][]string{
+	config.RoleServer: {
+		"file /etc/hostname", "file /etc/systemd/network/00-flint.network", "file /etc/hosts",
+		"file /etc/ssl/etcd/ca.crt", "file /etc/ssl/etcd/server.crt", "file /etc/ssl/etcd/server.key",
+		"file /etc/ssl/etcd/peer.crt", "file /etc/ssl/etcd/peer.key",
+		"file /etc/ssl/etcd/client.crt", "file /etc/ssl/etcd/client.key",
+		"file /etc/etcd/etcd.env", "directory /var/lib/etcd", "file /opt/bin/etcd", "file /opt/bin/etcdctl",
+		"file /opt/bin/k3s", "file /etc/rancher/k3s/k3s.env", "file /etc/rancher/node/password",
+		"unit etcd.service", "unit k3s.service",
+	},
+	config.RoleAgent: {
+		"file /etc/hostname", "file /etc/systemd/network/00-flint.network", "file /etc/hosts",
+		"file /opt/bin/k3s", "file /etc/rancher/k3s/k3s.env", "file /etc/rancher/node/password",
+		"unit k3s-agent.service",
+	},
+}
+
+// checkRole lists the role's needs against the rendered config.
+func checkRole(out io.Writer, m *config.Machine, raw []byte) error {
+	var c struct {
+		Storage struct {
+			Files       []struct{ Path string } `json:"files"`
+			Directories []struct{ Path string } `json:"directories"`
+		} `json:"storage"`
+		Systemd struct {
+			Units []struct{ Name string } `json:"units"`
+		} `json:"systemd"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return fmt.Errorf("parse the rendered config: %w", err)
+	}
+	have := map[string]bool{}
+	for _, f := range c.Storage.Files {
+		have["file "+f.Path] = true
+	}
+	for _, d := range c.Storage.Directories {
+		have["directory "+d.Path] = true
+	}
+	for _, u := range c.Systemd.Units {
+		have["unit "+u.Name] = true
+	}
+	var missing []string
+	fmt.Fprintf(out, "%s (%s, role %s):\n", m.Hostname, m.MAC, m.Role)
+	for _, need := range roleNeeds[m.Role] {
+		mark := "ok     "
+		if !have[need] {
+			mark = "MISSING"
+			missing = append(missing, need)
+		}
+		fmt.Fprintf(out, "  %s %s\n", mark, need)
+	}
+	if m.Role == config.RoleAgent {
+		for k := range have {
+			if strings.HasPrefix(k, "file /etc/ssl/etcd/") {
+				fmt.Fprintf(out, "  WRONG   %s: an agent must not get etcd credentials\n", k)
+				missing = append(missing, k)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%s's config lacks what role %s needs: %s", m.Hostname, m.Role, strings.Join(missing, ", "))}
+	}
+	return nil
+}
