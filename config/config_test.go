@@ -92,6 +92,7 @@ func TestParseRejects(t *testing.T) {
 		{"unknown field", `    ipxe_binary: snponly.efi`, `    ipxe_binray: snponly.efi`, `:19: (yaml): field ipxe_binray not found`},
 		{"bad yaml", `dhcp:`, `dhcp: [`, `(yaml)`},
 		{"kernel arg with space", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"console=ttyS0 quiet\"]", `:20: machines[3].kernel_args[0]: "console=ttyS0 quiet" contains white space`},
+		{"kernel arg template typo", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"name={{.Hostnmae}}\"]", `:20: machines[3].kernel_args[0]: kernel argument "name={{.Hostnmae}}"`},
 		{"no server", `role: server}`, `role: agent}`, `machines: no machine has role server`},
 	}
 	for _, tc := range cases {

@@ -376,6 +376,14 @@ func (c *checker) bootPaths(prefix, kernel, initrd string, args []string) {
 			c.fail(field, "%q contains white space or control characters: give each argument its own list item", a)
 		case strings.HasPrefix(a, "#") || strings.Contains(a, "||") || strings.Contains(a, "&&") || strings.Contains(a, ";"):
 			c.fail(field, "%q would be read as iPXE syntax (#, ||, && or ;)", a)
+		default:
+			// Templates are checked against sample data so a typo fails here, not at boot.
+			sample := ArgData{Hostname: "node", FQDN: "node.example", MAC: "52:54:00:00:00:01", IP: "198.18.0.1", Role: RoleServer}
+			if s, err := expandArg(a, sample); err != nil {
+				c.fail(field, "%v", err)
+			} else if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' }) {
+				c.fail(field, "%q expands to white space", a)
+			}
 		}
 	}
 }

@@ -171,7 +171,7 @@ func TestMachineScriptDefaults(t *testing.T) {
 		"http://198.18.0.1:8080/assets/flatcar/flatcar_production_pxe.vmlinuz",
 		"initrd=flatcar_production_pxe_image.cpio.gz",
 		"flatcar.first_boot=1",
-		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=${mac:hexhyp}",
+		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-56",
 		"console=tty0", "console=ttyS0,115200n8",
 		"&&", "goto", "flint_initrd", "||",
 	}
@@ -240,7 +240,7 @@ func TestKernelArgsOrder(t *testing.T) {
 	want := []string{
 		"initrd=initrd-v2.cpio.gz",
 		"flatcar.first_boot=1",
-		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=${mac:hexhyp}",
+		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-57",
 		"console=tty0", "console=ttyS0,115200n8",
 		"flatcar.autologin",
 	}
@@ -289,5 +289,15 @@ func TestNotFoundSanitizes(t *testing.T) {
 	}
 	if strings.Contains(s, "${net0/ip}") || strings.Contains(s, "|| shell") {
 		t.Errorf("expansion or command chaining survived:\n%s", s)
+	}
+}
+
+func TestKernelArgsAreTemplates(t *testing.T) {
+	cfg := testCfg(t)
+	m, _ := cfg.MachineByName("nuc2")
+	m.KernelArgs = []string{"flint.node={{.Hostname}}", "ip={{.IP}}::::{{.Hostname}}::off"}
+	got := KernelArgs(cfg, m)
+	if got[len(got)-2] != "flint.node=nuc2" || got[len(got)-1] != "ip="+m.IP+"::::nuc2::off" {
+		t.Errorf("templated args: %q", got)
 	}
 }

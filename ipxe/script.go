@@ -100,10 +100,16 @@ func KernelArgs(cfg *config.Config, m *config.Machine) []string {
 	args := []string{
 		"initrd=" + imageName(initrd),
 		"flatcar.first_boot=1",
-		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=${mac:hexhyp}",
+		// The machine's own MAC, not ${mac:hexhyp}: the config belongs to the
+		// machine, whichever NIC fetched the script, and the URL reads on its own.
+		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=" + HexHyp(m.HW),
 	}
-	args = append(args, cfg.Boot.KernelArgs...)
-	return append(args, m.KernelArgs...)
+	extra, err := cfg.KernelArgs(m)
+	if err != nil {
+		// Validated when the config loaded; keep the raw arguments rather than none.
+		extra = append(append([]string{}, cfg.Boot.KernelArgs...), m.KernelArgs...)
+	}
+	return append(args, extra...)
 }
 
 // NotFound answers a MAC flint has no machine for. flint serves it with HTTP
