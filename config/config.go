@@ -131,6 +131,11 @@ type Cluster struct {
 	ProfilesDir string `yaml:"profiles_dir"`
 	// Assets are paths under /assets/ for the binaries the profiles install.
 	Assets ClusterAssets `yaml:"assets"`
+	// InstallMode is how machines run Flatcar: "disk" installs it on InstallDisk
+	// and boots from disk afterwards; "live" PXE-boots it into RAM on every boot.
+	InstallMode string `yaml:"install_mode"`
+	// InstallDisk is the disk flatcar-install writes (a /dev/disk/by-id path is safest).
+	InstallDisk string `yaml:"install_disk"`
 
 	RegistrationIP netip.Addr `yaml:"-"`
 }
@@ -189,6 +194,9 @@ type Machine struct {
 	Initrd     string   `yaml:"initrd"`
 	// Profile is the template this machine renders; empty: its role.
 	Profile string `yaml:"profile"`
+	// InstallMode and InstallDisk override the cluster's.
+	InstallMode string `yaml:"install_mode"`
+	InstallDisk string `yaml:"install_disk"`
 
 	HW     net.HardwareAddr `yaml:"-"`
 	IPAddr netip.Addr       `yaml:"-"`
@@ -239,6 +247,28 @@ func (c *Config) HTTPBaseURL() string {
 		return "http://" + host
 	}
 	return "http://" + net.JoinHostPort(host, itoa(c.Server.HTTPPort))
+}
+
+// Install modes.
+const (
+	InstallDisk = "disk"
+	InstallLive = "live"
+)
+
+// InstallModeOf is the machine's install mode (its own, else the cluster's).
+func (c *Config) InstallModeOf(m *Machine) string {
+	if m.InstallMode != "" {
+		return m.InstallMode
+	}
+	return c.Cluster.InstallMode
+}
+
+// InstallDiskOf is the disk a disk-mode machine installs to.
+func (c *Config) InstallDiskOf(m *Machine) string {
+	if m.InstallDisk != "" {
+		return m.InstallDisk
+	}
+	return c.Cluster.InstallDisk
 }
 
 // FQDN is the machine's fully qualified name, or its hostname when no domain is set.

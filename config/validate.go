@@ -23,6 +23,7 @@ const (
 	DefaultKernel      = "flatcar/flatcar_production_pxe.vmlinuz"
 	DefaultInitrd      = "flatcar/flatcar_production_pxe_image.cpio.gz"
 	DefaultCluster     = "flint"
+	DefaultInstallDisk = "/dev/nvme0n1" // NUCs' usual disk; prefer a /dev/disk/by-id path
 	DefaultButane      = "1.1.0"
 	DefaultK3sAsset    = "k3s/k3s"
 	DefaultEtcdAsset   = "etcd/etcd"
@@ -235,6 +236,12 @@ func (cfg *Config) applyDefaults() {
 	if cl.ButaneVersion == "" {
 		cl.ButaneVersion = DefaultButane
 	}
+	if cl.InstallMode == "" {
+		cl.InstallMode = InstallLive
+	}
+	if cl.InstallDisk == "" {
+		cl.InstallDisk = DefaultInstallDisk
+	}
 	if cl.Assets.K3s == "" {
 		cl.Assets.K3s = DefaultK3sAsset
 	}
@@ -270,6 +277,15 @@ func (cfg *Config) validateCluster(c *checker) {
 		cl.RegistrationIP = c.ip("cluster.registration_address", cl.RegistrationAddress)
 	} else if servers := cfg.Servers(); len(servers) > 0 {
 		cl.RegistrationIP = servers[0].IPAddr
+	}
+	checkInstall(c, "cluster", cl.InstallMode, cl.InstallDisk)
+	disk := false
+	for i, m := range cfg.Machines {
+		checkInstall(c, fmt.Sprintf("machines[%d]", i), m.InstallMode, m.InstallDisk)
+		disk = disk || cfg.InstallModeOf(&cfg.Machines[i]) == InstallDisk
+	}
+	if disk && cfg.Assets.Flatcar.Version == "" {
+		c.fail("assets.flatcar.version", "disk installs need the Flatcar version flatcar-install writes (the same as the PXE images), e.g. 4152.2.0")
 	}
 	for field, p := range map[string]string{"cluster.assets.k3s": cl.Assets.K3s, "cluster.assets.etcd": cl.Assets.Etcd, "cluster.assets.etcdctl": cl.Assets.Etcdctl} {
 		if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {
@@ -402,5 +418,16 @@ func (cfg *Config) validateAssets(c *checker) {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "file://") {
 			c.fail(field, "%q is not an http(s):// or file:// URL", u)
 		}
+	}
+}
+
+func checkInstall(c *checker, prefix, mode, disk string) {
+	switch mode {
+	case "", InstallDisk, InstallLive:
+	default:
+		c.fail(prefix+".install_mode", "unknown install mode %q: use disk or live", mode)
+	}
+	if disk != "" && (!strings.HasPrefix(disk, "/dev/") || strings.ContainsFunc(disk, func(r rune) bool { return r <= ' ' || r == '\'' || r == '"' })) {
+		c.fail(prefix+".install_disk", "%q is not a device path like /dev/disk/by-id/nvme-...", disk)
 	}
 }

@@ -133,6 +133,13 @@ func (m *memStore) RecordSighting(s store.Sighting) error {
 	return nil
 }
 
+// UpdateMachine implements store.Store (lifecycle is not the DHCP server's business).
+func (m *memStore) UpdateMachine(mac string, fn func(*store.Machine) error) (store.Machine, error) {
+	rec := store.Machine{MAC: mac}
+	err := fn(&rec)
+	return rec, err
+}
+
 // Events implements store.Store (the timeline is not needed by these tests).
 func (m *memStore) Events(mac string) ([]store.Event, error) {
 	m.mu.Lock()

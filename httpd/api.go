@@ -2,6 +2,7 @@ package httpd
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -93,6 +95,14 @@ func (s *Server) apiPostEvent(c echo.Context) error {
 		return textError(http.StatusBadRequest, "event field detail: at most 1024 printable characters")
 	}
 	ip := remoteIP(c.Request())
+	if s.Lifecycle != nil {
+		if err := s.Lifecycle.NodeEvent(hw, ip, ev.Event); errors.Is(err, lifecycle.ErrRefused) {
+			s.log.Warn("node event refused", "mac", hw.String(), "event", ev.Event, "ip", ip, "err", err)
+			return textError(http.StatusForbidden, "%v", err)
+		} else if err != nil {
+			s.log.Warn("node event not applied", "mac", hw.String(), "event", ev.Event, "err", err)
+		}
+	}
 	err = s.st.RecordSighting(store.Sighting{MAC: hw.String(), At: time.Now(), IP: ip, Event: "node " + ev.Event, Detail: ev.Detail})
 	if err != nil {
 		s.log.Warn("could not record node event", "mac", hw.String(), "event", ev.Event, "err", err)
@@ -100,6 +110,32 @@ func (s *Server) apiPostEvent(c echo.Context) error {
 	}
 	s.log.Info("node event", "mac", hw.String(), "event", ev.Event, "ip", ip)
 	return c.NoContent(http.StatusNoContent)
+}
+
+// apiReprovision arms a machine for reinstall (flint reprovision). Only from
+// this host: anyone who can arm a reprovision opens that machine's install
+// window, and with it access to its keys.
+func (s *Server) apiReprovision(c echo.Context) error {
+	if s.st == nil {
+		return textError(http.StatusServiceUnavailable, "this flint runs without a state store")
+	}
+	if ip := remoteIP(c.Request()); !ip.IsLoopback() {
+		s.log.Warn("reprovision refused: not from this host", "remote", ip, "machine", c.Param("name"))
+		return textError(http.StatusForbidden, "reprovision is only accepted from flint's own host (run flint reprovision there)")
+	}
+	plan, err := lifecycle.Reprovision(s.st, c.Param("name"), c.QueryParam("confirm") == "yes", time.Now())
+	switch {
+	case errors.Is(err, lifecycle.ErrBusy):
+		return textError(http.StatusConflict, "%v", err)
+	case err != nil && !plan.Armed && plan.Machine == "":
+		return textError(http.StatusNotFound, "%v", err)
+	case err != nil:
+		return textError(http.StatusInternalServerError, "%v", err)
+	}
+	if plan.Armed {
+		s.log.Info("reprovision armed", "machine", plan.Machine, "role", plan.Role)
+	}
+	return writeJSON(c, plan)
 }
 
 var eventNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$`)

@@ -10,14 +10,16 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
 // ConfigRenderer makes a machine's Ignition config (*ignition.Renderer).
 type ConfigRenderer interface {
-	Render(mac net.HardwareAddr, spec ignition.Spec) ([]byte, error)
+	RenderProfile(mac net.HardwareAddr, spec ignition.Spec, profile string) ([]byte, error)
 }
 
 // EventIgnition is the timeline entry of a served config.
@@ -40,8 +42,30 @@ func (s *Server) ignitionConfig(c echo.Context) error {
 	if err != nil {
 		return textError(http.StatusBadRequest, "query parameter mac: malformed MAC %q: use /ignition?mac=52-54-00-12-34-56", raw)
 	}
+	stage := c.QueryParam("stage")
+	if stage != "" && stage != "installed" {
+		return textError(http.StatusBadRequest, "query parameter stage: %q is not known (leave it out, or stage=installed)", stage)
+	}
+	from := remoteIP(c.Request())
+	if s.Lifecycle != nil {
+		verdict, reason := s.Lifecycle.ConfigRequest(hw, from)
+		switch verdict {
+		case lifecycle.Refuse:
+			return textError(http.StatusForbidden, "flint refuses the config of %s: %s", hw, reason)
+		case lifecycle.Wait:
+			c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
+			s.log.Info("ignition: node waits", "mac", hw.String(), "reason", reason)
+			return textError(http.StatusServiceUnavailable, "not yet: %s", reason)
+		}
+	}
+	// A disk-mode machine's PXE boot runs the installer; the installer asks
+	// for stage=installed, the machine's own config, to write to disk.
+	profile := ""
+	if m, ok := s.cfg.MachineByMAC(hw); ok && stage == "" && s.cfg.InstallModeOf(m) == config.InstallDisk {
+		profile = ignition.InstallerProfile
+	}
 	spec := ignition.SpecFromAccept(c.Request().Header.Get("Accept"))
-	out, err := s.Ignition.Render(hw, spec)
+	out, err := s.Ignition.RenderProfile(hw, spec, profile)
 	var pe *ignition.ProfileError
 	var ae *ignition.AssetError
 	switch {
@@ -71,7 +95,14 @@ func (s *Server) ignitionConfig(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	s.record(c, hw.String(), EventIgnition, fmt.Sprintf("spec %s, %d bytes", version, len(out)))
+	detail := fmt.Sprintf("spec %s, %d bytes", version, len(out))
+	if profile != "" {
+		detail += ", profile " + profile
+	}
+	s.record(c, hw.String(), EventIgnition, detail)
+	if s.Lifecycle != nil {
+		s.Lifecycle.ConfigServed(hw)
+	}
 	// It holds private keys: no proxy or client cache may keep a copy.
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return writeBody(c, http.StatusOK, "application/vnd.coreos.ignition+json;version="+version, out)

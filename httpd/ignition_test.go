@@ -16,7 +16,7 @@ type fakeRenderer struct {
 	err   error
 }
 
-func (f *fakeRenderer) Render(mac net.HardwareAddr, spec ignition.Spec) ([]byte, error) {
+func (f *fakeRenderer) RenderProfile(mac net.HardwareAddr, spec ignition.Spec, profile string) ([]byte, error) {
 	f.specs = append(f.specs, spec)
 	if f.err != nil {
 		return nil, f.err

@@ -17,6 +17,7 @@ import (
 const (
 	EventScript        = "http script"
 	EventScriptUnknown = "http script (unknown)"
+	EventScriptLocal   = "http script (boot disk)"
 )
 
 func (s *Server) healthz(c echo.Context) error {
@@ -52,6 +53,11 @@ func (s *Server) machineScript(c echo.Context) error {
 			reason += " (dhcp.discover_unknown let it boot iPXE, but flint has no boot config for unlisted machines)"
 		}
 		return writeBody(c, http.StatusNotFound, mimeText, []byte(ipxe.NotFound(ipxe.HexHyp(hw), reason)))
+	}
+	if s.Lifecycle != nil && s.Lifecycle.BootsLocally(hw) {
+		s.recordSighting(hw, remote, EventScriptLocal)
+		s.log.Info("http: boot script: local disk", "machine", m.Hostname, "mac", hw.String(), "arch", arch, "remote", remote)
+		return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.LocalBoot(m.Hostname, m.MAC)))
 	}
 	s.recordSighting(hw, remote, EventScript)
 	s.log.Info("http: boot script", "machine", m.Hostname, "mac", hw.String(), "arch", arch, "remote", remote)

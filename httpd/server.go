@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -44,6 +45,17 @@ type Server struct {
 	Timeline func(ip netip.Addr, event, detail string)
 	// Ignition renders /ignition configs; nil answers 503.
 	Ignition ConfigRenderer
+	// Lifecycle guards configs and moves machines through their states; nil
+	// serves every known machine (tests, and flint before lifecycles existed).
+	Lifecycle Lifecycle
+}
+
+// Lifecycle is what the HTTP server asks about a machine's state (*lifecycle.Manager).
+type Lifecycle interface {
+	ConfigRequest(mac net.HardwareAddr, from netip.Addr) (lifecycle.Verdict, string)
+	ConfigServed(mac net.HardwareAddr)
+	NodeEvent(mac net.HardwareAddr, from netip.Addr, event string) error
+	BootsLocally(mac net.HardwareAddr) bool
 }
 
 // New builds the server. st may be nil (no sightings, API answers 503);
@@ -77,6 +89,7 @@ func New(cfg *config.Config, st store.Store, assetsDir string, log *slog.Logger)
 	e.GET("/api/v1/leases", s.apiLeases)
 	e.GET("/api/v1/machines/:mac/events", s.apiMachineEvents)
 	e.POST("/api/v1/events", s.apiPostEvent)
+	e.POST("/api/v1/machines/:name/reprovision", s.apiReprovision)
 
 	s.echo = e
 	return s

@@ -166,7 +166,7 @@ func TestUnknownProfile(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.cfg.Machines[0].Profile = "gpu"
 	_, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
-	if err == nil || !strings.Contains(err.Error(), `profile "gpu" not found`) || !strings.Contains(err.Error(), "agent, server") {
+	if err == nil || !strings.Contains(err.Error(), `profile "gpu" not found`) || !strings.Contains(err.Error(), "agent, installer, server") {
 		t.Errorf("err = %v", err)
 	}
 }

@@ -37,6 +37,21 @@ type Data struct {
 	// Secrets are the node's own credentials, PEM text as the files hold it.
 	// Templates must pass them through dataurl, never paste them into YAML.
 	Secrets SecretsData
+	// Install is how the machine runs Flatcar (cluster/machine install_mode).
+	Install InstallData
+}
+
+// InstallData says where Flatcar lives on the machine.
+type InstallData struct {
+	// Mode is "disk" (flatcar-install, then boot from disk) or "live" (PXE into
+	// RAM on every boot).
+	Mode string
+	// Disk is the device flatcar-install writes (disk mode).
+	Disk string
+	// FlatcarVersion is assets.flatcar.version: the image flatcar-install writes.
+	FlatcarVersion string
+	// BaseURL is where flatcar-install -b fetches VERSION/flatcar_production_image.bin.bz2.
+	BaseURL string
 }
 
 // ClusterData is the cluster: section of the config, resolved.
@@ -94,6 +109,13 @@ type URLs struct {
 	Flint string
 	// Assets is the base URL of the assets directory, ending in "/".
 	Assets string
+	// Ignition is this machine's config URL (what its iPXE script passes).
+	Ignition string
+	// Installed is the config of the installed system of a disk install; the
+	// installer profile hands it to flatcar-install.
+	Installed string
+	// Events is where nodes POST progress reports ({"mac","event","detail"}).
+	Events string
 }
 
 // Asset is one file in flint's assets directory.
@@ -223,8 +245,17 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 			Profile:   in.profile,
 		},
 		URLs: URLs{
-			Flint:  cfg.HTTPBaseURL(),
-			Assets: cfg.HTTPBaseURL() + "/assets/",
+			Flint:     cfg.HTTPBaseURL(),
+			Assets:    cfg.HTTPBaseURL() + "/assets/",
+			Ignition:  cfg.HTTPBaseURL() + "/ignition?mac=" + strings.ReplaceAll(m.HW.String(), ":", "-"),
+			Installed: cfg.HTTPBaseURL() + "/ignition?mac=" + strings.ReplaceAll(m.HW.String(), ":", "-") + "&stage=installed",
+			Events:    cfg.HTTPBaseURL() + "/api/v1/events",
+		},
+		Install: InstallData{
+			Mode:           cfg.InstallModeOf(m),
+			Disk:           cfg.InstallDiskOf(m),
+			FlatcarVersion: cfg.Assets.Flatcar.Version,
+			BaseURL:        cfg.HTTPBaseURL() + "/assets/flatcar",
 		},
 		Assets: in.assets,
 	}

@@ -26,11 +26,20 @@ import (
 //	FLINT_IGNITION_BIN=/tmp/ignition-bin go test ./ignition/ -run TestRealIgnitionClient -v
 func TestRealIgnitionClient(t *testing.T) {
 	bin := os.Getenv("FLINT_IGNITION_BIN")
+	// With CI=true a missing prerequisite is a failure, as in integration/.
+	ci := strings.ToLower(os.Getenv("CI"))
+	skip := func(t *testing.T, msg string) {
+		t.Helper()
+		if ci == "true" || ci == "1" || ci == "yes" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
 	if bin == "" {
-		t.Skip("FLINT_IGNITION_BIN is not set (build the clients with scripts/build-ignition.sh DIR)")
+		skip(t, "FLINT_IGNITION_BIN is not set (build the clients with scripts/build-ignition.sh DIR)")
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("the real Ignition client chowns files: needs root")
+		skip(t, "the real Ignition client chowns files: needs root")
 	}
 
 	// flint's HTTP server, reduced to the assets directory, on loopback.
@@ -64,7 +73,7 @@ machines:
 		t.Run(c.client, func(t *testing.T) {
 			client := filepath.Join(bin, c.client)
 			if _, err := os.Stat(client); err != nil {
-				t.Skipf("%v (run scripts/build-ignition.sh %s)", err, bin)
+				skip(t, fmt.Sprintf("%v (run scripts/build-ignition.sh %s)", err, bin))
 			}
 			out, err := r.Render(macNuc1, c.spec)
 			if err != nil {

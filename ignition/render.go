@@ -53,7 +53,7 @@ type Renderer struct {
 
 	mu     sync.Mutex
 	parsed *parsedSet
-	cache  map[string]map[Spec]cached // MAC -> spec -> last render
+	cache  map[string]map[variant]cached // MAC -> spec+profile -> last render
 }
 
 // parsedSet is a profile set with its templates parsed, per profile, lazily.
@@ -80,7 +80,7 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slo
 		assetsDir: assetsDir,
 		log:       log,
 		hasher:    newHasher(),
-		cache:     map[string]map[Spec]cached{},
+		cache:     map[string]map[variant]cached{},
 	}
 	if _, err := r.profileSet(); err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slo
 func (r *Renderer) Invalidate() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cache = map[string]map[Spec]cached{}
+	r.cache = map[string]map[variant]cached{}
 }
 
 // InvalidateMachine drops the cached configs of one machine, e.g. after its
@@ -108,6 +108,22 @@ func (r *Renderer) InvalidateMachine(mac net.HardwareAddr) {
 // *ProfileError (the profile or what it produced is invalid), or an error
 // from the PKI. The result is never empty and always passed Ignition's parser.
 func (r *Renderer) Render(mac net.HardwareAddr, spec Spec) ([]byte, error) {
+	return r.RenderProfile(mac, spec, "")
+}
+
+// InstallerProfile is what a disk-mode machine's PXE-booted live system runs.
+const InstallerProfile = "installer"
+
+// variant is one cached render of a machine.
+type variant struct {
+	spec    Spec
+	profile string
+}
+
+// RenderProfile renders the machine with another profile than its own (""
+// means its own): a disk install's live system runs the "installer" profile,
+// which then fetches the machine's own config for the installed system.
+func (r *Renderer) RenderProfile(mac net.HardwareAddr, spec Spec, profile string) ([]byte, error) {
 	m, ok := r.cfg.MachineByMAC(mac)
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", mac, ErrUnknownMachine)
@@ -116,16 +132,18 @@ func (r *Renderer) Render(mac net.HardwareAddr, spec Spec) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.render(m, spec, assets)
+	return r.render(m, spec, assets, profile)
 }
 
-func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset) ([]byte, error) {
+func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset, profile string) ([]byte, error) {
 	start := time.Now()
 	ps, err := r.profileSet()
 	if err != nil {
 		return nil, err
 	}
-	profile := profiles.ProfileOf(m)
+	if profile == "" {
+		profile = profiles.ProfileOf(m)
+	}
 	state := ClusterStateNew
 	if r.ClusterState != nil && m.Role == config.RoleServer {
 		state = r.ClusterState(m)
@@ -144,7 +162,7 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset)
 	}
 	mac := m.HW.String()
 	r.mu.Lock()
-	if c, ok := r.cache[mac][spec]; ok && c.key == key {
+	if c, ok := r.cache[mac][variant{spec, profile}]; ok && c.key == key {
 		r.mu.Unlock()
 		return c.config, nil
 	}
@@ -157,9 +175,9 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset)
 	}
 	r.mu.Lock()
 	if r.cache[mac] == nil {
-		r.cache[mac] = map[Spec]cached{}
+		r.cache[mac] = map[variant]cached{}
 	}
-	r.cache[mac][spec] = cached{key: key, config: out}
+	r.cache[mac][variant{spec, profile}] = cached{key: key, config: out}
 	r.mu.Unlock()
 	r.log.Debug("rendered ignition config", "machine", m.Hostname, "profile", profile, "spec", spec.String(), "bytes", len(out), "took", time.Since(start))
 	return out, nil

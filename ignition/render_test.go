@@ -330,9 +330,13 @@ func TestServerConfig(t *testing.T) {
 		"Service.ExecStartPre":    {"-/usr/sbin/modprobe br_netfilter", "-/usr/sbin/modprobe overlay"},
 		"Service.ExecStart":       {"/opt/bin/k3s server --tls-san 198.18.0.60 --node-name nuc1"},
 	})
-	if len(c.units) != 3 {
-		t.Errorf("units: %v, want etcd, etcd-healthy, k3s", keys(c.units))
+	if len(c.units) != 6 {
+		t.Errorf("units: %v, want etcd, etcd-healthy, k3s and the three flint-report units", keys(c.units))
 	}
+	wantOpts(t, "flint-report-etcd.service", c.unitOpts(t, "flint-report-etcd.service"), map[string][]string{
+		"Unit.Requires":     {"etcd-healthy.service"},
+		"Service.ExecStart": {`/opt/bin/flint-report etcd-healthy "member nuc1 answers /health"`},
+	})
 }
 
 func keys[V any](m map[string]V) []string {
@@ -375,9 +379,12 @@ func TestAgentConfig(t *testing.T) {
 			t.Errorf("agent got etcd file %s", path)
 		}
 	}
-	if len(c.units) != 1 {
-		t.Errorf("units %v, want only k3s-agent.service", keys(c.units))
+	if len(c.units) != 3 {
+		t.Errorf("units %v, want k3s-agent.service and the flint-report units for config-applied and k3s-up", keys(c.units))
 	}
+	wantOpts(t, "flint-report-k3s.service", c.unitOpts(t, "flint-report-k3s.service"), map[string][]string{
+		"Unit.Requires": {"k3s-agent.service"},
+	})
 	wantOpts(t, "k3s-agent.service", c.unitOpts(t, "k3s-agent.service"), map[string][]string{
 		"Service.EnvironmentFile": {"/etc/rancher/k3s/k3s.env"},
 		"Service.KillMode":        {"process"},

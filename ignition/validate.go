@@ -47,8 +47,13 @@ func ValidateAll(cfg *config.Config, secrets Secrets, assetsDir string) []Proble
 	seen := map[string]bool{}
 	for i := range cfg.Machines {
 		m := &cfg.Machines[i]
-		for _, spec := range []Spec{SpecV3, SpecLegacy} {
-			_, err := r.render(m, spec, assets)
+		variants := []variant{{SpecV3, ""}, {SpecLegacy, ""}}
+		if cfg.InstallModeOf(m) == config.InstallDisk {
+			// Its PXE boot runs the installer, which fetches the role config.
+			variants = append(variants, variant{SpecV3, InstallerProfile})
+		}
+		for _, v := range variants {
+			_, err := r.render(m, v.spec, assets, v.profile)
 			for _, p := range problemsOf(m, err) {
 				// The same template error shows up for every machine of a
 				// profile and in both specs: report it once.

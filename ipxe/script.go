@@ -228,3 +228,24 @@ func firstNonEmpty(s ...string) string {
 	}
 	return ""
 }
+
+// LocalBoot is the script for a machine whose disk install finished: boot
+// the local disk. BIOS: sanboot the first disk without describing it (so the
+// OS doesn't see an iSCSI/SAN boot). UEFI: `exit 1` — a failure makes the
+// firmware move on to its next boot entry (the disk), where a bare `exit`
+// (success) leaves many firmwares sitting in their boot menu.
+func LocalBoot(hostname, mac string) string {
+	hostname, mac = safeText(hostname), safeText(mac)
+	var b strings.Builder
+	b.WriteString("#!ipxe\n")
+	b.WriteString("# flint: " + hostname + " (" + mac + ") is installed; booting its disk.\n")
+	b.WriteString("# Run `flint reprovision " + hostname + "` to reinstall it on its next boot.\n")
+	b.WriteString("echo flint: " + hostname + " is installed, booting from the local disk\n")
+	b.WriteString("iseq ${platform} efi && goto flint_efi ||\n")
+	b.WriteString("sanboot --no-describe --drive 0x80 ||\n")
+	b.WriteString("echo flint: sanboot of the first disk failed; trying the next boot device\n")
+	b.WriteString("exit 1\n")
+	b.WriteString(":flint_efi\n")
+	b.WriteString("exit 1\n")
+	return b.String()
+}

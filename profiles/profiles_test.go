@@ -21,14 +21,14 @@ func TestEmbedded(t *testing.T) {
 		}
 		return err
 	})
-	if want := []string{"_common.yaml", "agent.yaml", "server.yaml"}; !reflect.DeepEqual(names, want) {
+	if want := []string{"_common.yaml", "agent.yaml", "installer.yaml", "server.yaml"}; !reflect.DeepEqual(names, want) {
 		t.Errorf("embedded files %v, want %v", names, want)
 	}
 	s, err := Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Profiles(); !reflect.DeepEqual(got, []string{"agent", "server"}) {
+	if got := s.Profiles(); !reflect.DeepEqual(got, []string{"agent", "installer", "server"}) {
 		t.Errorf("Profiles() = %v", got)
 	}
 	for _, p := range s.Profiles() {
@@ -59,7 +59,7 @@ func TestOverlay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.Profiles(); !reflect.DeepEqual(got, []string{"agent", "gpu", "server"}) {
+	if got := s.Profiles(); !reflect.DeepEqual(got, []string{"agent", "gpu", "installer", "server"}) {
 		t.Errorf("Profiles() = %v", got)
 	}
 	f, _ := s.Lookup("server.yaml")

@@ -197,6 +197,9 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 			}
 		}
 		m.Apply(sg)
+		if m.State == "" {
+			m.State, m.StateChanged = StateDiscovered, sg.At
+		}
 		v, err := json.Marshal(m)
 		if err != nil {
 			return err
@@ -324,6 +327,12 @@ func (s *Bolt) SyncConfig(known []KnownMachine) error {
 			seen[m.MAC] = true
 			km, ok := byMAC[m.MAC]
 			m.Known, m.Hostname, m.Role, m.ReservedIP = ok, km.Hostname, km.Role, km.ReservedIP
+			switch {
+			case ok && (m.State == "" || m.State == StateDiscovered):
+				m.State, m.StateChanged = StateReady, time.Now()
+			case !ok && m.State != StateDiscovered:
+				m.State, m.StateChanged = StateDiscovered, time.Now()
+			}
 			updated = append(updated, m)
 			return nil
 		})
@@ -337,11 +346,35 @@ func (s *Bolt) SyncConfig(known []KnownMachine) error {
 		}
 		for _, k := range known {
 			if !seen[k.MAC] {
-				if err := put(Machine{MAC: k.MAC, Known: true, Hostname: k.Hostname, Role: k.Role, ReservedIP: k.ReservedIP}); err != nil {
+				if err := put(Machine{MAC: k.MAC, Known: true, Hostname: k.Hostname, Role: k.Role, ReservedIP: k.ReservedIP, State: StateReady, StateChanged: time.Now()}); err != nil {
 					return err
 				}
 			}
 		}
 		return nil
 	})
+}
+
+// UpdateMachine implements Store.
+func (s *Bolt) UpdateMachine(mac string, fn func(m *Machine) error) (Machine, error) {
+	var out Machine
+	err := s.write(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMachines)
+		m := Machine{MAC: mac}
+		if v := b.Get([]byte(mac)); v != nil {
+			if err := json.Unmarshal(v, &m); err != nil {
+				return fmt.Errorf("machine record %s is corrupt: %w", mac, err)
+			}
+		}
+		if err := fn(&m); err != nil {
+			return err
+		}
+		v, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		out = m
+		return b.Put([]byte(mac), v)
+	})
+	return out, err
 }

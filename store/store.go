@@ -41,12 +41,30 @@ type Machine struct {
 	LastEvent   string     `json:"last_event,omitempty"`   // e.g. "dhcp ACK", "tftp ipxe.efi", "http script"
 	Events      int        `json:"events"`                 // how many exchanges were recorded
 
+	// Lifecycle (see package lifecycle): State, when it last changed, and
+	// whether the machine is an etcd member being rebuilt into the cluster.
+	State        State     `json:"state,omitempty"`
+	StateChanged time.Time `json:"state_changed,omitzero"`
+	EtcdRejoin   bool      `json:"etcd_rejoin,omitempty"` // render ETCD_INITIAL_CLUSTER_STATE=existing
+	Rebuilding   bool      `json:"rebuilding,omitempty"`  // etcd membership changed, node not yet healthy
+
 	// From the config flint serves with (SyncConfig); empty for discovered machines.
 	Known      bool       `json:"known"`
 	Hostname   string     `json:"hostname,omitempty"`
 	Role       string     `json:"role,omitempty"`
 	ReservedIP netip.Addr `json:"reserved_ip,omitzero"`
 }
+
+// State is where a machine is in its lifecycle.
+type State string
+
+const (
+	StateDiscovered  State = "discovered"  // an unknown MAC asked flint something
+	StateReady       State = "ready"       // known, never installed
+	StateInstalling  State = "installing"  // its config was served; install in progress
+	StateInstalled   State = "installed"   // the node reported the install done
+	StateReprovision State = "reprovision" // armed by an operator: the next boot reinstalls it
+)
 
 // KnownMachine is a machine listed in the config.
 type KnownMachine struct {
@@ -98,6 +116,9 @@ type Store interface {
 	Events(mac string) ([]Event, error)
 	// Machines returns all machine records, ordered by MAC.
 	Machines() ([]Machine, error)
+	// UpdateMachine applies fn to the record of mac in one transaction (a
+	// record is created if none exists); an error from fn changes nothing.
+	UpdateMachine(mac string, fn func(m *Machine) error) (Machine, error)
 	// SyncConfig marks exactly the given machines as known (creating records for
 	// those never seen) and every other record as discovered.
 	SyncConfig(known []KnownMachine) error

@@ -24,6 +24,7 @@ import (
 	"github.com/flint-boot/flint/events"
 	"github.com/flint-boot/flint/httpd"
 	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
@@ -115,6 +116,8 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return err
 	}
+	lc := lifecycle.New(cfg, st, etcdConnector(secrets, log.With("service", "etcd")), log.With("service", "lifecycle"))
+	renderer.ClusterState = lc.ClusterState
 
 	// The recorder learns which MAC is at which address from DHCP and script
 	// requests, so TFTP and asset downloads land on the right timeline.
@@ -134,6 +137,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	httpSrv := httpd.New(cfg, rec, assetsDir, log.With("service", "http"))
 	httpSrv.Timeline = rec.RecordFromIP
 	httpSrv.Ignition = renderer
+	httpSrv.Lifecycle = lc
 
 	listen := cfg.Server.Listen
 	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))

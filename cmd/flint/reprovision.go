@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/store"
+)
+
+func newReprovisionCmd() *cobra.Command {
+	var data string
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "reprovision NODE [--yes] [--data DIR]",
+		Short: "Arm a machine so its next PXE boot reinstalls it",
+		Long: `reprovision arms NODE (a hostname or MAC from the config): its next PXE boot
+gets its Ignition config again and reinstalls it, with the same certificates,
+K3s token and node password.
+
+For a server it first explains what will happen to etcd (the old member is
+removed and added back; the node rejoins with ETCD_INITIAL_CLUSTER_STATE=
+existing once the other members are healthy) and only arms it with --yes.
+It refuses while another server is still being rebuilt.
+
+It talks to the running flint serve of DIR, or writes DIR/flint.db directly
+when none runs.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			plan, err := reprovision(data, args[0], yes)
+			out := cmd.OutOrStdout()
+			if plan.Machine != "" {
+				fmt.Fprintf(out, "%s (%s): on its next PXE boot flint will\n", plan.Machine, plan.Role)
+				for i, s := range plan.Steps {
+					fmt.Fprintf(out, "  %d. %s\n", i+1, s)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			switch {
+			case plan.Armed:
+				fmt.Fprintf(out, "armed: reboot %s from the network; `flint machines --data %s` shows its progress\n", plan.Machine, data)
+			case plan.NeedsConfirm:
+				return &exitError{code: 2, err: fmt.Errorf("%s is an etcd member: nothing was changed; run `flint reprovision %s --yes` to arm it", plan.Machine, plan.Machine)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve that boots the machine")
+	cmd.Flags().BoolVar(&yes, "yes", false, "arm a server (etcd member) after reading what will happen")
+	return cmd
+}
+
+func reprovision(dataDir, name string, confirm bool) (lifecycle.Plan, error) {
+	st, err := store.OpenBolt(dataDir, false)
+	if err == nil {
+		defer st.Close()
+		return lifecycle.Reprovision(st, name, confirm, time.Now())
+	}
+	if !errors.Is(err, store.ErrLocked) {
+		return lifecycle.Plan{}, err
+	}
+	// flint serve holds the database: ask it (over loopback, which it requires).
+	b, rerr := os.ReadFile(filepath.Join(dataDir, runtimeFile))
+	if rerr != nil {
+		return lifecycle.Plan{}, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", err, runtimeFile, rerr)
+	}
+	var info runtimeInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		return lifecycle.Plan{}, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
+	}
+	u := info.HTTPURL + "/api/v1/machines/" + url.PathEscape(name) + "/reprovision"
+	if confirm {
+		u += "?confirm=yes"
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Post(u, "application/json", nil)
+	if err != nil {
+		return lifecycle.Plan{}, fmt.Errorf("ask running flint (pid %d) at %s: %w", info.PID, info.HTTPURL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return lifecycle.Plan{}, errors.New(strings.TrimSpace(string(body)))
+	}
+	var plan lifecycle.Plan
+	if err := json.Unmarshal(body, &plan); err != nil {
+		return lifecycle.Plan{}, fmt.Errorf("decode the answer of %s: %w", u, err)
+	}
+	return plan, nil
+}
