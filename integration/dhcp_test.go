@@ -213,7 +213,7 @@ func TestDHCPFullMode(t *testing.T) {
 		wantMachines(t, "flint machines (serve running)", ms)
 		txt := l.Run(l.Srv, 15*time.Second, flintBin, "machines", "--data", data)
 		wantMachineTable(t, txt, map[string][]string{
-			node1.MAC:      {node1.Hostname, node1.IP, "known"},
+			node1.MAC:      {node1.Hostname, node1.IP, "ready"},
 			unknown[0].MAC: {first[unknown[0].MAC], "discovered"},
 			unknown[1].MAC: {first[unknown[1].MAC], "discovered"},
 		})
@@ -252,7 +252,7 @@ func TestDHCPFullMode(t *testing.T) {
 		wantMachines(t, "flint machines (serve stopped)", ms)
 		txt := l.Run("", 15*time.Second, flintBin, "machines", "--data", data)
 		wantMachineTable(t, txt, map[string][]string{
-			node1.MAC:      {node1.Hostname, node1.IP, "known"},
+			node1.MAC:      {node1.Hostname, node1.IP, "ready"},
 			unknown[0].MAC: {first[unknown[0].MAC], "discovered"},
 		})
 	})

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -20,7 +23,8 @@ import (
 
 func newMachinesCmd() *cobra.Command {
 	var data string
-	var asJSON bool
+	var asJSON, watch bool
+	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "machines [--data DIR] [--json]",
 		Short: "List known and discovered machines and what flint last saw of them",
@@ -28,22 +32,22 @@ func newMachinesCmd() *cobra.Command {
 asked flint for an address or a boot file (discovered), with the address it
 got, its firmware architecture, when it was first and last seen and the last
 exchange. It reads DIR/flint.db, or asks the running flint serve when that
-holds the database.`,
+holds the database.
+
+STATE is the machine's lifecycle: discovered (an unknown MAC asked), ready
+(known, never installed), installing (its config was served), installed (the
+node reported it done), reprovision (armed by flint reprovision). --watch
+redraws the table until interrupted: handy during a boot storm.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if watch {
+				return watchMachines(cmd, data, every)
+			}
 			ms, err := readMachines(data)
 			if err != nil {
 				return err
 			}
-			sort.Slice(ms, func(i, j int) bool {
-				if ms[i].Known != ms[j].Known {
-					return ms[i].Known
-				}
-				if ms[i].Hostname != ms[j].Hostname {
-					return ms[i].Hostname < ms[j].Hostname
-				}
-				return ms[i].MAC < ms[j].MAC
-			})
+			sortMachines(ms)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -55,7 +59,47 @@ holds the database.`,
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve to inspect")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw the table every --interval until interrupted")
+	cmd.Flags().DurationVar(&every, "interval", time.Second, "redraw interval for --watch")
 	return cmd
+}
+
+// watchMachines redraws the table; on a terminal it clears the screen first.
+func watchMachines(cmd *cobra.Command, data string, every time.Duration) error {
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	out := cmd.OutOrStdout()
+	tty := false
+	if f, ok := out.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		ms, err := readMachines(data)
+		if tty {
+			fmt.Fprint(out, "\x1b[H\x1b[2J")
+		}
+		now := time.Now()
+		fmt.Fprintf(out, "flint machines --data %s   %s\n", data, now.Format("15:04:05"))
+		if err != nil {
+			fmt.Fprintf(out, "error: %v\n", err)
+		} else {
+			sortMachines(ms)
+			printMachines(out, ms, now)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // readMachines reads the database directly, or through the running server's API
@@ -94,13 +138,31 @@ func readMachines(dataDir string) ([]store.Machine, error) {
 	return ms, nil
 }
 
+func sortMachines(ms []store.Machine) {
+	sort.Slice(ms, func(i, j int) bool {
+		if ms[i].Known != ms[j].Known {
+			return ms[i].Known
+		}
+		if ms[i].Hostname != ms[j].Hostname {
+			return ms[i].Hostname < ms[j].Hostname
+		}
+		return ms[i].MAC < ms[j].MAC
+	})
+}
+
 func printMachines(out io.Writer, ms []store.Machine, now time.Time) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOSTNAME\tMAC\tROLE\tSTATE\tIP\tARCH\tFIRST SEEN\tLAST SEEN\tLAST EVENT")
 	for _, m := range ms {
-		state, host, role := "discovered", "-", "-"
+		state, host, role := string(m.State), "-", "-"
 		if m.Known {
-			state, host, role = "known", m.Hostname, m.Role
+			host, role = m.Hostname, m.Role
+		}
+		if state == "" {
+			state = "discovered"
+		}
+		if m.Rebuilding {
+			state += " (etcd rebuild)"
 		}
 		ip := "-"
 		switch {
