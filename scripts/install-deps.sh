@@ -17,6 +17,18 @@ TEST=(
   atftp           # TFTP client with blksize/tsize options
   curl            # HTTP and tftp:// client, /healthz polling
   dnsmasq-base    # the LAN's own DHCP server next to flint in proxy mode
+  etcd-server     # real etcd members: member replacement and cluster convergence tests
+  etcd-client     # etcdctl, to check what the tests did to the cluster
+  # e2e suite (e2e/): real firmware in QEMU and the test OS it boots
+  qemu-system-x86 # the VMs (always -accel tcg)
+  ipxe-qemu       # QEMU's iPXE NIC ROMs (efi-virtio.rom, efi-e1000.rom)
+  ovmf            # UEFI firmware with its own PXE client
+  cpio            # packs the test OS's initramfs
+  libblkid-dev    # the real Ignition client links libblkid (cgo)
+  pkg-config      # finds libblkid for the Ignition build
+  gcc             # cgo for the Ignition build
+  libc6-dev       # cgo for the Ignition build
+  binutils        # strip: a smaller Ignition in the initramfs
 )
 
 case "${1:-}" in

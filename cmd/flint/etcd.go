@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
+	"github.com/flint-boot/flint/etcdadmin"
 	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/pki"
 )
@@ -12,12 +14,14 @@ import (
 // etcd client certificate (DATA/pki/clients/flint-admin).
 func etcdConnector(secrets *pki.PKI, log *slog.Logger) lifecycle.ConnectEtcd {
 	return func(ctx context.Context, endpoints []string) (lifecycle.Rejoiner, error) {
-		return nil, errNoEtcdClient
+		admin, err := secrets.Admin()
+		if err != nil {
+			return nil, fmt.Errorf("flint's etcd admin certificate: %w", err)
+		}
+		tlsCfg, err := etcdadmin.TLSConfig(secrets.CACertPEM(), admin.CertPEM, admin.KeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		return etcdadmin.New(endpoints, tlsCfg, log)
 	}
 }
-
-var errNoEtcdClient = errorString("flint was built without its etcd client")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }

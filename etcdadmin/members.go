@@ -1,0 +1,172 @@
+package etcdadmin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+)
+
+// Member is one etcd member as the cluster lists it, with the result of a
+// health check.
+type Member struct {
+	ID         uint64
+	Name       string // empty until the member has started once
+	PeerURLs   []string
+	ClientURLs []string
+	Learner    bool
+
+	// Started: the member has joined at least once (it has a name and client
+	// URLs). A member that was added but never joined is not started. A
+	// started member stays started when its process dies.
+	Started bool
+	// Healthy: the member answered a status request and a linearizable read
+	// within a short timeout, has no alarm, and is a voting member.
+	Healthy bool
+	// Problem says why the member is not healthy; empty when it is.
+	Problem string
+
+	// From the member's status; zero when it did not answer.
+	Leader    bool // the member reports itself as the leader
+	RaftIndex uint64
+	RaftTerm  uint64
+	Version   string
+}
+
+// IDHex is the member ID the way etcdctl prints it.
+func (m Member) IDHex() string { return fmt.Sprintf("%x", m.ID) }
+
+// String names the member for messages: "nuc2 (8e9e05c52164694d, https://10.0.0.12:2380)".
+func (m Member) String() string {
+	name := m.Name
+	if name == "" {
+		name = "unstarted member"
+	}
+	return fmt.Sprintf("%s (%s, %s)", name, m.IDHex(), strings.Join(m.PeerURLs, ","))
+}
+
+// Members lists every member and checks each started one. Checks run in
+// parallel, so the call takes at most about checkTimeout even with members
+// down. It fails only when the member list itself cannot be read.
+func (a *Admin) Members(ctx context.Context) ([]Member, error) {
+	return a.members(ctx, func(Member) bool { return true })
+}
+
+// members lists every member and checks the started ones shouldCheck selects.
+func (a *Admin) members(ctx context.Context, shouldCheck func(Member) bool) ([]Member, error) {
+	resp, err := a.cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcdadmin: list members via %v: %w (is any member reachable with the admin certificate?)", a.cli.Endpoints(), err)
+	}
+	members := make([]Member, len(resp.Members))
+	var wg sync.WaitGroup
+	for i, pm := range resp.Members {
+		members[i] = memberFromProto(pm)
+		switch {
+		case !members[i].Started:
+			members[i].Problem = "added but never started: no node has joined with this peer URL yet"
+		case !shouldCheck(members[i]):
+			members[i].Problem = "not checked"
+		default:
+			wg.Go(func() { a.check(ctx, &members[i]) })
+		}
+	}
+	wg.Wait()
+	sortMembers(members)
+	return members, nil
+}
+
+func memberFromProto(pm *etcdserverpb.Member) Member {
+	return Member{
+		ID:         pm.ID,
+		Name:       pm.Name,
+		PeerURLs:   slices.Clone(pm.PeerURLs),
+		ClientURLs: slices.Clone(pm.ClientURLs),
+		Learner:    pm.IsLearner,
+		Started:    pm.Name != "" && len(pm.ClientURLs) > 0,
+	}
+}
+
+// sortMembers orders by name, unstarted (nameless) members last, then by ID.
+func sortMembers(members []Member) {
+	slices.SortFunc(members, func(x, y Member) int {
+		if (x.Name == "") != (y.Name == "") {
+			if x.Name == "" {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.ID, y.ID))
+	})
+}
+
+// check fills in the status and health of a started member. It talks to the
+// member alone (not through the load-balanced client) so that the answer is
+// about this member.
+func (a *Admin) check(ctx context.Context, m *Member) {
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+
+	endpoint := m.ClientURLs[0]
+	// A plain TCP connect first: the etcd client retries a refused connection
+	// until the timeout and then only says "deadline exceeded".
+	if u, err := url.Parse(endpoint); err == nil && u.Host != "" {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			m.Problem = fmt.Sprintf("cannot reach %s: %v", endpoint, err)
+			return
+		}
+		conn.Close()
+	}
+	cli, err := newClient([]string{endpoint}, a.tls)
+	if err != nil {
+		m.Problem = fmt.Sprintf("cannot build a client for %s: %v", endpoint, err)
+		return
+	}
+	defer cli.Close()
+
+	st, err := cli.Status(ctx, endpoint)
+	if err != nil {
+		m.Problem = fmt.Sprintf("no status from %s: %v", endpoint, err)
+		return
+	}
+	if st.Header.MemberId != m.ID {
+		// Two members advertising the same client URL, or a stale address.
+		m.Problem = fmt.Sprintf("%s answers as member %x, not %x: fix the member's advertised client URL", endpoint, st.Header.MemberId, m.ID)
+		return
+	}
+	m.Leader = st.Leader != 0 && st.Leader == st.Header.MemberId
+	m.RaftIndex, m.RaftTerm, m.Version = st.RaftIndex, st.RaftTerm, st.Version
+
+	switch {
+	case m.Learner:
+		// flint never adds learners; one means someone else is mid-change.
+		m.Problem = "is a learner (not a voting member): promote or remove it with etcdctl first"
+		return
+	case len(st.Errors) > 0:
+		m.Problem = "reports errors/alarms: " + strings.Join(st.Errors, "; ")
+		return
+	case st.Leader == 0:
+		m.Problem = "has no leader"
+		return
+	}
+
+	// A linearizable read goes through the leader (ReadIndex): it succeeds only
+	// if this member is connected to a leader that still has quorum. The key
+	// need not exist; "permission denied" still proves the path works.
+	_, err = cli.Get(ctx, "health")
+	if err != nil && !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		m.Problem = fmt.Sprintf("linearizable read on %s failed: %v", endpoint, err)
+		return
+	}
+	m.Healthy = true
+}
