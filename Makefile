@@ -36,6 +36,7 @@ vet:
 test: deps vet
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/e2e')
+	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
 
 ## unit: only the tests that need neither root nor Debian packages
 unit:
@@ -48,6 +49,7 @@ integration: deps
 ## e2e: three QEMU machines (SeaBIOS+iPXE, OVMF native PXE, OVMF+e1000) netboot a test OS
 ## from flint and run the real Ignition client; checks every step (root, ~1-2 min)
 e2e: deps
+	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
 
 ## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, three VMs; flint keeps running
 lab: deps build

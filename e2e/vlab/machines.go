@@ -1,0 +1,132 @@
+package vlab
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Firmware files from Debian's ovmf package. The vars file is copied per
+// machine: OVMF writes its boot entries into it.
+const (
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// VM is one lab machine: how QEMU emulates it and what flint's config says about it.
+type VM struct {
+	Name string // short name: bios, ovmf, e1000 (log and file names)
+	Desc string
+	UEFI bool   // OVMF instead of SeaBIOS
+	NIC  string // QEMU NIC model: virtio-net-pci or e1000
+	// NativePXE disables the NIC's option ROM (QEMU's iPXE), so OVMF's own
+	// PXE client boots: DHCP with arch 7, then TFTP ipxe.efi from flint.
+	NativePXE bool
+
+	MAC, Hostname, IP, Role string
+	Tap                     string
+}
+
+// Machines are the three boot paths the lab exercises. Two servers and an
+// agent: both Ignition profiles are applied.
+var Machines = []VM{
+	{
+		Name: "bios", Desc: "SeaBIOS, virtio-net with QEMU's iPXE ROM (iPXE asks for the HTTP script directly)",
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:01", Hostname: "e2e-bios", IP: "198.18.0.11", Role: "server", Tap: "tap-bios",
+	},
+	{
+		Name: "ovmf", Desc: "OVMF native PXE, virtio-net without ROM (arch 7 -> TFTP ipxe.efi -> iPXE -> HTTP)",
+		UEFI: true, NativePXE: true,
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:02", Hostname: "e2e-ovmf", IP: "198.18.0.12", Role: "server", Tap: "tap-ovmf",
+	},
+	{
+		Name: "e1000", Desc: "OVMF, e1000 with QEMU's iPXE EFI ROM",
+		UEFI: true,
+		NIC:  "e1000", MAC: "52:54:00:e2:e0:03", Hostname: "e2e-e1000", IP: "198.18.0.13", Role: "agent", Tap: "tap-e1000",
+	},
+}
+
+// TFTPFile is the first-stage file the machine's firmware must fetch over
+// TFTP, or "" when its NIC ROM already is iPXE and goes straight to HTTP.
+func (v VM) TFTPFile() string {
+	if v.NativePXE {
+		return "ipxe.efi"
+	}
+	return ""
+}
+
+// Arch is how flint names the machine's firmware architecture (DHCP option 93).
+func (v VM) Arch() string {
+	if v.UEFI {
+		return "x86-64 UEFI"
+	}
+	return "BIOS"
+}
+
+// HexHyp is the MAC as iPXE's ${mac:hexhyp} writes it (URLs, API paths).
+func (v VM) HexHyp() string { return strings.ReplaceAll(v.MAC, ":", "-") }
+
+// SerialLog is where the machine's serial console is written in dir.
+func (v VM) SerialLog(dir string) string { return filepath.Join(dir, "vm-"+v.Name+".serial.log") }
+
+// QEMUArgs is the qemu-system-x86_64 command line. dir receives the OVMF
+// vars copy and the serial log. Always TCG: /dev/kvm may exist and hang.
+func (v VM) QEMUArgs(dir string) ([]string, error) {
+	nic := fmt.Sprintf("%s,netdev=n0,mac=%s,bootindex=1", v.NIC, v.MAC)
+	if v.NativePXE {
+		nic += ",romfile=" // no iPXE ROM: the firmware's own PXE boots
+	}
+	args := []string{
+		"-name", "flint-" + v.Name,
+		"-accel", "tcg",
+		"-machine", "q35",
+		"-m", "512",
+		"-smp", "1",
+		"-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
+		"-serial", "file:" + v.SerialLog(dir),
+		"-no-reboot", // the test OS powers off; a reboot would be a failure
+		"-boot", "n",
+		"-netdev", fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", v.Tap),
+		"-device", nic,
+	}
+	if !v.UEFI {
+		// SeaBIOS mirrors the text console (its own and iPXE's) to COM1, so the
+		// serial log shows the BIOS boot too; there is no VGA to look at. It
+		// reads the port as a little-endian integer file. (QEMU warns that the
+		// name lacks the opt/ prefix; SeaBIOS wants exactly this name.)
+		port := filepath.Join(dir, "sercon-port.bin")
+		if err := os.WriteFile(port, []byte{0xf8, 0x03}, 0o644); err != nil { // 0x3f8: COM1
+			return nil, err
+		}
+		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+port)
+	}
+	if v.UEFI {
+		vars := filepath.Join(dir, "vm-"+v.Name+".OVMF_VARS.fd")
+		if err := copyFile(OVMFVars, vars); err != nil {
+			return nil, fmt.Errorf("OVMF vars (Debian package ovmf): %w", err)
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	return args, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
