@@ -77,7 +77,7 @@ func MachineScript(cfg *config.Config, m *config.Machine) string {
 	var b strings.Builder
 	b.WriteString("#!ipxe\n")
 	b.WriteString("# flint: boot script of " + who + ", generated from flint's config.\n")
-	b.WriteString("echo flint: booting " + who + " with Flatcar Linux\n")
+	b.WriteString("echo flint: booting " + who + ": " + safeText(path.Base(kernelURL)) + "\n")
 	writeFetch(&b, "flint_kernel", "the kernel "+kernelURL,
 		"kernel "+kernelURL+" "+strings.Join(KernelArgs(cfg, m), " "), "flint_initrd")
 	b.WriteString(":flint_initrd\n")

@@ -120,13 +120,26 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 	// *os.File is an io.Seeker, so the library answers tsize itself.
 	n, err := rf.ReadFrom(f)
 	dur := time.Since(start)
+	if isSizeProbe(n, err) {
+		// UEFI PXE (EDK2) first asks only for tsize and aborts with error 8
+		// once it has the option reply; the real download follows.
+		s.log.Debug("tftp: size probe", "client", client, "file", name)
+		return nil
+	}
 	if err != nil {
+		err = errors.New(strings.ReplaceAll(err.Error(), "\x00", ""))
 		s.log.Warn("tftp: transfer failed", "client", client, "file", name, "bytes", n, "duration", dur, "err", err.Error())
 	} else {
 		s.log.Info("tftp: sent", "client", client, "file", name, "bytes", n, "duration", dur)
 	}
 	s.report(client, name, n, dur, err)
 	return err
+}
+
+// isSizeProbe: nothing sent and the client ended the transfer with TFTP error
+// 8 ("option negotiation", what EDK2 sends after reading tsize).
+func isSizeProbe(n int64, err error) bool {
+	return n == 0 && err != nil && strings.Contains(err.Error(), "code=8")
 }
 
 func (s *Server) handleWrite(name string, wt io.WriterTo) error {

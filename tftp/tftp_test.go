@@ -408,3 +408,42 @@ func TestOACK(t *testing.T) {
 	}
 	conn.WriteTo(append([]byte{0, 5, 0, 0}, "test done\x00"...), from) // end the transfer
 }
+
+// TestSizeProbeIsNotAFailure: EDK2's PXE asks for tsize, then aborts with
+// error 8 before the real download. That is not a failed transfer.
+func TestSizeProbeIsNotAFailure(t *testing.T) {
+	f := start(t)
+	writeFile(t, filepath.Join(f.root, "ipxe.efi"), randomBytes(t, 5000))
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	server, _ := net.ResolveUDPAddr("udp", f.addr)
+	conn.WriteTo(append([]byte{0, 1}, "ipxe.efi\x00octet\x00tsize\x000\x00"...), server)
+	buf := make([]byte, 2048)
+	conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, from, err := conn.ReadFrom(buf)
+	if err != nil || n < 2 || buf[1] != 6 {
+		t.Fatalf("want an OACK, got %q %v", buf[:n], err)
+	}
+	conn.WriteTo(append([]byte{0, 5, 0, 8}, "User aborted the transfer\x00"...), from)
+
+	// A real fetch afterwards, so there is something to wait for.
+	if _, _, err := f.fetch(t, "ipxe.efi", 512, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		f.mu.Lock()
+		got := append([]transfer(nil), f.transfers...)
+		f.mu.Unlock()
+		if len(got) >= 1 || time.Now().After(deadline) {
+			if len(got) != 1 || got[0].err != nil || got[0].bytes != 5000 {
+				t.Fatalf("transfers %+v: want only the real download, the probe is not a failure", got)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
