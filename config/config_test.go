@@ -29,6 +29,8 @@ machines:
     ip: 198.18.0.70
     role: agent
     ipxe_binary: snponly.efi
+cluster: {install_mode: disk, install_disk: /dev/disk/by-id/nvme-NUC}
+assets: {flatcar: {version: 4152.2.0}}
 `
 
 func TestParseGoodConfig(t *testing.T) {
@@ -159,5 +161,20 @@ func TestLoadFileMissing(t *testing.T) {
 	_, err := LoadFile(filepath.Join(t.TempDir(), "nope.yaml"))
 	if err == nil || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("want not-exist error, got %v", err)
+	}
+}
+
+func TestLiveServersWarn(t *testing.T) {
+	text := strings.Replace(goodConfig, "install_mode: disk", "install_mode: live", 1)
+	cfg, err := Parse("site.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0].Message, "etcd members nuc1, nuc2, nuc3 run live") {
+		t.Fatalf("warnings = %v", cfg.Warnings)
+	}
+	text = strings.Replace(goodConfig, "assets: {flatcar: {version: 4152.2.0}}", "", 1)
+	if _, err := Parse("site.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs need the Flatcar version") {
+		t.Fatalf("disk install without a version: %v", err)
 	}
 }

@@ -284,6 +284,16 @@ func (cfg *Config) validateCluster(c *checker) {
 		checkInstall(c, fmt.Sprintf("machines[%d]", i), m.InstallMode, m.InstallDisk)
 		disk = disk || cfg.InstallModeOf(&cfg.Machines[i]) == InstallDisk
 	}
+	var live []string
+	for i := range cfg.Machines {
+		m := &cfg.Machines[i]
+		if m.Role == RoleServer && cfg.InstallModeOf(m) == InstallLive {
+			live = append(live, m.Hostname)
+		}
+	}
+	if len(live) > 0 {
+		c.warn("cluster.install_mode", "etcd members %s run live (from RAM): every reboot wipes a member's data and flint rebuilds it, one server at a time; a power cut of more than one server loses the cluster. Use install_mode: disk for servers", strings.Join(live, ", "))
+	}
 	if disk && cfg.Assets.Flatcar.Version == "" {
 		c.fail("assets.flatcar.version", "disk installs need the Flatcar version flatcar-install writes (the same as the PXE images), e.g. 4152.2.0")
 	}

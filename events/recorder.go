@@ -55,7 +55,9 @@ func (r *Recorder) learn(ip netip.Addr, mac string) {
 
 // RecordSighting records s and remembers s.IP as s.MAC's address.
 func (r *Recorder) RecordSighting(s store.Sighting) error {
-	r.learn(s.IP, s.MAC)
+	if !s.TimelineOnly {
+		r.learn(s.IP, s.MAC)
+	}
 	return r.Store.RecordSighting(s)
 }
 

@@ -22,8 +22,11 @@ type ConfigRenderer interface {
 	RenderProfile(mac net.HardwareAddr, spec ignition.Spec, profile string) ([]byte, error)
 }
 
-// EventIgnition is the timeline entry of a served config.
-const EventIgnition = "ignition served"
+// Timeline entries of /ignition requests.
+const (
+	EventIgnition        = "ignition served"
+	EventIgnitionUnknown = "ignition request (unknown MAC)"
+)
 
 // retryAfter is what a node is told to wait while its config can't be made;
 // Ignition retries any 5xx on its own backoff anyway.
@@ -70,7 +73,7 @@ func (s *Server) ignitionConfig(c echo.Context) error {
 	var ae *ignition.AssetError
 	switch {
 	case errors.Is(err, ignition.ErrUnknownMachine):
-		s.record(c, hw.String(), EventIgnition+" (unknown)", "404")
+		s.record(c, hw.String(), EventIgnitionUnknown, "404: not in the config")
 		return textError(http.StatusNotFound, "MAC %s is not in flint's config (%s): add it under machines: to give it an Ignition config", hw, s.cfg.Source)
 	case errors.As(err, &ae):
 		s.log.Error("ignition: asset missing, node will retry", "mac", hw.String(), "asset", ae.Name, "path", ae.Path)

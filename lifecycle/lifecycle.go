@@ -81,8 +81,10 @@ func New(cfg *config.Config, st store.Store, connect ConnectEtcd, log *slog.Logg
 		RetryRejoin: 10 * time.Second, preparing: map[string]bool{}, failed: map[string]rejoinErr{}}
 }
 
+// record puts an event on mac's timeline only: the requester may be another
+// machine, whose address must not become mac's.
 func (m *Manager) record(mac string, from netip.Addr, event, detail string) {
-	err := m.st.RecordSighting(store.Sighting{MAC: mac, At: m.now(), IP: from, Event: event, Detail: detail})
+	err := m.st.RecordSighting(store.Sighting{MAC: mac, At: m.now(), IP: from, Event: event, Detail: detail, TimelineOnly: true})
 	if err != nil {
 		m.log.Warn("could not record event", "mac", mac, "event", event, "err", err)
 	}
@@ -130,9 +132,42 @@ func (m *Manager) ConfigRequest(mac net.HardwareAddr, from netip.Addr) (Verdict,
 			return Refuse, reason
 		}
 	}
+	if mc.Role == config.RoleServer && live && rec.State == store.StateInstalled {
+		// A live server runs from RAM: its etcd data died with the reboot, so
+		// each boot after the first is a rebuild of its member.
+		if v, reason := m.armLiveRebuild(mc, from); v != Serve {
+			return v, reason
+		}
+		rec.State, rec.EtcdRejoin = store.StateReprovision, false
+	}
 	if mc.Role == config.RoleServer && rec.State == store.StateReprovision && !rec.EtcdRejoin {
 		return m.rejoin(mc, from)
 	}
+	return Serve, ""
+}
+
+// armLiveRebuild marks a rebooted live server as rebuilding, one at a time
+// like an operator's reprovision.
+func (m *Manager) armLiveRebuild(mc *config.Machine, from netip.Addr) (Verdict, string) {
+	ms, err := m.st.Machines()
+	if err != nil {
+		return Wait, "cannot read machine records: " + err.Error()
+	}
+	for _, r := range ms {
+		if r.Known && r.Role == config.RoleServer && r.MAC != mc.MAC && (r.Rebuilding || r.State == store.StateReprovision) {
+			return Wait, fmt.Sprintf("%s rebooted and must rejoin etcd, but %s is still rebuilding; it waits its turn", mc.Hostname, r.Hostname)
+		}
+	}
+	_, err = m.st.UpdateMachine(mc.MAC, func(r *store.Machine) error {
+		r.State, r.StateChanged = store.StateReprovision, m.now()
+		r.Rebuilding, r.EtcdRejoin = true, false
+		return nil
+	})
+	if err != nil {
+		return Wait, "cannot record the rebuild: " + err.Error()
+	}
+	m.log.Warn("live server rebooted: its etcd data is gone, rebuilding its member", "machine", mc.Hostname)
+	m.record(mc.MAC, from, "live rebuild armed", "a live server's etcd data does not survive a reboot")
 	return Serve, ""
 }
 

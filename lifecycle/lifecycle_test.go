@@ -197,6 +197,13 @@ func TestFullModeServesOnlyTheLeasedAddress(t *testing.T) {
 	if err := f.m.NodeEvent(nuc4, netip.MustParseAddr("198.18.0.77"), EventConfigApplied); !errors.Is(err, ErrRefused) {
 		t.Fatalf("event from another address: %v", err)
 	}
+	// The refusal is on nuc4's timeline, but nuc4 is not at the requester's address.
+	if ip := f.state(t, nuc4).IP; ip.String() == "198.18.0.77" {
+		t.Errorf("a refused request moved nuc4 to the requester's address %s", ip)
+	}
+	if !strings.Contains(f.events(t, nuc4), "ignition refused: request from 198.18.0.77") {
+		t.Errorf("timeline:\n%s", f.events(t, nuc4))
+	}
 }
 
 func TestServerRebuild(t *testing.T) {
@@ -258,6 +265,46 @@ func TestServerRebuild(t *testing.T) {
 	}
 	if !strings.Contains(f.events(t, nuc2), "etcd rejoin prepared") {
 		t.Errorf("timeline:\n%s", f.events(t, nuc2))
+	}
+}
+
+// A live server runs from RAM: after its first install every boot must
+// rejoin etcd as a wiped member, one server at a time.
+func TestLiveServerRebootRejoins(t *testing.T) {
+	f := newFixture(t, "proxy", "live")
+	ip1 := netip.MustParseAddr("198.18.0.61")
+	for _, hw := range []net.HardwareAddr{nuc1, nuc2} {
+		if v, _ := f.m.ConfigRequest(hw, ip2); v != Serve {
+			t.Fatalf("first boot of %s: %v", hw, v)
+		}
+		f.m.ConfigServed(hw)
+		f.m.NodeEvent(hw, ip2, EventConfigApplied)
+	}
+	if got := f.m.ClusterState(&f.cfg.Machines[0]); got != "new" {
+		t.Fatalf("first boot state: %s", got)
+	}
+	// nuc1 reboots: flint rebuilds its member before serving.
+	f.etc.release = make(chan struct{})
+	if v, reason := f.m.ConfigRequest(nuc1, ip1); v != Wait || !strings.Contains(reason, "replacing nuc1's etcd member") {
+		t.Fatalf("reboot of a live server: %v %q", v, reason)
+	}
+	// nuc2 reboots at the same time: it waits its turn.
+	if v, reason := f.m.ConfigRequest(nuc2, ip2); v != Wait || !strings.Contains(reason, "nuc1 is still rebuilding") {
+		t.Fatalf("second live server: %v %q", v, reason)
+	}
+	close(f.etc.release)
+	waitFor(t, func() bool { return f.state(t, nuc1).EtcdRejoin })
+	if v, _ := f.m.ConfigRequest(nuc1, ip1); v != Serve {
+		t.Fatalf("after the rejoin: %v", v)
+	}
+	if got := f.m.ClusterState(&f.cfg.Machines[0]); got != "existing" {
+		t.Fatalf("cluster state after a live reboot: %s", got)
+	}
+	// A live agent has no etcd member: its reboots are plain.
+	f.m.ConfigServed(nuc4)
+	f.m.NodeEvent(nuc4, ip4, EventConfigApplied)
+	if v, _ := f.m.ConfigRequest(nuc4, ip4); v != Serve {
+		t.Fatalf("live agent reboot: %v", v)
 	}
 }
 

@@ -189,6 +189,12 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 		return fmt.Errorf("sighting without a MAC")
 	}
 	return s.write(func(tx *bolt.Tx) error {
+		if sg.TimelineOnly {
+			if sg.Event == "" {
+				return nil
+			}
+			return appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+		}
 		b := tx.Bucket(bucketMachines)
 		var m Machine
 		if v := b.Get([]byte(sg.MAC)); v != nil {

@@ -84,6 +84,10 @@ type Sighting struct {
 	IP          netip.Addr
 	Event       string
 	Detail      string // free text for the timeline, e.g. "850528 bytes in 310ms"
+	// TimelineOnly adds the event to the timeline without touching the
+	// machine record: a refused request from another address must not make
+	// the machine look like it is at that address.
+	TimelineOnly bool
 }
 
 // Event is one entry of a machine's boot timeline.
