@@ -387,14 +387,14 @@ func Reprovision(st store.Store, name string, confirm bool, now time.Time) (Plan
 		sort.Strings(others)
 		p.NeedsConfirm = true
 		p.Steps = []string{
-			fmt.Sprintf("on %s's next PXE boot, check that the other etcd members (%s) are healthy and that quorum survives; otherwise serve nothing and say why", target.Hostname, strings.Join(others, ", ")),
+			fmt.Sprintf("check that the other etcd members (%s) are healthy and that quorum survives; otherwise serve nothing and say why", strings.Join(others, ", ")),
 			fmt.Sprintf("remove %s's old etcd member and add it back with peer URL https://%s:2380", target.Hostname, target.ReservedIP),
 			fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=existing, the same certificates, K3s token and node password", target.Hostname),
 			fmt.Sprintf("%s starts with an empty etcd data directory and copies the data from the other members", target.Hostname),
 		}
 	} else {
 		p.Steps = []string{
-			fmt.Sprintf("on %s's next PXE boot, serve its config again and reinstall it", target.Hostname),
+			fmt.Sprintf("serve %s its config again and reinstall it", target.Hostname),
 			"it rejoins K3s with the same token and node password",
 		}
 	}
