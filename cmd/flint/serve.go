@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flint-boot/flint/atomicfile"
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/dhcp"
 	"github.com/flint-boot/flint/events"
@@ -264,31 +265,5 @@ func writeRuntime(dir string, info runtimeInfo) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, runtimeFile), b, 0o644)
-}
-
-// writeFileAtomic writes to a temporary file, fsyncs it and renames it over
-// path, so readers see the old or the new content, never a torn one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(filepath.Join(dir, runtimeFile), b, 0o644)
 }
