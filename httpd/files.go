@@ -117,6 +117,11 @@ func checkRelPath(rel string) error {
 		if part == ".." {
 			return errors.New("'..' would leave the directory")
 		}
+		// Hidden names are the asset store's own (.sync/ holds unverified
+		// partial downloads, manifests and locks): never served.
+		if strings.HasPrefix(part, ".") && part != "." {
+			return errors.New("hidden files are not served")
+		}
 	}
 	if clean := path.Clean(rel); !filepath.IsLocal(clean) && clean != "." {
 		return errors.New("not a path inside the directory")

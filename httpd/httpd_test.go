@@ -404,6 +404,19 @@ func TestAssetEscapesRefused(t *testing.T) {
 	}
 }
 
+// The asset store keeps unverified partial downloads under .sync/: never served.
+func TestAssetHiddenRefused(t *testing.T) {
+	f := newFixture(t)
+	writeFile(t, filepath.Join(f.assets, ".sync", "parts", "k3s.part"), []byte("unverified"))
+	writeFile(t, filepath.Join(f.assets, "k3s", ".hidden"), []byte("unverified"))
+	for _, target := range []string{"/assets/.sync/parts/k3s.part", "/assets/k3s/.hidden", "/assets/%2esync/parts/k3s.part"} {
+		rec := f.do(t, "GET", target)
+		if rec.Code != http.StatusForbidden || strings.Contains(rec.Body.String(), "unverified") {
+			t.Errorf("%s: %d %q, want 403", target, rec.Code, rec.Body)
+		}
+	}
+}
+
 func TestAssetDirectoryRefused(t *testing.T) {
 	f := newFixture(t)
 	for _, target := range []string{"/assets/", "/assets/flatcar", "/assets/flatcar/"} {

@@ -3,12 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/flint-boot/flint/assets"
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/deploy/examples"
 	"github.com/flint-boot/flint/ignition"
@@ -57,11 +59,14 @@ Assets missing from DIR/assets are warnings.`,
 			if err != nil {
 				return err
 			}
+			// Missing assets are warnings: the operator may still sync or place them.
+			if err := warnMissingAssets(cmd.ErrOrStderr(), cfg, data); err != nil {
+				return err
+			}
 			var bad int
 			for _, p := range problems {
 				if p.Kind == ignition.KindAsset {
-					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+p.String())
-					continue
+					continue // reported by the asset store's check above
 				}
 				bad++
 				fmt.Fprintln(cmd.ErrOrStderr(), p.String())
@@ -95,9 +100,21 @@ func renderProblems(cfg *config.Config, assetsDir string) ([]ignition.Problem, e
 }
 
 // assetsDirOf is where serve would serve /assets/ from.
-func assetsDirOf(cfg *config.Config, dataDir string) string {
-	if cfg.Boot.AssetsDir != "" {
-		return cfg.Boot.AssetsDir
+func assetsDirOf(cfg *config.Config, dataDir string) string { return assets.DirFor(cfg, dataDir) }
+
+// warnMissingAssets lists what the machines would download but the asset
+// store lacks, with what to do.
+func warnMissingAssets(w io.Writer, cfg *config.Config, dataDir string) error {
+	st, err := assets.Open(assets.DirFor(cfg, dataDir))
+	if err != nil {
+		return err
 	}
-	return filepath.Join(dataDir, "assets")
+	disk := false
+	for i := range cfg.Machines {
+		disk = disk || cfg.InstallModeOf(&cfg.Machines[i]) == config.InstallDisk
+	}
+	for _, g := range st.Check(cfg, disk) {
+		fmt.Fprintf(w, "warning: asset %s (/assets/%s): %s\n", g.Name, g.Path, g.Reason)
+	}
+	return nil
 }
