@@ -55,6 +55,7 @@ e2e: deps
 
 ## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, three VMs; flint keeps running
 lab: deps build
+	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) run ./e2e/cmd/flint-lab up
 
 ## lab-down: stop the lab's VMs and flint (by PID) and delete its namespace; logs stay in .work/lab
