@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"time"
 
@@ -119,7 +120,7 @@ func (s *Server) apiReprovision(c echo.Context) error {
 	if s.st == nil {
 		return textError(http.StatusServiceUnavailable, "this flint runs without a state store")
 	}
-	if ip := remoteIP(c.Request()); !ip.IsLoopback() {
+	if ip := remoteIP(c.Request()); !s.fromThisHost(ip) {
 		s.log.Warn("reprovision refused: not from this host", "remote", ip, "machine", c.Param("name"))
 		return textError(http.StatusForbidden, "reprovision is only accepted from flint's own host (run flint reprovision there)")
 	}
@@ -136,6 +137,16 @@ func (s *Server) apiReprovision(c echo.Context) error {
 		s.log.Info("reprovision armed", "machine", plan.Machine, "role", plan.Role)
 	}
 	return writeJSON(c, plan)
+}
+
+// fromThisHost: loopback, or flint's own listen address (the CLI connects
+// there when server.listen names one).
+func (s *Server) fromThisHost(ip netip.Addr) bool {
+	if ip.IsLoopback() {
+		return true
+	}
+	listen, err := netip.ParseAddr(s.cfg.Server.Listen)
+	return err == nil && !listen.IsUnspecified() && ip == listen
 }
 
 var eventNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$`)

@@ -61,3 +61,25 @@ func TestNodeEventsBuildTheTimeline(t *testing.T) {
 		t.Errorf("bad MAC timeline: %d", rec.Code)
 	}
 }
+
+func TestReprovisionOnlyFromThisHost(t *testing.T) {
+	f := newFixture(t)
+	do := func(remote string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/api/v1/machines/nuc9/reprovision", nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		f.s.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := do("198.18.0.60:4000"); rec.Code != http.StatusForbidden {
+		t.Fatalf("from the LAN: %d %s", rec.Code, rec.Body)
+	}
+	// From this host the request is judged: nuc9 is not a machine of the config.
+	if rec := do("127.0.0.1:4000"); rec.Code != http.StatusNotFound {
+		t.Fatalf("from loopback: %d %s", rec.Code, rec.Body)
+	}
+	f.cfg.Server.Listen = "198.18.0.1"
+	if rec := do("198.18.0.1:4000"); rec.Code != http.StatusNotFound {
+		t.Fatalf("from flint's own listen address: %d %s", rec.Code, rec.Body)
+	}
+}
