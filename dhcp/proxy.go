@@ -18,7 +18,15 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHC
 	case dhcpv4.MessageTypeDiscover:
 		typ = dhcpv4.MessageTypeOffer
 	case dhcpv4.MessageTypeRequest:
-		typ = dhcpv4.MessageTypeAck // some firmware wants the boot info again on its REQUEST
+		// A REQUEST that names another server (option 54) is the client taking
+		// the real DHCP server's address: an ACK from us, without an address,
+		// could win the race and leave it with none. Answer only REQUESTs
+		// addressed to flint (some firmware asks for the boot info that way).
+		if sid := req.ServerIdentifier(); sid == nil || !sid.Equal(ipOf(s.addr)) {
+			log.Debug("ignored: REQUEST for another DHCP server")
+			return nil, nil
+		}
+		typ = dhcpv4.MessageTypeAck
 	default:
 		log.Debug("ignored: proxy mode answers DISCOVER and REQUEST only")
 		return nil, nil
