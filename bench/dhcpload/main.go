@@ -1,0 +1,338 @@
+// Command dhcpload drives a DHCPv4 server with full DORAs (DISCOVER, OFFER,
+// REQUEST, ACK) from many simulated clients at once, for bench/dhcp.sh.
+//
+// Every DORA uses a MAC of its own (02:<run>:<4 bytes mixed from its index>), so the server's
+// lease table grows by one entry per DORA, as in a boot storm. All messages
+// carry the BROADCAST flag, so every server answers to 255.255.255.255:68
+// (no unicast to an address the simulated client does not have). One UDP
+// socket bound to :68 on -iface receives every reply; a read loop hands each
+// one to the DORA waiting for its xid.
+//
+// It prints one line of key=value pairs: DORAs completed per second, latency
+// percentiles per DORA (first DISCOVER sent to ACK received), NAKs, lost
+// DORAs (no answer after the retries), retransmissions, duplicates (one
+// address ACKed to two MACs: must be 0) and, with -pid, the server's CPU time
+// per DORA from /proc/PID/stat (utime+stime of all its threads).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	iface := flag.String("iface", "", "interface to send on and receive from (required)")
+	n := flag.Int("n", 20000, "DORAs to run")
+	conc := flag.Int("c", 16, "concurrent clients")
+	timeout := flag.Duration("timeout", time.Second, "wait per message before retransmitting")
+	retries := flag.Int("retries", 3, "transmissions per message before a DORA counts as lost")
+	maxDur := flag.Duration("max", 120*time.Second, "stop starting DORAs after this long")
+	pids := flag.String("pid", "", "comma-separated server PIDs whose CPU time is measured")
+	run := flag.Int("run", 0, "run number, part of every MAC (0-255)")
+	label := flag.String("label", "", "printed as server=LABEL")
+	flag.Parse()
+	if *iface == "" || *n <= 0 || *conc <= 0 {
+		flag.Usage()
+		os.Exit(2)
+	}
+
+	conn, err := listen(*iface)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dhcpload:", err)
+		os.Exit(1)
+	}
+	defer conn.Close()
+
+	l := &loader{
+		conn:    conn,
+		dst:     &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ServerPort},
+		pending: map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{},
+		timeout: *timeout,
+		retries: *retries,
+		acked:   map[[4]byte]string{},
+	}
+	go l.readLoop()
+
+	var pidList []int
+	for _, p := range strings.Split(*pids, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			v, err := strconv.Atoi(p)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "dhcpload: bad -pid:", p)
+				os.Exit(2)
+			}
+			pidList = append(pidList, v)
+		}
+	}
+
+	cpu0 := cpuTicks(pidList)
+	start := time.Now()
+	deadline := start.Add(*maxDur)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, *conc)
+	for w := 0; w < *conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(*n) || time.Now().After(deadline) {
+					return
+				}
+				h := mix32(uint32(i))
+				mac := net.HardwareAddr{0x02, byte(*run), byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)}
+				t0 := time.Now()
+				if l.dora(mac) {
+					lats[w] = append(lats[w], time.Since(t0))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu1 := cpuTicks(pidList)
+
+	var all []time.Duration
+	for _, s := range lats {
+		all = append(all, s...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	pct := func(p float64) float64 {
+		if len(all) == 0 {
+			return 0
+		}
+		k := int(p*float64(len(all))+0.5) - 1
+		k = max(0, min(k, len(all)-1))
+		return float64(all[k].Microseconds()) / 1000
+	}
+	ok := len(all)
+	cpuMs := "na"
+	if len(pidList) > 0 && ok > 0 {
+		hz := 100.0 // USER_HZ; Linux reports /proc/PID/stat in these units
+		cpuMs = fmt.Sprintf("%.3f", float64(cpu1-cpu0)/hz*1000/float64(ok))
+	}
+	l.mu.Lock()
+	dups := l.dups
+	l.mu.Unlock()
+	fmt.Printf("server=%s conc=%d n=%d ok=%d secs=%.2f dora_s=%.0f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f cpu_ms_per_dora=%s naks=%d lost=%d retrans=%d dups=%d stray=%d\n",
+		*label, *conc, *n, ok, elapsed.Seconds(), float64(ok)/elapsed.Seconds(), pct(0.50), pct(0.99), pct(1.0),
+		cpuMs, l.naks.Load(), l.lost.Load(), l.retrans.Load(), dups, l.stray.Load())
+	for _, d := range l.dupNotes {
+		fmt.Fprintln(os.Stderr, "dhcpload: duplicate:", d)
+	}
+}
+
+// listen opens the clients' socket: 0.0.0.0:68 on iface, allowed to broadcast,
+// with a large receive buffer so a burst of replies is not dropped.
+func listen(iface string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			for _, o := range []struct{ opt, v int }{{unix.SO_BROADCAST, 1}, {unix.SO_REUSEADDR, 1}, {unix.SO_RCVBUF, 8 << 20}, {unix.SO_SNDBUF, 8 << 20}} {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o.opt, o.v); serr != nil {
+					return
+				}
+			}
+			serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface)
+		})
+		return errors.Join(err, serr)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+	if err != nil {
+		return nil, fmt.Errorf("listen on :68 (%s): %w", iface, err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+type loader struct {
+	conn    *net.UDPConn
+	dst     *net.UDPAddr
+	timeout time.Duration
+	retries int
+
+	mu       sync.Mutex
+	pending  map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4
+	acked    map[[4]byte]string // address -> MAC it was ACKed to
+	dups     int
+	dupNotes []string
+
+	naks, lost, retrans, stray atomic.Int64
+}
+
+func (l *loader) readLoop() {
+	buf := make([]byte, 4096)
+	for {
+		n, _, err := l.conn.ReadFromUDP(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		m, err := dhcpv4.FromBytes(buf[:n])
+		if err != nil || m.OpCode != dhcpv4.OpcodeBootReply {
+			continue
+		}
+		l.mu.Lock()
+		ch := l.pending[m.TransactionID]
+		l.mu.Unlock()
+		if ch == nil {
+			l.stray.Add(1) // late answer to a retransmission, or not ours
+			continue
+		}
+		select {
+		case ch <- m:
+		default:
+		}
+	}
+}
+
+// exchange sends msg and waits for a reply from the same client of one of
+// the wanted types, retransmitting up to l.retries times.
+func (l *loader) exchange(msg *dhcpv4.DHCPv4, ch chan *dhcpv4.DHCPv4, want ...dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	b := msg.ToBytes()
+	for try := 0; try < l.retries; try++ {
+		if try > 0 {
+			l.retrans.Add(1)
+		}
+		if _, err := l.conn.WriteToUDP(b, l.dst); err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		t := time.NewTimer(l.timeout)
+	wait:
+		for {
+			select {
+			case r := <-ch:
+				if string(r.ClientHWAddr) != string(msg.ClientHWAddr) {
+					continue
+				}
+				for _, w := range want {
+					if r.MessageType() == w {
+						t.Stop()
+						return r
+					}
+				}
+			case <-t.C:
+				break wait
+			}
+		}
+	}
+	return nil
+}
+
+// dora runs one DISCOVER-OFFER-REQUEST-ACK for mac; true if it ended in an ACK.
+func (l *loader) dora(mac net.HardwareAddr) bool {
+	disc, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		l.lost.Add(1)
+		return false
+	}
+	ch := make(chan *dhcpv4.DHCPv4, 8)
+	xid := disc.TransactionID
+	l.mu.Lock()
+	if l.pending[xid] != nil { // 1 in 4 billion: draw again next time
+		l.mu.Unlock()
+		l.lost.Add(1)
+		return false
+	}
+	l.pending[xid] = ch
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.pending, xid)
+		l.mu.Unlock()
+	}()
+
+	offer := l.exchange(disc, ch, dhcpv4.MessageTypeOffer)
+	if offer == nil {
+		l.lost.Add(1)
+		return false
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
+	if err != nil {
+		l.lost.Add(1)
+		return false
+	}
+	req.TransactionID = xid
+	ack := l.exchange(req, ch, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
+	switch {
+	case ack == nil:
+		l.lost.Add(1)
+		return false
+	case ack.MessageType() == dhcpv4.MessageTypeNak:
+		if l.naks.Add(1) <= 3 {
+			fmt.Fprintf(os.Stderr, "dhcpload: NAK for %s (offered %s): %q\n", mac, offer.YourIPAddr, ack.Message())
+		}
+		return false
+	}
+	ip4 := ack.YourIPAddr.To4()
+	if ip4 == nil {
+		l.lost.Add(1)
+		return false
+	}
+	key := [4]byte(ip4)
+	l.mu.Lock()
+	if other, ok := l.acked[key]; ok && other != mac.String() {
+		l.dups++
+		if len(l.dupNotes) < 5 {
+			l.dupNotes = append(l.dupNotes, fmt.Sprintf("%s acked to %s and %s", ip4, other, mac))
+		}
+	} else {
+		l.acked[key] = mac.String()
+	}
+	l.mu.Unlock()
+	return true
+}
+
+// mix32 is a bijection on uint32 (a MurmurHash3 finalizer): distinct
+// indexes give distinct MACs that look random. Sequential MACs would all fall
+// into the same bucket of dnsmasq's MAC hash, which picks the first address
+// it tries, and make it offer one address to many concurrent clients.
+func mix32(x uint32) uint32 {
+	x ^= x >> 16
+	x *= 0x85ebca6b
+	x ^= x >> 13
+	x *= 0xc2b2ae35
+	x ^= x >> 16
+	return x
+}
+
+// cpuTicks sums utime+stime (clock ticks) of the given processes.
+func cpuTicks(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		// After ")": state is field 3 of stat(5), so utime (14) is f[11], stime (15) f[12].
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			total += u + st
+		}
+	}
+	return total
+}
