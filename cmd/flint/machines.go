@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -113,13 +112,9 @@ func readMachines(dataDir string) ([]store.Machine, error) {
 	if !errors.Is(err, store.ErrLocked) {
 		return nil, err
 	}
-	b, rerr := os.ReadFile(filepath.Join(dataDir, runtimeFile))
-	if rerr != nil {
-		return nil, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", err, runtimeFile, rerr)
-	}
-	var info runtimeInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return nil, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
+	info, err := readRuntime(dataDir, err)
+	if err != nil {
+		return nil, err
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	resp, err := client.Get(info.HTTPURL + "/api/v1/machines")

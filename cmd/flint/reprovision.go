@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -72,13 +70,9 @@ func reprovision(dataDir, name string, confirm bool) (lifecycle.Plan, error) {
 		return lifecycle.Plan{}, err
 	}
 	// flint serve holds the database: ask it (over loopback, which it requires).
-	b, rerr := os.ReadFile(filepath.Join(dataDir, runtimeFile))
-	if rerr != nil {
-		return lifecycle.Plan{}, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", err, runtimeFile, rerr)
-	}
-	var info runtimeInfo
-	if err := json.Unmarshal(b, &info); err != nil {
-		return lifecycle.Plan{}, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
+	info, err := readRuntime(dataDir, err)
+	if err != nil {
+		return lifecycle.Plan{}, err
 	}
 	u := info.HTTPURL + "/api/v1/machines/" + url.PathEscape(name) + "/reprovision"
 	if confirm {

@@ -259,6 +259,20 @@ func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, d
 	}
 }
 
+// readRuntime finds the running flint serve of dataDir; lockErr is why the
+// database could not be opened directly, kept in the message.
+func readRuntime(dataDir string, lockErr error) (runtimeInfo, error) {
+	var info runtimeInfo
+	b, err := os.ReadFile(filepath.Join(dataDir, runtimeFile))
+	if err != nil {
+		return info, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", lockErr, runtimeFile, err)
+	}
+	if err := json.Unmarshal(b, &info); err != nil {
+		return info, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
+	}
+	return info, nil
+}
+
 // writeRuntime replaces DIR/serve.json atomically.
 func writeRuntime(dir string, info runtimeInfo) error {
 	b, err := json.MarshalIndent(info, "", "  ")
