@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/flint-boot/flint/e2e/vlab"
+	"github.com/flint-boot/flint/internal/testenv"
 )
 
 var (
@@ -60,40 +61,13 @@ func buildFlint(dir string) error {
 		return err
 	}
 	flintBin = filepath.Join(dir, "flint")
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildvcs=false", "-o", flintBin, "github.com/flint-boot/flint/cmd/flint")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/flint: %v\n%s", err, out)
-	}
-	return nil
-}
-
-// goTool finds the go command even under sudo, whose PATH may lack it.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	for _, p := range []string{filepath.Join(os.Getenv("GOROOT"), "bin", "go"), "/usr/local/go/bin/go"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return "go"
-}
-
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1" || v == "yes"
+	return testenv.GoBuild(flintBin, "github.com/flint-boot/flint/cmd/flint")
 }
 
 // unavailable fails in CI and skips elsewhere, saying how to get what is missing.
 func unavailable(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("prerequisite missing (CI=true makes this a failure): %s", msg)
-	}
-	t.Skipf("%s; run the suite with `sudo make e2e` (it installs the packages and runs as root)", msg)
+	testenv.Unavailable(t, "run the suite with `sudo make e2e` (it installs the packages and runs as root)", format, args...)
 }
 
 // needPrerequisites checks root, the programs and the firmware files the

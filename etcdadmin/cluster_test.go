@@ -32,6 +32,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flint-boot/flint/internal/testenv"
 	"github.com/flint-boot/flint/pki"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -44,10 +45,7 @@ func requireEtcd(t *testing.T) {
 	t.Helper()
 	for _, bin := range []string{"etcd", "etcdctl"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found but CI=true: install it with %q", bin, installHint)
-			}
-			t.Skipf("%s not found: install it with %q (as root) to run this test", bin, installHint)
+			testenv.Unavailable(t, fmt.Sprintf("install it with %q (as root) to run this test", installHint), "%s not found", bin)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flint-boot/flint/internal/testenv"
 )
 
 // Paths of the binaries under test, set by TestMain.
@@ -48,55 +50,22 @@ func buildBinaries(dir string) error {
 		}
 	} else {
 		flintBin = filepath.Join(dir, "flint")
-		if err := goBuild(flintBin, "github.com/flint-boot/flint/cmd/flint"); err != nil {
+		if err := testenv.GoBuild(flintBin, "github.com/flint-boot/flint/cmd/flint"); err != nil {
 			return err
 		}
 	}
 	probeBin = filepath.Join(dir, "pxeprobe")
-	if err := goBuild(probeBin, "github.com/flint-boot/flint/integration/pxeprobe"); err != nil {
+	if err := testenv.GoBuild(probeBin, "github.com/flint-boot/flint/integration/pxeprobe"); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "integration: flint=%s pxeprobe=%s (built in %s)\n", flintBin, probeBin, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-func goBuild(out, pkg string) error {
-	cmd := exec.Command(goTool(), "build", "-trimpath", "-buildvcs=false", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	b, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// goTool finds the go command even under sudo, whose PATH may lack it.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	for _, p := range []string{filepath.Join(os.Getenv("GOROOT"), "bin", "go"), "/usr/local/go/bin/go"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return "go"
-}
-
-// inCI reports whether a missing prerequisite must fail instead of skip.
-func inCI() bool {
-	v := strings.ToLower(os.Getenv("CI"))
-	return v == "true" || v == "1" || v == "yes"
-}
-
 // unavailable fails the test in CI and skips it elsewhere, saying how to get the prerequisite.
 func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI() {
-		t.Fatalf("prerequisite missing (CI=true makes this a failure): %s", msg)
-	}
-	t.Skipf("%s; run the integration tests with `sudo make test` (it installs the packages and runs as root)", msg)
+	testenv.Unavailable(t, "run the integration tests with `sudo make test` (it installs the packages and runs as root)", format, args...)
 }
 
 // needBinaries stops a test early when flint or the probe could not be built.
