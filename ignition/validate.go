@@ -30,7 +30,13 @@ func ValidateAll(cfg *config.Config, secrets Secrets, assetsDir string) []Proble
 	if err != nil {
 		return []Problem{{Kind: KindProfile, Message: err.Error()}}
 	}
+	return r.Problems()
+}
 
+// Problems is ValidateAll on this renderer: `flint serve` checks with the
+// renderer it then serves from, so the start-up renders warm its cache.
+func (r *Renderer) Problems() []Problem {
+	cfg, assetsDir := r.cfg, r.assetsDir
 	// Report every missing asset, then go on with a placeholder hash so the
 	// profiles are still checked.
 	var problems []Problem

@@ -107,14 +107,14 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return fmt.Errorf("open the PKI: %w", err)
 	}
+	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, log.With("service", "ignition"))
+	if err != nil {
+		return err
+	}
 	// Refuse a config whose profiles don't render: nodes would get nothing
 	// usable. Missing assets only warn: the operator may place them while
 	// flint runs (nodes asking meanwhile get 503 and retry).
-	if err := checkRenders(cfg, secrets, assetsDir, log); err != nil {
-		return err
-	}
-	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, log.With("service", "ignition"))
-	if err != nil {
+	if err := checkRenders(renderer, log); err != nil {
 		return err
 	}
 	lc := lifecycle.New(cfg, st, etcdConnector(secrets, log.With("service", "etcd")), log.With("service", "lifecycle"))
@@ -190,9 +190,9 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 
 // checkRenders renders every machine once; profile and machine problems stop
 // serve, missing assets are warnings.
-func checkRenders(cfg *config.Config, secrets ignition.Secrets, assetsDir string, log *slog.Logger) error {
+func checkRenders(r *ignition.Renderer, log *slog.Logger) error {
 	var fatal []string
-	for _, p := range ignition.ValidateAll(cfg, secrets, assetsDir) {
+	for _, p := range r.Problems() {
 		if p.Kind == ignition.KindAsset {
 			log.Warn("asset missing: nodes will wait for it", "problem", p.String())
 			continue
