@@ -33,12 +33,17 @@ type Config struct {
 	Boot     Boot      `yaml:"boot"`
 	Cluster  Cluster   `yaml:"cluster"`
 	Assets   Assets    `yaml:"assets"`
+	Security Security  `yaml:"security"`
+	Limits   Limits    `yaml:"limits"`
 	Machines []Machine `yaml:"machines"`
 
 	// Source is the file name the config came from ("<embedded default>" for the built-in one).
 	Source string `yaml:"-"`
 	// Warnings found while validating that do not stop flint (e.g. an even number of etcd members).
 	Warnings []Problem `yaml:"-"`
+
+	// idx finds machines by key; Parse builds it (see index).
+	idx *machineIndex
 }
 
 // Server is where flint listens and how machines reach it.
@@ -49,11 +54,14 @@ type Server struct {
 	// first IPv4 address of Interface, or of the first non-loopback interface.
 	Address string `yaml:"address"`
 	// Listen is the IP the HTTP and TFTP servers bind to. Empty: all addresses.
-	Listen    string `yaml:"listen"`
-	HTTPPort  int    `yaml:"http_port"`
-	TFTPPort  int    `yaml:"tftp_port"`
-	DHCPPort  int    `yaml:"dhcp_port"`
-	ProxyPort int    `yaml:"proxy_port"` // PXE boot-server port (proxy mode), normally 4011
+	Listen   string `yaml:"listen"`
+	HTTPPort int    `yaml:"http_port"`
+	// HTTPSPort serves what must not cross the network in clear: the configs
+	// that hold a machine's secrets, node reports and the admin API.
+	HTTPSPort int `yaml:"https_port"`
+	TFTPPort  int `yaml:"tftp_port"`
+	DHCPPort  int `yaml:"dhcp_port"`
+	ProxyPort int `yaml:"proxy_port"` // PXE boot-server port (proxy mode), normally 4011
 
 	// Parsed forms, filled by Validate.
 	AddressIP netip.Addr `yaml:"-"`
@@ -181,6 +189,34 @@ type EtcdSource struct {
 	BaseURL string `yaml:"base_url"`
 }
 
+// Security tunes how flint hands out secrets.
+type Security struct {
+	// TokenTTL is how long a boot token (in a machine's iPXE script) can fetch
+	// that machine's config; it is spent by the first config it fetches.
+	TokenTTL Duration `yaml:"token_ttl"`
+}
+
+// Limits bound what a flood of hostile packets can make flint hold. Known
+// machines are never evicted or refused by them.
+type Limits struct {
+	// DiscoveredMachines caps the records of MACs that are not in the config;
+	// beyond it the least recently seen are forgotten.
+	DiscoveredMachines int `yaml:"discovered_machines"`
+	// UnknownEventsPerMinute is how many events about unknown MACs one source
+	// (an address, or DHCP as a whole) may add to flint's state per minute.
+	UnknownEventsPerMinute int `yaml:"unknown_events_per_minute"`
+	// TimelineEvents bounds each machine's boot timeline; the oldest go first.
+	TimelineEvents int `yaml:"timeline_events"`
+	// TFTPTransfers caps concurrent TFTP transfers; TFTPTransfersPerClient
+	// caps those of one client address.
+	TFTPTransfers          int `yaml:"tftp_transfers"`
+	TFTPTransfersPerClient int `yaml:"tftp_transfers_per_client"`
+	// HTTPConnections caps open HTTP(S) connections per listener;
+	// HTTPConnectionsPerClient caps those of one client address.
+	HTTPConnections          int `yaml:"http_connections"`
+	HTTPConnectionsPerClient int `yaml:"http_connections_per_client"`
+}
+
 // Machine is one box flint knows by MAC.
 type Machine struct {
 	MAC      string `yaml:"mac"`
@@ -198,9 +234,9 @@ type Machine struct {
 	InstallMode string `yaml:"install_mode"`
 	InstallDisk string `yaml:"install_disk"`
 
-	HW     net.HardwareAddr `yaml:"-"`
-	IPAddr netip.Addr       `yaml:"-"`
-	Line   int              `yaml:"-"` // line of the machine's entry, for messages
+	HW     MAC        `yaml:"-"` // MAC, parsed
+	IPAddr netip.Addr `yaml:"-"`
+	Line   int        `yaml:"-"` // line of the machine's entry, for messages
 }
 
 // Duration is a time.Duration written as "1h", "30s" in YAML.
@@ -220,22 +256,63 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalText writes the duration back as a string.
 func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
 
-// MachineByMAC finds a configured machine; ok is false for unknown MACs.
-func (c *Config) MachineByMAC(mac net.HardwareAddr) (*Machine, bool) {
-	for i := range c.Machines {
-		if c.Machines[i].HW.String() == mac.String() {
-			return &c.Machines[i], true
+// machineIndex finds machines by key: request paths never scan the list.
+type machineIndex struct {
+	byMAC  map[MAC]int
+	byName map[string]int
+}
+
+// index returns the lookup tables Parse built. A Config assembled by hand (in
+// tests) has none and gets a fresh one per call. Machines must not change once
+// the config is in use.
+func (c *Config) index() *machineIndex {
+	if c.idx != nil {
+		return c.idx
+	}
+	return buildIndex(c.Machines)
+}
+
+func buildIndex(machines []Machine) *machineIndex {
+	ix := &machineIndex{byMAC: make(map[MAC]int, len(machines)), byName: make(map[string]int, len(machines))}
+	for i := range machines {
+		m := &machines[i]
+		if !m.HW.IsZero() {
+			if _, dup := ix.byMAC[m.HW]; !dup {
+				ix.byMAC[m.HW] = i
+			}
+		}
+		if _, dup := ix.byName[m.Hostname]; !dup && m.Hostname != "" {
+			ix.byName[m.Hostname] = i
 		}
 	}
-	return nil, false
+	return ix
+}
+
+// MachineByMAC finds a configured machine; ok is false for unknown MACs.
+func (c *Config) MachineByMAC(mac MAC) (*Machine, bool) {
+	i, ok := c.index().byMAC[mac]
+	if !ok {
+		return nil, false
+	}
+	return &c.Machines[i], true
 }
 
 // MachineByName finds a configured machine by hostname.
 func (c *Config) MachineByName(name string) (*Machine, bool) {
-	for i := range c.Machines {
-		if c.Machines[i].Hostname == name {
-			return &c.Machines[i], true
-		}
+	i, ok := c.index().byName[name]
+	if !ok {
+		return nil, false
+	}
+	return &c.Machines[i], true
+}
+
+// MachineByNameOrMAC finds a machine by hostname or by MAC in either form.
+func (c *Config) MachineByNameOrMAC(s string) (*Machine, bool) {
+	if m, ok := c.MachineByName(s); ok {
+		return m, true
+	}
+	if mac, err := ParseMAC(s); err == nil {
+		return c.MachineByMAC(mac)
 	}
 	return nil, false
 }
@@ -247,6 +324,15 @@ func (c *Config) HTTPBaseURL() string {
 		return "http://" + host
 	}
 	return "http://" + net.JoinHostPort(host, itoa(c.Server.HTTPPort))
+}
+
+// HTTPSBaseURL is the URL machines use to reach flint's HTTPS server.
+func (c *Config) HTTPSBaseURL() string {
+	host := c.Server.AddressIP.String()
+	if c.Server.HTTPSPort == 443 {
+		return "https://" + host
+	}
+	return "https://" + net.JoinHostPort(host, itoa(c.Server.HTTPSPort))
 }
 
 // Install modes.

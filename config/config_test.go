@@ -2,7 +2,6 @@ package config
 
 import (
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,11 +46,18 @@ func TestParseGoodConfig(t *testing.T) {
 	if cfg.DHCP.LeaseTime.Duration != 2*time.Hour || cfg.DHCP.OfferHold.Duration != DefaultOfferHold {
 		t.Errorf("lease %v, offer hold %v", cfg.DHCP.LeaseTime, cfg.DHCP.OfferHold)
 	}
-	if cfg.Server.HTTPPort != DefaultHTTPPort || cfg.Server.ProxyPort != DefaultProxyPort {
+	if cfg.Server.HTTPPort != DefaultHTTPPort || cfg.Server.ProxyPort != DefaultProxyPort || cfg.Server.HTTPSPort != DefaultHTTPSPort {
 		t.Errorf("ports not defaulted: %+v", cfg.Server)
 	}
+	if cfg.Security.TokenTTL.Duration != DefaultTokenTTL || cfg.Limits.DiscoveredMachines != DefaultDiscoveredMachines ||
+		cfg.Limits.TFTPTransfersPerClient != DefaultTFTPTransfersPerClient || cfg.Limits.HTTPConnections != DefaultHTTPConnections {
+		t.Errorf("security/limits not defaulted: %+v %+v", cfg.Security, cfg.Limits)
+	}
+	if got := cfg.HTTPSBaseURL(); got != "https://198.18.0.1:8443" {
+		t.Errorf("HTTPSBaseURL = %s", got)
+	}
 	// Hyphenated MACs are normalised so lookups by the wire form work.
-	hw, _ := net.ParseMAC("52:54:00:00:00:62")
+	hw, _ := ParseMAC("52:54:00:00:00:62")
 	m, ok := cfg.MachineByMAC(hw)
 	if !ok || m.Hostname != "nuc3" || m.MAC != "52:54:00:00:00:62" {
 		t.Fatalf("MachineByMAC = %+v, %v", m, ok)
@@ -96,6 +102,11 @@ func TestParseRejects(t *testing.T) {
 		{"kernel arg with space", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"console=ttyS0 quiet\"]", `:20: machines[3].kernel_args[0]: "console=ttyS0 quiet" contains white space`},
 		{"kernel arg template typo", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"name={{.Hostnmae}}\"]", `:20: machines[3].kernel_args[0]: kernel argument "name={{.Hostnmae}}"`},
 		{"no server", `role: server}`, `role: agent}`, `machines: no machine has role server`},
+		{"https port clash", `address: 198.18.0.1`, "address: 198.18.0.1\n  http_port: 8443", `:1: server.https_port: must differ from server.http_port (8443)`},
+		{"token ttl too short", `assets: {flatcar`, "security: {token_ttl: 10s}\nassets: {flatcar", `:21: security.token_ttl: 10s is too short`},
+		{"token ttl too long", `assets: {flatcar`, "security: {token_ttl: 48h}\nassets: {flatcar", `:21: security.token_ttl: 48h0m0s is too long`},
+		{"negative limit", `assets: {flatcar`, "limits:\n  tftp_transfers: -1\nassets: {flatcar", `:22: limits.tftp_transfers: -1 is out of range`},
+		{"per-client above total", `assets: {flatcar`, "limits:\n  http_connections: 10\n  http_connections_per_client: 20\nassets: {flatcar", `:23: limits.http_connections_per_client: 20 is more than limits.http_connections (10)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -13,6 +12,8 @@ import (
 // Defaults applied to fields left empty.
 const (
 	DefaultHTTPPort    = 8080
+	DefaultHTTPSPort   = 8443
+	DefaultTokenTTL    = 30 * time.Minute
 	DefaultTFTPPort    = 69
 	DefaultDHCPPort    = 67
 	DefaultProxyPort   = 4011
@@ -28,6 +29,17 @@ const (
 	DefaultK3sAsset    = "k3s/k3s"
 	DefaultEtcdAsset   = "etcd/etcd"
 	DefaultEtcdctl     = "etcd/etcdctl"
+)
+
+// Default limits (see Limits).
+const (
+	DefaultDiscoveredMachines       = 1000
+	DefaultUnknownEventsPerMinute   = 120
+	DefaultTimelineEvents           = 500
+	DefaultTFTPTransfers            = 64
+	DefaultTFTPTransfersPerClient   = 4
+	DefaultHTTPConnections          = 1024
+	DefaultHTTPConnectionsPerClient = 64
 )
 
 // Butane flatcar variant versions flint renders.
@@ -89,10 +101,13 @@ func (cfg *Config) validate(lines map[string]int) error {
 	if s.Listen != "" {
 		c.ip("server.listen", s.Listen)
 	}
-	for field, p := range map[string]int{"server.http_port": s.HTTPPort, "server.tftp_port": s.TFTPPort, "server.dhcp_port": s.DHCPPort, "server.proxy_port": s.ProxyPort} {
+	for field, p := range map[string]int{"server.http_port": s.HTTPPort, "server.https_port": s.HTTPSPort, "server.tftp_port": s.TFTPPort, "server.dhcp_port": s.DHCPPort, "server.proxy_port": s.ProxyPort} {
 		if p < 1 || p > 65535 {
 			c.fail(field, "port %d is out of range 1-65535", p)
 		}
+	}
+	if s.HTTPPort == s.HTTPSPort {
+		c.fail("server.https_port", "must differ from server.http_port (%d)", s.HTTPPort)
 	}
 
 	d := &cfg.DHCP
@@ -163,11 +178,13 @@ func (cfg *Config) validate(lines map[string]int) error {
 	}
 
 	c.bootPaths("boot", cfg.Boot.Kernel, cfg.Boot.Initrd, cfg.Boot.KernelArgs)
+	cfg.validateSecurity(c)
 	cfg.validateMachines(c)
 	cfg.validateCluster(c)
 	cfg.validateAssets(c)
 
 	cfg.Warnings = c.warnings
+	cfg.idx = buildIndex(cfg.Machines)
 	if len(c.problems) > 0 {
 		return &Error{Source: cfg.Source, Problems: c.problems}
 	}
@@ -187,6 +204,29 @@ func (cfg *Config) applyDefaults() {
 	}
 	if s.ProxyPort == 0 {
 		s.ProxyPort = DefaultProxyPort
+	}
+	if s.HTTPSPort == 0 {
+		s.HTTPSPort = DefaultHTTPSPort
+	}
+	if cfg.Security.TokenTTL.Duration == 0 {
+		cfg.Security.TokenTTL.Duration = DefaultTokenTTL
+	}
+	l := &cfg.Limits
+	for _, f := range []struct {
+		v   *int
+		def int
+	}{
+		{&l.DiscoveredMachines, DefaultDiscoveredMachines},
+		{&l.UnknownEventsPerMinute, DefaultUnknownEventsPerMinute},
+		{&l.TimelineEvents, DefaultTimelineEvents},
+		{&l.TFTPTransfers, DefaultTFTPTransfers},
+		{&l.TFTPTransfersPerClient, DefaultTFTPTransfersPerClient},
+		{&l.HTTPConnections, DefaultHTTPConnections},
+		{&l.HTTPConnectionsPerClient, DefaultHTTPConnectionsPerClient},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
 	}
 	d := &cfg.DHCP
 	if d.Mode == "" {
@@ -313,12 +353,12 @@ func (cfg *Config) validateMachines(c *checker) {
 	for i := range cfg.Machines {
 		m := &cfg.Machines[i]
 		f := fmt.Sprintf("machines[%d]", i)
-		hw, err := net.ParseMAC(strings.TrimSpace(m.MAC))
+		hw, err := ParseMAC(strings.TrimSpace(m.MAC))
 		switch {
 		case m.MAC == "":
 			c.fail(f+".mac", "missing: every machine needs its MAC address")
-		case err != nil || len(hw) != 6:
-			c.fail(f+".mac", "%q is not an Ethernet MAC address like 52:54:00:12:34:56", m.MAC)
+		case err != nil:
+			c.fail(f+".mac", "%q is not an Ethernet MAC address like 52:54:00:12:34:56 or 52-54-00-12-34-56", m.MAC)
 		default:
 			m.HW = hw
 			m.MAC = hw.String()
@@ -428,6 +468,40 @@ func (cfg *Config) validateAssets(c *checker) {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") && !strings.HasPrefix(u, "file://") {
 			c.fail(field, "%q is not an http(s):// or file:// URL", u)
 		}
+	}
+}
+
+func (cfg *Config) validateSecurity(c *checker) {
+	ttl := cfg.Security.TokenTTL.Duration
+	switch {
+	case ttl < time.Minute:
+		c.fail("security.token_ttl", "%s is too short: a machine needs minutes from its iPXE script to its config; use at least 1m (default 30m)", ttl)
+	case ttl > 24*time.Hour:
+		c.fail("security.token_ttl", "%s is too long: an unspent boot token is a key to the machine's secrets; use at most 24h (default 30m)", ttl)
+	}
+	l := &cfg.Limits
+	for _, f := range []struct {
+		field    string
+		v        int
+		min, max int
+	}{
+		{"limits.discovered_machines", l.DiscoveredMachines, 1, 1_000_000},
+		{"limits.unknown_events_per_minute", l.UnknownEventsPerMinute, 1, 1_000_000},
+		{"limits.timeline_events", l.TimelineEvents, 10, 100_000},
+		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},
+		{"limits.tftp_transfers_per_client", l.TFTPTransfersPerClient, 1, 100_000},
+		{"limits.http_connections", l.HTTPConnections, 1, 1_000_000},
+		{"limits.http_connections_per_client", l.HTTPConnectionsPerClient, 1, 1_000_000},
+	} {
+		if f.v < f.min || f.v > f.max {
+			c.fail(f.field, "%d is out of range %d-%d", f.v, f.min, f.max)
+		}
+	}
+	if l.TFTPTransfers > 0 && l.TFTPTransfersPerClient > l.TFTPTransfers {
+		c.fail("limits.tftp_transfers_per_client", "%d is more than limits.tftp_transfers (%d)", l.TFTPTransfersPerClient, l.TFTPTransfers)
+	}
+	if l.HTTPConnections > 0 && l.HTTPConnectionsPerClient > l.HTTPConnections {
+		c.fail("limits.http_connections_per_client", "%d is more than limits.http_connections (%d)", l.HTTPConnectionsPerClient, l.HTTPConnections)
 	}
 }
 

@@ -48,7 +48,7 @@ func newAllocator(cfg *config.Config) *allocator {
 		heldBy:     map[netip.Addr]string{},
 	}
 	for _, m := range cfg.Machines {
-		if m.IPAddr.IsValid() && m.HW != nil {
+		if m.IPAddr.IsValid() && !m.HW.IsZero() {
 			a.reservedBy[m.IPAddr] = m.HW.String()
 			a.reservedOf[m.HW.String()] = m.IPAddr
 		}

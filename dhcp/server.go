@@ -37,13 +37,12 @@ const (
 
 // Server is flint's DHCP service.
 type Server struct {
-	cfg      *config.Config
-	st       store.Store
-	log      *slog.Logger
-	addr     netip.Addr                 // flint's address: option 54, siaddr
-	machines map[string]*config.Machine // by MAC (lower-case, colons)
-	alloc    *allocator
-	now      func() time.Time
+	cfg   *config.Config
+	st    store.Store
+	log   *slog.Logger
+	addr  netip.Addr // flint's address: option 54, siaddr
+	alloc *allocator
+	now   func() time.Time
 
 	quiet   quietLog
 	records sync.WaitGroup // sightings on their way to the store
@@ -82,20 +81,14 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 	}
 
 	s := &Server{
-		cfg:      cfg,
-		st:       st,
-		log:      log.With("component", "dhcp"),
-		addr:     cfg.Server.AddressIP,
-		machines: make(map[string]*config.Machine, len(cfg.Machines)),
-		alloc:    newAllocator(cfg),
-		now:      now,
-		quiet:    quietLog{last: map[string]time.Time{}},
-		pending:  make(chan struct{}, maxPendingRecords),
-	}
-	for i := range cfg.Machines {
-		if m := &cfg.Machines[i]; m.HW != nil {
-			s.machines[m.HW.String()] = m
-		}
+		cfg:     cfg,
+		st:      st,
+		log:     log.With("component", "dhcp"),
+		addr:    cfg.Server.AddressIP,
+		alloc:   newAllocator(cfg),
+		now:     now,
+		quiet:   quietLog{last: map[string]time.Time{}},
+		pending: make(chan struct{}, maxPendingRecords),
 	}
 	if mode == config.ModeFull {
 		leases, err := st.Leases()
@@ -263,8 +256,11 @@ func (s *Server) handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, via string) (*dhc
 
 // machine finds the config entry of a MAC.
 func (s *Server) machine(mac net.HardwareAddr) (*config.Machine, bool) {
-	m, ok := s.machines[mac.String()]
-	return m, ok
+	key, ok := config.MACFromHW(mac)
+	if !ok {
+		return nil, false
+	}
+	return s.cfg.MachineByMAC(key)
 }
 
 // decide runs Decide for a request.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
@@ -52,7 +52,7 @@ func (s *Server) apiMachineEvents(c echo.Context) error {
 	if s.st == nil {
 		return textError(http.StatusServiceUnavailable, "this flint runs without a state store")
 	}
-	hw, err := ipxe.ParseMAC(c.Param("mac"))
+	hw, err := config.ParseMAC(c.Param("mac"))
 	if err != nil {
 		return textError(http.StatusBadRequest, "malformed MAC %q: use 52-54-00-12-34-56 or 52:54:00:12:34:56", c.Param("mac"))
 	}
@@ -85,7 +85,7 @@ func (s *Server) apiPostEvent(c echo.Context) error {
 	if err := dec.Decode(&ev); err != nil {
 		return textError(http.StatusBadRequest, "event body must be JSON {\"mac\": \"52:54:00:12:34:56\", \"event\": \"...\", \"detail\": \"...\"}: %v", err)
 	}
-	hw, err := ipxe.ParseMAC(ev.MAC)
+	hw, err := config.ParseMAC(ev.MAC)
 	if err != nil {
 		return textError(http.StatusBadRequest, "event field mac: malformed MAC %q", ev.MAC)
 	}

@@ -3,7 +3,6 @@ package httpd
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -12,14 +11,13 @@ import (
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
-	"github.com/flint-boot/flint/ipxe"
 	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
 // ConfigRenderer makes a machine's Ignition config (*ignition.Renderer).
 type ConfigRenderer interface {
-	RenderProfile(mac net.HardwareAddr, spec ignition.Spec, profile string) ([]byte, error)
+	RenderProfile(mac config.MAC, spec ignition.Spec, profile string) ([]byte, error)
 }
 
 // Timeline entries of /ignition requests.
@@ -41,7 +39,7 @@ func (s *Server) ignitionConfig(c echo.Context) error {
 		return textError(http.StatusServiceUnavailable, "this flint serves no Ignition configs")
 	}
 	raw := c.QueryParam("mac")
-	hw, err := ipxe.ParseMAC(raw)
+	hw, err := config.ParseMAC(raw)
 	if err != nil {
 		return textError(http.StatusBadRequest, "query parameter mac: malformed MAC %q: use /ignition?mac=52-54-00-12-34-56", raw)
 	}

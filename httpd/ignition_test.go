@@ -2,12 +2,12 @@ package httpd
 
 import (
 	"errors"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
 )
 
@@ -16,7 +16,7 @@ type fakeRenderer struct {
 	err   error
 }
 
-func (f *fakeRenderer) RenderProfile(mac net.HardwareAddr, spec ignition.Spec, profile string) ([]byte, error) {
+func (f *fakeRenderer) RenderProfile(mac config.MAC, spec ignition.Spec, profile string) ([]byte, error) {
 	f.specs = append(f.specs, spec)
 	if f.err != nil {
 		return nil, f.err

@@ -2,13 +2,13 @@ package httpd
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ipxe"
 	"github.com/flint-boot/flint/store"
 )
@@ -33,7 +33,7 @@ func (s *Server) bootScript(c echo.Context) error {
 // own script, or with a 404 whose body is a valid iPXE script explaining that
 // the MAC is unknown.
 func (s *Server) machineScript(c echo.Context) error {
-	hw, err := ipxe.ParseMAC(c.Param("mac"))
+	hw, err := config.ParseMAC(c.Param("mac"))
 	if err != nil {
 		return textError(http.StatusBadRequest,
 			"malformed MAC in %s: %v. iPXE fills it in from ${mac:hexhyp}: chain to /boot.ipxe instead of writing this URL by hand",
@@ -52,7 +52,7 @@ func (s *Server) machineScript(c echo.Context) error {
 		if s.cfg.DHCP.DiscoverUnknown {
 			reason += " (dhcp.discover_unknown let it boot iPXE, but flint has no boot config for unlisted machines)"
 		}
-		return writeBody(c, http.StatusNotFound, mimeText, []byte(ipxe.NotFound(ipxe.HexHyp(hw), reason)))
+		return writeBody(c, http.StatusNotFound, mimeText, []byte(ipxe.NotFound(hw.HexHyp(), reason)))
 	}
 	if s.Lifecycle != nil && s.Lifecycle.BootsLocally(hw) {
 		s.recordSighting(hw, remote, EventScriptLocal)
@@ -66,7 +66,7 @@ func (s *Server) machineScript(c echo.Context) error {
 
 // recordSighting notes the request in the store. A failure is logged, never
 // sent to the machine: booting matters more than bookkeeping.
-func (s *Server) recordSighting(hw net.HardwareAddr, ip netip.Addr, event string) {
+func (s *Server) recordSighting(hw config.MAC, ip netip.Addr, event string) {
 	if s.st == nil {
 		return
 	}

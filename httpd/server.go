@@ -52,10 +52,10 @@ type Server struct {
 
 // Lifecycle is what the HTTP server asks about a machine's state (*lifecycle.Manager).
 type Lifecycle interface {
-	ConfigRequest(mac net.HardwareAddr, from netip.Addr) (lifecycle.Verdict, string)
-	ConfigServed(mac net.HardwareAddr)
-	NodeEvent(mac net.HardwareAddr, from netip.Addr, event string) error
-	BootsLocally(mac net.HardwareAddr) bool
+	ConfigRequest(mac config.MAC, from netip.Addr) (lifecycle.Verdict, string)
+	ConfigServed(mac config.MAC)
+	NodeEvent(mac config.MAC, from netip.Addr, event string) error
+	BootsLocally(mac config.MAC) bool
 }
 
 // New builds the server. st may be nil (no sightings, API answers 503);

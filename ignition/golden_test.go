@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/flint-boot/flint/config"
 )
 
 // Regenerate the golden files after an intended change to the profiles or the
@@ -26,7 +28,7 @@ var update = flag.Bool("update", false, "rewrite ignition/testdata/golden/*.ign.
 func TestGolden(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	r := e.renderer(t, fakeSecrets{})
-	for name, mac := range map[string][]byte{"server": macNuc1, "agent": macNuc4} {
+	for name, mac := range map[string]config.MAC{"server": macNuc1, "agent": macNuc4} {
 		for _, spec := range []Spec{SpecV3, SpecLegacy} {
 			out, err := r.Render(mac, spec)
 			if err != nil {

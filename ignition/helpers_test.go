@@ -3,7 +3,6 @@ package ignition
 import (
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,8 +43,8 @@ var (
 	macNuc4 = mustMAC("02:00:0a:00:00:46")
 )
 
-func mustMAC(s string) net.HardwareAddr {
-	hw, err := net.ParseMAC(s)
+func mustMAC(s string) config.MAC {
+	hw, err := config.ParseMAC(s)
 	if err != nil {
 		panic(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	v3 "github.com/coreos/ignition/v2/config/v3_4/types"
 	legacyparse "github.com/flatcar/ignition/config/v2_4"
+	"github.com/flint-boot/flint/config"
 )
 
 // node summarises a file or directory the same way for both specs.
@@ -43,7 +44,7 @@ func optStr(p *string) string {
 func TestLegacyCarriesTheSameConfig(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	r := e.renderer(t, realPKI(t))
-	for _, mac := range [][]byte{macNuc1, macNuc4} {
+	for _, mac := range []config.MAC{macNuc1, macNuc4} {
 		modern, err := r.Render(mac, SpecV3)
 		if err != nil {
 			t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,7 +96,7 @@ func (r *Renderer) Invalidate() {
 
 // InvalidateMachine drops the cached configs of one machine, e.g. after its
 // credentials or cluster state changed.
-func (r *Renderer) InvalidateMachine(mac net.HardwareAddr) {
+func (r *Renderer) InvalidateMachine(mac config.MAC) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.cache, mac.String())
@@ -107,7 +106,7 @@ func (r *Renderer) InvalidateMachine(mac net.HardwareAddr) {
 // given spec. Errors: ErrUnknownMachine, *AssetError (a missing asset),
 // *ProfileError (the profile or what it produced is invalid), or an error
 // from the PKI. The result is never empty and always passed Ignition's parser.
-func (r *Renderer) Render(mac net.HardwareAddr, spec Spec) ([]byte, error) {
+func (r *Renderer) Render(mac config.MAC, spec Spec) ([]byte, error) {
 	return r.RenderProfile(mac, spec, "")
 }
 
@@ -123,7 +122,7 @@ type variant struct {
 // RenderProfile renders the machine with another profile than its own (""
 // means its own): a disk install's live system runs the "installer" profile,
 // which then fetches the machine's own config for the installed system.
-func (r *Renderer) RenderProfile(mac net.HardwareAddr, spec Spec, profile string) ([]byte, error) {
+func (r *Renderer) RenderProfile(mac config.MAC, spec Spec, profile string) ([]byte, error) {
 	m, ok := r.cfg.MachineByMAC(mac)
 	if !ok {
 		return nil, fmt.Errorf("%s: %w", mac, ErrUnknownMachine)

@@ -412,7 +412,7 @@ func TestSecretsStayWithTheirMachine(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	p := realPKI(t)
 	r := e.renderer(t, p)
-	render := func(mac []byte) string {
+	render := func(mac config.MAC) string {
 		out, err := r.Render(mac, SpecV3)
 		if err != nil {
 			t.Fatal(err)
@@ -455,7 +455,7 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	p := realPKI(t)
 	r1, r2 := e.renderer(t, p), e.renderer(t, p)
 	for _, spec := range []Spec{SpecV3, SpecLegacy} {
-		for _, mac := range [][]byte{macNuc1, macNuc4} {
+		for _, mac := range []config.MAC{macNuc1, macNuc4} {
 			a, err := r1.Render(mac, spec)
 			if err != nil {
 				t.Fatal(err)
@@ -515,7 +515,7 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	}
 }
 
-func macString(mac []byte) string { return hex.EncodeToString(mac) }
+func macString(mac config.MAC) string { return hex.EncodeToString(mac[:]) }
 
 func TestClusterStateExisting(t *testing.T) {
 	e := newEnv(t, envOpts{})

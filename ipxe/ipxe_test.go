@@ -1,7 +1,6 @@
 package ipxe
 
 import (
-	"net"
 	"regexp"
 	"slices"
 	"strings"
@@ -95,40 +94,6 @@ func lineWith(t *testing.T, s, prefix string) string {
 		t.Fatalf("want one line starting with %q, got %d:\n%s", prefix, len(found), s)
 	}
 	return found[0]
-}
-
-func TestParseMAC(t *testing.T) {
-	want := net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0xef}
-	for _, s := range []string{"52-54-00-ab-cd-ef", "52:54:00:ab:cd:ef", "52-54-00-AB-CD-EF", "52:54:00:Ab:cD:eF"} {
-		hw, err := ParseMAC(s)
-		if err != nil {
-			t.Errorf("ParseMAC(%q): %v", s, err)
-			continue
-		}
-		if hw.String() != want.String() {
-			t.Errorf("ParseMAC(%q) = %s, want %s", s, hw, want)
-		}
-	}
-	for _, s := range []string{
-		"", "52-54-00-ab-cd", "52-54-00-ab-cd-ef-", "52-54-00-ab-cd-ef-01", "52:54-00:ab:cd:ef", "52-54-00-ab-cd-eg",
-		"5254.00ab.cdef", "525400abcdef", "52_54_00_ab_cd_ef", "52-54-00-ab-cd-e", " 52-54-00-ab-cd-e",
-		"00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01", "52-54-00-ab-cd-ef\x00", "..%2f..%2fetc",
-	} {
-		if hw, err := ParseMAC(s); err == nil {
-			t.Errorf("ParseMAC(%q) = %s, want an error", s, hw)
-		}
-	}
-}
-
-func TestHexHyp(t *testing.T) {
-	hw := net.HardwareAddr{0x52, 0x54, 0x00, 0xab, 0xcd, 0x0f}
-	if got := HexHyp(hw); got != "52-54-00-ab-cd-0f" {
-		t.Fatalf("HexHyp = %q", got)
-	}
-	back, err := ParseMAC(HexHyp(hw))
-	if err != nil || back.String() != hw.String() {
-		t.Fatalf("round trip: %s, %v", back, err)
-	}
 }
 
 func TestChain(t *testing.T) {

@@ -69,7 +69,7 @@ func MachineScript(cfg *config.Config, m *config.Machine) string {
 	initrdURL := AssetURL(base, initrd)
 
 	mac := m.MAC
-	if len(m.HW) > 0 {
+	if !m.HW.IsZero() {
 		mac = m.HW.String()
 	}
 	who := safeText(fmt.Sprintf("%s (MAC %s, role %s)", m.Hostname, mac, m.Role))
@@ -102,7 +102,7 @@ func KernelArgs(cfg *config.Config, m *config.Machine) []string {
 		"flatcar.first_boot=1",
 		// The machine's own MAC, not ${mac:hexhyp}: the config belongs to the
 		// machine, whichever NIC fetched the script, and the URL reads on its own.
-		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=" + HexHyp(m.HW),
+		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=" + m.HW.HexHyp(),
 	}
 	extra, err := cfg.KernelArgs(m)
 	if err != nil {

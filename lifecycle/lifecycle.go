@@ -106,7 +106,7 @@ func (m *Manager) machineRecord(mac string) (store.Machine, bool) {
 // ConfigRequest decides whether the machine with mac, asking from address
 // `from`, gets its Ignition config now. The reason explains a refusal and is
 // recorded on the machine's timeline.
-func (m *Manager) ConfigRequest(mac net.HardwareAddr, from netip.Addr) (Verdict, string) {
+func (m *Manager) ConfigRequest(mac config.MAC, from netip.Addr) (Verdict, string) {
 	mc, ok := m.cfg.MachineByMAC(mac)
 	if !ok {
 		return Unknown, "not in the config"
@@ -269,7 +269,7 @@ func (m *Manager) ClusterState(mc *config.Machine) string {
 }
 
 // ConfigServed moves a machine into installing once its config went out.
-func (m *Manager) ConfigServed(mac net.HardwareAddr) {
+func (m *Manager) ConfigServed(mac config.MAC) {
 	mc, ok := m.cfg.MachineByMAC(mac)
 	if !ok {
 		return
@@ -296,7 +296,7 @@ var ErrRefused = errors.New("event refused")
 
 // NodeEvent applies a node's progress report. In full mode the report must
 // come from the address flint leased to that MAC.
-func (m *Manager) NodeEvent(mac net.HardwareAddr, from netip.Addr, event string) error {
+func (m *Manager) NodeEvent(mac config.MAC, from netip.Addr, event string) error {
 	mc, ok := m.cfg.MachineByMAC(mac)
 	if !ok {
 		return nil // discovered machines have no lifecycle to move
@@ -326,7 +326,7 @@ func (m *Manager) NodeEvent(mac net.HardwareAddr, from netip.Addr, event string)
 
 // BootsLocally reports whether the machine's next PXE boot should boot its
 // disk: a disk install that finished and was not re-armed.
-func (m *Manager) BootsLocally(mac net.HardwareAddr) bool {
+func (m *Manager) BootsLocally(mac config.MAC) bool {
 	mc, ok := m.cfg.MachineByMAC(mac)
 	if !ok || m.cfg.InstallModeOf(mc) != config.InstallDisk {
 		return false

@@ -3,7 +3,6 @@ package lifecycle
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -81,7 +80,7 @@ func newFixture(t *testing.T, mode, install string) *fixture {
 	return f
 }
 
-func mac(s string) net.HardwareAddr { hw, _ := net.ParseMAC(s); return hw }
+func mac(s string) config.MAC { hw, _ := config.ParseMAC(s); return hw }
 
 var (
 	nuc1 = mac("52:54:00:00:00:01")
@@ -91,7 +90,7 @@ var (
 	ip4  = netip.MustParseAddr("198.18.0.64")
 )
 
-func (f *fixture) state(t *testing.T, hw net.HardwareAddr) store.Machine {
+func (f *fixture) state(t *testing.T, hw config.MAC) store.Machine {
 	t.Helper()
 	r, ok := f.m.machineRecord(hw.String())
 	if !ok {
@@ -100,7 +99,7 @@ func (f *fixture) state(t *testing.T, hw net.HardwareAddr) store.Machine {
 	return r
 }
 
-func (f *fixture) events(t *testing.T, hw net.HardwareAddr) string {
+func (f *fixture) events(t *testing.T, hw config.MAC) string {
 	ev, err := f.st.Events(hw.String())
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +272,7 @@ func TestServerRebuild(t *testing.T) {
 func TestLiveServerRebootRejoins(t *testing.T) {
 	f := newFixture(t, "proxy", "live")
 	ip1 := netip.MustParseAddr("198.18.0.61")
-	for _, hw := range []net.HardwareAddr{nuc1, nuc2} {
+	for _, hw := range []config.MAC{nuc1, nuc2} {
 		if v, _ := f.m.ConfigRequest(hw, ip2); v != Serve {
 			t.Fatalf("first boot of %s: %v", hw, v)
 		}

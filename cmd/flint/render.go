@@ -12,7 +12,6 @@ import (
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
-	"github.com/flint-boot/flint/ipxe"
 	"github.com/flint-boot/flint/pki"
 )
 
@@ -37,7 +36,7 @@ get etcd keys.`,
 			if err != nil {
 				return err
 			}
-			hw, err := ipxe.ParseMAC(mac)
+			hw, err := config.ParseMAC(mac)
 			if err != nil {
 				return fmt.Errorf("--mac %q: %w", mac, err)
 			}
