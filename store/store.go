@@ -38,6 +38,12 @@ type Machine struct {
 	VendorClass string     `json:"vendor_class,omitempty"` // option 60
 	UserClass   string     `json:"user_class,omitempty"`   // option 77 ("iPXE" once iPXE runs)
 	IP          netip.Addr `json:"ip,omitzero"`            // last address offered, acked or seen
+	// DHCPAddr is the address the machine last took from DHCP: flint's ACK in
+	// full mode, or in proxy mode the address it asked another server for
+	// (option 50 of its broadcast REQUEST). Requests from that address are the
+	// machine's own; DHCPAddrAt says when it was seen.
+	DHCPAddr   netip.Addr `json:"dhcp_addr,omitzero"`
+	DHCPAddrAt time.Time  `json:"dhcp_addr_at,omitzero"`
 	LastEvent   string     `json:"last_event,omitempty"`   // e.g. "dhcp ACK", "tftp ipxe.efi", "http script"
 	Events      int        `json:"events"`                 // how many exchanges were recorded
 
@@ -88,6 +94,9 @@ type Sighting struct {
 	// machine record: a refused request from another address must not make
 	// the machine look like it is at that address.
 	TimelineOnly bool
+	// DHCPAddr says IP is the address the machine took from DHCP (see
+	// Machine.DHCPAddr).
+	DHCPAddr bool
 }
 
 // Event is one entry of a machine's boot timeline.
@@ -152,6 +161,9 @@ func (m *Machine) Apply(s Sighting) {
 	}
 	if s.IP.IsValid() && !s.IP.IsUnspecified() {
 		m.IP = s.IP
+		if s.DHCPAddr && !s.At.Before(m.DHCPAddrAt) {
+			m.DHCPAddr, m.DHCPAddrAt = s.IP, s.At
+		}
 	}
 	if s.Event != "" {
 		m.LastEvent = s.Event
