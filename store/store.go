@@ -4,12 +4,35 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"time"
 )
 
 // ErrLocked means another flint process holds the data directory.
 var ErrLocked = errors.New("data directory is in use by another flint process")
+
+// ErrClosed is returned by writes after Close: shutdown raced a request.
+var ErrClosed = errors.New("flint's state store is closed (flint is shutting down)")
+
+// ErrRebuildBusy means another machine holds the one rebuild slot; errors.As
+// with *BusyError names it.
+var ErrRebuildBusy = errors.New("another etcd member is still being rebuilt")
+
+// BusyError says which machine holds the rebuild slot.
+type BusyError struct {
+	Holder Machine
+}
+
+func (e *BusyError) Error() string {
+	name := e.Holder.Hostname
+	if name == "" {
+		name = e.Holder.MAC
+	}
+	return fmt.Sprintf("%v: %s", ErrRebuildBusy, name)
+}
+
+func (e *BusyError) Unwrap() error { return ErrRebuildBusy }
 
 // LeaseState says what an address record means.
 type LeaseState string
@@ -54,11 +77,46 @@ type Machine struct {
 	EtcdRejoin   bool      `json:"etcd_rejoin,omitempty"` // render ETCD_INITIAL_CLUSTER_STATE=existing
 	Rebuilding   bool      `json:"rebuilding,omitempty"`  // etcd membership changed, node not yet healthy
 
+	// Discovered is when flint recorded the MAC as not in the config; the
+	// discovered records beyond Limits.Discovered are evicted in this order.
+	Discovered time.Time `json:"discovered,omitzero"`
+
 	// From the config flint serves with (SyncConfig); empty for discovered machines.
 	Known      bool       `json:"known"`
 	Hostname   string     `json:"hostname,omitempty"`
 	Role       string     `json:"role,omitempty"`
 	ReservedIP netip.Addr `json:"reserved_ip,omitzero"`
+
+	// Boot is what flint issued for the machine's network boots (package
+	// lifecycle): token hashes only, never a token.
+	Boot Boot `json:"boot,omitzero"`
+}
+
+// Boot holds the per-boot credentials of one machine, as hashes and the
+// nonce their derived tokens come from. The tokens themselves exist only in
+// what flint sent the machine.
+type Boot struct {
+	// Tokens are the config tokens iPXE scripts carried, oldest first; each
+	// can fetch the machine's config once before it expires.
+	Tokens []BootToken `json:"tokens,omitempty"`
+	// Nonce identifies the last delivery of the machine's secret config; the
+	// node's report token and (for a disk install) its installed-config token
+	// are derived from it.
+	Nonce string `json:"nonce,omitempty"`
+	// Delivered is when that config went out, and to which address.
+	Delivered   time.Time  `json:"delivered,omitzero"`
+	DeliveredTo netip.Addr `json:"delivered_to,omitzero"`
+	// InstalledSpent says the installed-system config of that delivery was
+	// fetched (it is fetched once).
+	InstalledSpent bool `json:"installed_spent,omitempty"`
+}
+
+// BootToken is one issued config token.
+type BootToken struct {
+	Hash    string     `json:"hash"` // hex SHA-256 of the token
+	IP      netip.Addr `json:"ip"`   // the address the script went to
+	Issued  time.Time  `json:"issued"`
+	Expires time.Time  `json:"expires"`
 }
 
 // State is where a machine is in its lifecycle.
@@ -108,8 +166,24 @@ type Event struct {
 	Detail string     `json:"detail,omitempty"`
 }
 
-// MaxEventsPerMachine bounds each machine's timeline; the oldest entries go first.
-const MaxEventsPerMachine = 500
+// Default bounds, used unless OpenBolt is given Limits.
+const (
+	// MaxEventsPerMachine bounds each machine's timeline; the oldest entries go first.
+	MaxEventsPerMachine = 500
+	// MaxDiscovered bounds the records of MACs that are not in the config.
+	MaxDiscovered = 1000
+)
+
+// Limits bound what hostile input can make the store hold. Known machines
+// (in the config) are never evicted.
+type Limits struct {
+	// Discovered caps discovered machine records; a new one beyond it evicts
+	// the one first seen longest ago, with its timeline.
+	Discovered int
+	// Events caps each machine's timeline (trimmed in steps of 64, so it may
+	// briefly hold up to 63 more).
+	Events int
+}
 
 // Store is flint's state. Implementations must make every write durable before
 // returning (a crash right after a call loses nothing it reported written) and
@@ -121,6 +195,8 @@ type Store interface {
 	DeleteLease(ip netip.Addr) error
 	// Leases returns all leases, expired ones included, ordered by IP.
 	Leases() ([]Lease, error)
+	// Lease returns the lease of ip; ok is false when there is none.
+	Lease(ip netip.Addr) (l Lease, ok bool, err error)
 
 	// RecordSighting updates (or creates) the machine record of s.MAC and
 	// appends the exchange to its timeline.
@@ -129,12 +205,24 @@ type Store interface {
 	Events(mac string) ([]Event, error)
 	// Machines returns all machine records, ordered by MAC.
 	Machines() ([]Machine, error)
+	// Machine returns the record of mac; ok is false when there is none.
+	Machine(mac string) (m Machine, ok bool, err error)
 	// UpdateMachine applies fn to the record of mac in one transaction (a
 	// record is created if none exists); an error from fn changes nothing.
 	UpdateMachine(mac string, fn func(m *Machine) error) (Machine, error)
 	// SyncConfig marks exactly the given machines as known (creating records for
 	// those never seen) and every other record as discovered.
 	SyncConfig(known []KnownMachine) error
+
+	// ClaimRebuild gives mac the one rebuild slot and applies fn to its
+	// record, in one transaction. While another machine holds the slot and
+	// its record still says it is rebuilding (Rebuilding or state
+	// reprovision), it fails with a *BusyError and changes nothing; a stale
+	// claim is taken over. Re-claiming by the holder succeeds.
+	ClaimRebuild(mac string, fn func(m *Machine) error) (Machine, error)
+	// ReleaseRebuild frees the slot if mac holds it and applies fn to mac's
+	// record, in one transaction.
+	ReleaseRebuild(mac string, fn func(m *Machine) error) (Machine, error)
 
 	Close() error
 }

@@ -83,7 +83,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := cfg.ResolveAddress(); err != nil {
 		return err
 	}
-	st, err := store.OpenBolt(dataDir, false)
+	st, err := store.OpenBolt(dataDir, false, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%w: another flint serve uses --data %s; stop it or pick another data directory", err, dataDir)
 	}
