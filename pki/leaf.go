@@ -81,6 +81,32 @@ func (p *PKI) EtcdClient(name string) (KeyPair, error) {
 // Admin returns flint's own etcd client certificate (CN flint-admin).
 func (p *PKI) Admin() (KeyPair, error) { return p.clientCert(AdminName) }
 
+// servingCommonName is the subject of flint's HTTPS certificate; clients check
+// its SANs, not this.
+const servingCommonName = "flint"
+
+// Serving returns the certificate flint serves HTTPS with, signed by the etcd CA
+// so that nodes can check it with the ca.crt they already have. Its only
+// extended key usage is serverAuth, never clientAuth: etcd members trust this
+// CA, and a certificate without clientAuth is refused as an etcd client or peer
+// certificate. Its SANs are exactly names and ips (e.g. flint's address,
+// 127.0.0.1 and localhost); it is re-issued when they change. Names are compared
+// case-insensitively and without a trailing dot; order and duplicates do not
+// matter.
+func (p *PKI) Serving(names []string, ips []netip.Addr) (KeyPair, error) {
+	names, ips, err := checkServingSANs(names, ips)
+	if err != nil {
+		return KeyPair{}, err
+	}
+	return p.leaf(leafSpec{
+		file:       servingDir + "/flint",
+		commonName: servingCommonName,
+		dnsNames:   names,
+		ips:        ips,
+		usages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+}
+
 func (p *PKI) clientCert(name string) (KeyPair, error) {
 	return p.leaf(leafSpec{
 		file:       clientsDir + "/" + name,

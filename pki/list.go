@@ -36,7 +36,7 @@ func (p *PKI) List() ([]CertInfo, error) {
 	defer p.mu.Unlock()
 
 	out := []CertInfo{p.describe(caCertFile, p.caCertPEM)}
-	for _, sub := range []string{clientsDir, etcdDir} {
+	for _, sub := range []string{clientsDir, etcdDir, servingDir} {
 		entries, err := os.ReadDir(p.path(sub))
 		if err != nil {
 			return nil, fmt.Errorf("pki: %w", err)

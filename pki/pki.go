@@ -1,21 +1,33 @@
 // Package pki creates and keeps flint's secrets in its data directory: the etcd CA,
-// the etcd server, peer and client certificates, the K3s token and the per-node K3s
-// passwords.
+// the etcd server, peer and client certificates, flint's own HTTPS certificate,
+// the K3s server and agent tokens, the per-node K3s passwords, the key for
+// node-report tokens and the admin API token.
 //
 // Everything is generated once and then reused: a node rebuilt from the same data
 // directory gets credentials the rest of the cluster already trusts. Leaf
 // certificates are re-issued only when they no longer fit (other names or IP,
-// close to expiry, signed by another CA). The CA, the token and the node passwords
-// are never replaced: when they are damaged, Open fails and says what to restore.
+// close to expiry, signed by another CA). The CA, the tokens, the report key and
+// the node passwords are never replaced: when they are damaged, Open fails and
+// says what to restore.
 //
-// Layout of the directory:
+// Layout of the directory (secret files are 0600, directories 0700):
 //
-//	ca.crt, ca.key                      the etcd CA
-//	k3s-token                           the K3s cluster token
+//	ca.crt, ca.key                      the etcd CA; it also signs flint's HTTPS certificate
+//	k3s-token                           the K3s cluster token (K3S_TOKEN of the servers)
+//	k3s-agent-token                     the K3s agent token (K3S_AGENT_TOKEN of the servers,
+//	                                    K3S_TOKEN of the agents, which never see k3s-token)
+//	report-key                          key for node-report tokens: 32 random bytes, stored
+//	                                    as 64 hex digits and a newline; ReportKey decodes it
+//	admin-token                         bearer token for flint's admin API (flint makes 64 hex digits)
 //	etcd/NAME-server.crt, .key          etcd serving certificate of node NAME
 //	etcd/NAME-peer.crt, .key            etcd peer certificate of node NAME
 //	clients/NAME.crt, .key              etcd client certificates (flint-admin, k3s-datastore, ...)
+//	serving/flint.crt, .key             flint's HTTPS certificate (serverAuth only)
 //	node-passwords/NAME                 K3s node password of node NAME
+//
+// The tokens, passwords and the report key are one line of text each; flint
+// ignores white space around it, so an operator may restore or provide them
+// with an editor.
 package pki
 
 import (
@@ -33,6 +45,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,12 +53,16 @@ import (
 
 // Names of files and folders inside the PKI directory.
 const (
-	caCertFile   = "ca.crt"
-	caKeyFile    = "ca.key"
-	tokenFile    = "k3s-token"
-	etcdDir      = "etcd"
-	clientsDir   = "clients"
-	passwordsDir = "node-passwords"
+	caCertFile     = "ca.crt"
+	caKeyFile      = "ca.key"
+	tokenFile      = "k3s-token"
+	agentTokenFile = "k3s-agent-token"
+	reportKeyFile  = "report-key"
+	adminTokenFile = "admin-token"
+	etcdDir        = "etcd"
+	clientsDir     = "clients"
+	servingDir     = "serving"
+	passwordsDir   = "node-passwords"
 )
 
 const (
@@ -90,16 +107,21 @@ type PKI struct {
 
 	// mu serialises everything that reads or writes files, so two requests for
 	// the same node never issue two different certificates.
-	mu        sync.Mutex
-	caCert    *x509.Certificate
-	caCertPEM []byte
-	caKey     crypto.Signer
-	token     string
+	mu         sync.Mutex
+	caCert     *x509.Certificate
+	caCertPEM  []byte
+	caKey      crypto.Signer
+	token      string
+	agentToken string
+	reportKey  []byte
+	adminToken string
 }
 
-// Open loads the PKI from dir (e.g. DATA/pki), creating the CA, the K3s token and
-// the flint admin client certificate on first use. now is injectable for tests
-// (pass time.Now in production); a nil log discards messages.
+// Open loads the PKI from dir (e.g. DATA/pki), creating the CA, the K3s server
+// and agent tokens, the report key, the admin API token and the flint admin
+// client certificate on first use (also in a directory from an older flint that
+// lacks some of them). now is injectable for tests (pass time.Now in
+// production); a nil log discards messages.
 func Open(dir string, now func() time.Time, log *slog.Logger) (*PKI, error) {
 	if now == nil {
 		now = time.Now
@@ -108,7 +130,7 @@ func Open(dir string, now func() time.Time, log *slog.Logger) (*PKI, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p := &PKI{dir: dir, now: now, log: log}
-	for _, d := range []string{dir, p.path(etcdDir), p.path(clientsDir), p.path(passwordsDir)} {
+	for _, d := range []string{dir, p.path(etcdDir), p.path(clientsDir), p.path(servingDir), p.path(passwordsDir)} {
 		if err := ensurePrivateDir(d); err != nil {
 			return nil, err
 		}
@@ -120,15 +142,72 @@ func Open(dir string, now func() time.Time, log *slog.Logger) (*PKI, error) {
 	if err := p.loadOrCreateCA(); err != nil {
 		return nil, err
 	}
-	token, err := p.loadOrCreateSecret(tokenFile, "K3s token")
-	if err != nil {
+	if err := p.loadOrCreateSecrets(); err != nil {
 		return nil, err
 	}
-	p.token = token
 	if _, err := p.Admin(); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// Descriptions of the secrets Open loads or creates. fix completes "restore the
+// file from a backup of DIR (...)" in the error for a damaged file.
+var (
+	tokenSecret = secretSpec{
+		file: tokenFile,
+		what: "K3s token",
+		fix:  "flint does not replace it: K3s would reject the nodes that use the old one",
+	}
+	agentTokenSecret = secretSpec{
+		file: agentTokenFile,
+		what: "K3s agent token",
+		fix:  "flint does not replace it: K3s would reject the agents that joined with the old one",
+	}
+	reportKeySecret = secretSpec{
+		file:  reportKeyFile,
+		what:  "report key",
+		check: checkReportKey,
+		fix: "if there is none, delete the file and flint creates a new key on its next start; " +
+			"machines that booted before then report with tokens flint rejects until they boot again",
+	}
+	adminTokenSecret = secretSpec{
+		file:  adminTokenFile,
+		what:  "admin API token",
+		check: checkAdminToken,
+		fix: "or write a new token of at least 43 characters into it (e.g. the output of `openssl rand -hex 32`), " +
+			"or delete it and flint creates one on its next start; every remote admin caller then needs the new token",
+	}
+)
+
+// loadOrCreateSecrets loads the tokens and the report key, creating the missing ones.
+func (p *PKI) loadOrCreateSecrets() error {
+	var err error
+	if p.token, err = p.loadOrCreateSecret(tokenSecret); err != nil {
+		return err
+	}
+	if p.agentToken, err = p.loadOrCreateSecret(agentTokenSecret); err != nil {
+		return err
+	}
+	// Agents would hold the server token, with which they could join as servers
+	// and read the whole datastore.
+	if p.agentToken == p.token {
+		return fmt.Errorf("pki: %s holds the same value as %s, so agents would join with the server token: "+
+			"write a different secret into %s (e.g. the output of `openssl rand -hex 32`) and give it to agents "+
+			"that already joined, or, if no agent has joined yet, delete it and flint creates one on its next start",
+			p.path(agentTokenFile), p.path(tokenFile), p.path(agentTokenFile))
+	}
+	key, err := p.loadOrCreateSecret(reportKeySecret)
+	if err != nil {
+		return err
+	}
+	if p.reportKey, err = hex.DecodeString(key); err != nil {
+		return fmt.Errorf("pki: %s: %w", p.path(reportKeyFile), err) // checkReportKey let it pass
+	}
+	if p.adminToken, err = p.loadOrCreateSecret(adminTokenSecret); err != nil {
+		return err
+	}
+	return nil
 }
 
 // Dir is the directory the PKI lives in.
@@ -138,8 +217,28 @@ func (p *PKI) Dir() string { return p.dir }
 func (p *PKI) CACertPEM() []byte { return append([]byte(nil), p.caCertPEM...) }
 
 // K3sToken returns the cluster token. It never changes: K3s encrypts its
-// bootstrap data in etcd with it.
+// bootstrap data in etcd with it. Only K3s servers get it.
 func (p *PKI) K3sToken() string { return p.token }
+
+// K3sAgentToken returns the token agents join with: K3s servers get it as
+// K3S_AGENT_TOKEN, agents as their K3S_TOKEN. It differs from K3sToken (Open
+// fails if the files hold the same value) and never changes.
+func (p *PKI) K3sAgentToken() string { return p.agentToken }
+
+// ReportKey returns the 32-byte secret flint derives per-boot node-report tokens
+// from with HMAC. The file report-key holds it as 64 hex digits; the key is the
+// decoded bytes. It never changes. The result is a copy.
+func (p *PKI) ReportKey() []byte { return slices.Clone(p.reportKey) }
+
+// AdminToken returns the bearer token remote callers of flint's admin API send
+// as "Authorization: Bearer TOKEN". flint generates 64 hex digits (256 bits);
+// an operator may put another token of at least 43 characters from the
+// RFC 6750 alphabet into the file.
+func (p *PKI) AdminToken() string { return p.adminToken }
+
+// AdminTokenPath is the file holding AdminToken, for telling the operator where
+// to find it.
+func (p *PKI) AdminTokenPath() string { return p.path(adminTokenFile) }
 
 func (p *PKI) path(rel string) string { return filepath.Join(p.dir, rel) }
 
@@ -166,8 +265,8 @@ func (p *PKI) loadOrCreateCA() error {
 		if len(issued) > 0 {
 			return fmt.Errorf("pki: %s and %s are missing but %s holds certificates they signed (%s): "+
 				"restore ca.crt and ca.key from a backup of %s; only if you mean to re-provision every etcd member "+
-				"and K3s server, delete %s and %s to start a new CA",
-				certPath, keyPath, p.dir, strings.Join(issued, ", "), p.dir, p.path(etcdDir), p.path(clientsDir))
+				"and K3s server, delete %s, %s and %s to start a new CA",
+				certPath, keyPath, p.dir, strings.Join(issued, ", "), p.dir, p.path(etcdDir), p.path(clientsDir), p.path(servingDir))
 		}
 		return p.createCA()
 	case keyMissing:
@@ -254,7 +353,7 @@ func (p *PKI) createCA() error {
 // fresh directory from one that lost its CA.
 func (p *PKI) issuedCertFiles() ([]string, error) {
 	var found []string
-	for _, sub := range []string{etcdDir, clientsDir} {
+	for _, sub := range []string{etcdDir, clientsDir, servingDir} {
 		entries, err := os.ReadDir(p.path(sub))
 		if err != nil {
 			return nil, fmt.Errorf("pki: %w", err)
@@ -268,23 +367,45 @@ func (p *PKI) issuedCertFiles() ([]string, error) {
 	return found, nil
 }
 
-// loadOrCreateSecret returns the secret in file rel, creating a random one if the
-// file does not exist. An existing but unusable file is an error: replacing a
-// token or node password would lock the cluster or the node out.
-func (p *PKI) loadOrCreateSecret(rel, what string) (string, error) {
-	path := p.path(rel)
+// secretSpec describes one secret that flint generates once and never replaces.
+type secretSpec struct {
+	file string // path below the PKI dir, e.g. "k3s-token"
+	what string // for messages, e.g. "K3s token"
+	// check rejects a stored value that is unusable beyond being empty or more
+	// than one word, its error completing "TOKEN in FILE is ..."; nil accepts
+	// any word. The error must not quote the value.
+	check func(string) error
+	fix   string // completes "restore the file from a backup of DIR (...)"
+}
+
+// loadOrCreateSecret returns the secret in file s.file, creating a random one
+// (64 hex digits) if the file does not exist. An existing but unusable file is
+// an error: replacing a token or node password would lock the cluster or the
+// node out.
+func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
+	path := p.path(s.file)
 	for range 2 {
 		data, err := p.readSecretFile(path)
 		if err == nil {
 			secret := strings.TrimSpace(string(data))
-			if secret == "" || strings.ContainsFunc(secret, isSpaceOrControl) {
-				return "", fmt.Errorf("pki: %s in %s is empty or corrupt: restore the file from a backup of %s "+
-					"(flint does not replace it: K3s would reject the nodes that use the old one)", what, path, p.dir)
+			var problem string
+			switch {
+			case secret == "":
+				problem = "empty"
+			case strings.ContainsFunc(secret, isSpaceOrControl):
+				problem = "corrupt (more than one word, or control characters)"
+			case s.check != nil:
+				if err := s.check(secret); err != nil {
+					problem = err.Error()
+				}
+			}
+			if problem != "" {
+				return "", fmt.Errorf("pki: %s in %s is %s: restore the file from a backup of %s (%s)", s.what, path, problem, p.dir, s.fix)
 			}
 			return secret, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("pki: read %s: %w", what, err)
+			return "", fmt.Errorf("pki: read %s: %w", s.what, err)
 		}
 		secret, err := randomHex(32)
 		if err != nil {
@@ -295,12 +416,38 @@ func (p *PKI) loadOrCreateSecret(rel, what string) (string, error) {
 			continue // another process created it just now: use theirs
 		}
 		if err != nil {
-			return "", fmt.Errorf("pki: write %s: %w", what, err)
+			return "", fmt.Errorf("pki: write %s: %w", s.what, err)
 		}
-		p.log.Info("generated "+what, "file", path)
+		p.log.Info("generated "+s.what, "file", path)
 		return secret, nil
 	}
-	return "", fmt.Errorf("pki: %s in %s appeared and vanished while creating it", what, path)
+	return "", fmt.Errorf("pki: %s in %s appeared and vanished while creating it", s.what, path)
+}
+
+// checkReportKey accepts exactly 32 bytes in hex, which is what flint writes.
+func checkReportKey(s string) error {
+	if _, err := hex.DecodeString(s); err != nil || len(s) != 64 {
+		return fmt.Errorf("corrupt (want 64 hex digits, found %d characters)", len(s))
+	}
+	return nil
+}
+
+// minAdminTokenLen is 256 bits in unpadded base64; flint's own tokens are 64 hex digits.
+const minAdminTokenLen = 43
+
+// checkAdminToken accepts a token that fits an Authorization header as is
+// (RFC 6750 b64token) and is long enough to hold 256 bits.
+func checkAdminToken(s string) error {
+	body := strings.TrimRight(s, "=")
+	if strings.ContainsFunc(body, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("-._~+/", r))
+	}) {
+		return errors.New("not usable as a bearer token (only letters, digits, '-', '.', '_', '~', '+', '/' and trailing '=' are)")
+	}
+	if len(body) < minAdminTokenLen {
+		return fmt.Errorf("too short (%d characters, want at least %d)", len(body), minAdminTokenLen)
+	}
+	return nil
 }
 
 // readSecretFile reads a file that must be private, tightening its mode if a

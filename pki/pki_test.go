@@ -6,11 +6,14 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -48,6 +51,10 @@ var (
 	nuc1 = Node{Name: "nuc1", FQDN: "nuc1.rack.example", IP: netip.MustParseAddr("198.18.0.11")}
 	nuc2 = Node{Name: "nuc2", FQDN: "nuc2.rack.example", IP: netip.MustParseAddr("198.18.0.12")}
 	nuc3 = Node{Name: "nuc3", IP: netip.MustParseAddr("198.18.0.13")} // no FQDN
+
+	// What flint passes for its HTTPS certificate.
+	flintNames = []string{"flint.rack.example", "localhost"}
+	flintIPs   = []netip.Addr{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("127.0.0.1")}
 )
 
 func openPKI(t *testing.T, dir string, c *clock) *PKI {
@@ -183,6 +190,9 @@ func TestLeafCertificates(t *testing.T) {
 		{"client", func() (KeyPair, error) { return p.EtcdClient("k3s-datastore") }, "k3s-datastore",
 			nil, nil, []x509.ExtKeyUsage{client}, []x509.ExtKeyUsage{server}},
 		{"admin", p.Admin, AdminName, nil, nil, []x509.ExtKeyUsage{client}, []x509.ExtKeyUsage{server}},
+		// Never clientAuth: etcd members trust this CA for clients and peers.
+		{"serving", func() (KeyPair, error) { return p.Serving(flintNames, flintIPs) }, "flint",
+			[]string{"flint.rack.example", "localhost"}, []string{"198.18.0.1", "127.0.0.1"}, []x509.ExtKeyUsage{server}, []x509.ExtKeyUsage{client}},
 	}
 	serials := map[string]string{}
 	for _, tt := range tests {
@@ -279,7 +289,8 @@ func TestLeafCertificates(t *testing.T) {
 // allSecrets requests everything a three-node cluster needs and returns it.
 func allSecrets(t *testing.T, p *PKI) map[string]string {
 	t.Helper()
-	out := map[string]string{"ca": string(p.CACertPEM()), "token": p.K3sToken()}
+	out := map[string]string{"ca": string(p.CACertPEM()), "token": p.K3sToken(), "agent-token": p.K3sAgentToken(),
+		"report-key": hex.EncodeToString(p.ReportKey()), "admin-token": p.AdminToken()}
 	add := func(name string, kp KeyPair, err error) {
 		t.Helper()
 		if err != nil {
@@ -300,6 +311,8 @@ func allSecrets(t *testing.T, p *PKI) map[string]string {
 	add("k3s-datastore", kp, err)
 	kp, err = p.Admin()
 	add("admin", kp, err)
+	kp, err = p.Serving(flintNames, flintIPs)
+	add("serving", kp, err)
 	return out
 }
 
@@ -323,7 +336,8 @@ func TestReuseAcrossCallsAndReopen(t *testing.T) {
 		t.Errorf("files changed by reopen: %v", changed)
 	}
 	// Sanity check that the snapshot covers what it should.
-	for _, f := range []string{"ca.crt", "ca.key", "k3s-token", "etcd/nuc2-server.key", "etcd/nuc3-peer.crt", "clients/flint-admin.crt", "clients/k3s-datastore.key", "node-passwords/nuc1"} {
+	for _, f := range []string{"ca.crt", "ca.key", "k3s-token", "k3s-agent-token", "report-key", "admin-token", "etcd/nuc2-server.key", "etcd/nuc3-peer.crt",
+		"clients/flint-admin.crt", "clients/k3s-datastore.key", "serving/flint.crt", "serving/flint.key", "node-passwords/nuc1"} {
 		if _, ok := files[f]; !ok {
 			t.Errorf("%s not on disk", f)
 		}
@@ -401,6 +415,7 @@ func TestRenewalWindow(t *testing.T) {
 	old := must(p.EtcdServer(nuc1))
 	oldPeer := must(p.EtcdPeer(nuc1))
 	oldAdmin := must(p.Admin())
+	oldServing := must(p.Serving(flintNames, flintIPs))
 
 	// Just outside the window: kept.
 	c.Set(old.Cert.NotAfter.Add(-RenewBefore - time.Minute))
@@ -421,6 +436,9 @@ func TestRenewalWindow(t *testing.T) {
 	if peer := must(p.EtcdPeer(nuc1)); bytes.Equal(peer.CertPEM, oldPeer.CertPEM) {
 		t.Error("peer certificate not renewed")
 	}
+	if serving := must(p.Serving(flintNames, flintIPs)); bytes.Equal(serving.CertPEM, oldServing.CertPEM) {
+		t.Error("serving certificate not renewed")
+	}
 	// Reopening renews the admin certificate right away.
 	p2 := openPKI(t, dir, c)
 	if admin := must(p2.Admin()); bytes.Equal(admin.CertPEM, oldAdmin.CertPEM) {
@@ -440,9 +458,10 @@ func TestReissueWhenSignedByAnotherCA(t *testing.T) {
 	other := openPKI(t, otherDir, c)
 	foreign := must(other.EtcdServer(nuc1))
 	foreignAdmin := must(other.Admin())
+	foreignServing := must(other.Serving(flintNames, flintIPs))
 
 	// Plant the foreign certificates as if they were ours.
-	for _, f := range []string{"etcd/nuc1-server.crt", "etcd/nuc1-server.key", "clients/flint-admin.crt", "clients/flint-admin.key"} {
+	for _, f := range []string{"etcd/nuc1-server.crt", "etcd/nuc1-server.key", "clients/flint-admin.crt", "clients/flint-admin.key", "serving/flint.crt", "serving/flint.key"} {
 		if err := os.WriteFile(filepath.Join(dir, f), must(os.ReadFile(filepath.Join(otherDir, f))), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -456,6 +475,13 @@ func TestReissueWhenSignedByAnotherCA(t *testing.T) {
 	}
 	if admin := must(p.Admin()); bytes.Equal(admin.CertPEM, foreignAdmin.CertPEM) {
 		t.Error("admin certificate from another CA was reused")
+	}
+	serving := must(p.Serving(flintNames, flintIPs))
+	if bytes.Equal(serving.CertPEM, foreignServing.CertPEM) {
+		t.Error("serving certificate from another CA was reused")
+	}
+	if _, err := serving.Cert.Verify(x509.VerifyOptions{Roots: caPool(t, p), CurrentTime: c.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		t.Errorf("re-issued serving certificate does not verify against our CA: %v", err)
 	}
 }
 
@@ -476,6 +502,18 @@ func TestReissueWhenKeyDoesNotMatch(t *testing.T) {
 	}
 	if _, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM); err != nil {
 		t.Errorf("re-issued pair does not match: %v", err)
+	}
+
+	oldServing := must(p.Serving(flintNames, flintIPs))
+	if err := os.WriteFile(filepath.Join(dir, "serving/flint.key"), otherKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	serving := must(p.Serving(flintNames, flintIPs))
+	if bytes.Equal(serving.CertPEM, oldServing.CertPEM) {
+		t.Fatal("serving certificate with a foreign key was reused")
+	}
+	if _, err := tls.X509KeyPair(serving.CertPEM, serving.KeyPEM); err != nil {
+		t.Errorf("re-issued serving pair does not match: %v", err)
 	}
 }
 
@@ -501,7 +539,8 @@ func TestFileModes(t *testing.T) {
 			if mode != 0o700 {
 				t.Errorf("directory %s has mode %o, want 700", rel, mode)
 			}
-		case strings.HasSuffix(rel, ".key") || rel == "k3s-token" || strings.HasPrefix(rel, "node-passwords/"):
+		case strings.HasSuffix(rel, ".key") || slices.Contains([]string{"k3s-token", "k3s-agent-token", "report-key", "admin-token"}, rel) ||
+			strings.HasPrefix(rel, "node-passwords/"):
 			keys++
 			if mode != 0o600 {
 				t.Errorf("%s has mode %o, want 600", rel, mode)
@@ -518,9 +557,10 @@ func TestFileModes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ca.key, 3x(server, peer, client) keys, k3s-datastore, admin, token, 3 passwords
-	if keys != 1+9+2+1+3 {
-		t.Errorf("checked %d secret files, want 16", keys)
+	// ca.key, 3x(server, peer, client) keys, k3s-datastore, admin, serving keys,
+	// server and agent token, report key, admin token, 3 passwords
+	if keys != 1+9+3+4+3 {
+		t.Errorf("checked %d secret files, want 20", keys)
 	}
 }
 
@@ -529,15 +569,19 @@ func TestLooseModesAreTightened(t *testing.T) {
 	dir := t.TempDir()
 	p := openPKI(t, dir, c)
 	must(p.NodePassword("nuc1"))
+	must(p.Serving(flintNames, flintIPs))
 	// As if restored from a backup without modes.
-	for _, f := range []string{"", "etcd", "ca.key", "k3s-token", "clients/flint-admin.key", "node-passwords/nuc1"} {
+	private := map[string]fs.FileMode{"": 0o700, "etcd": 0o700, "serving": 0o700, "ca.key": 0o600, "k3s-token": 0o600, "k3s-agent-token": 0o600,
+		"report-key": 0o600, "admin-token": 0o600, "clients/flint-admin.key": 0o600, "serving/flint.key": 0o600, "node-passwords/nuc1": 0o600}
+	for f := range private {
 		if err := os.Chmod(filepath.Join(dir, f), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p = openPKI(t, dir, c)
 	must(p.NodePassword("nuc1"))
-	for f, want := range map[string]fs.FileMode{"": 0o700, "etcd": 0o700, "ca.key": 0o600, "k3s-token": 0o600, "clients/flint-admin.key": 0o600, "node-passwords/nuc1": 0o600} {
+	must(p.Serving(flintNames, flintIPs))
+	for f, want := range private {
 		fi := must(os.Stat(filepath.Join(dir, f)))
 		if fi.Mode().Perm() != want {
 			t.Errorf("%q has mode %o after reopen, want %o", f, fi.Mode().Perm(), want)
@@ -682,6 +726,307 @@ func TestDamagedSecretsFail(t *testing.T) {
 	}
 }
 
+func TestAgentTokenReportKeyAndAdminToken(t *testing.T) {
+	c := newClock()
+	dir := t.TempDir()
+	p := openPKI(t, dir, c)
+
+	agent, key, admin := p.K3sAgentToken(), p.ReportKey(), p.AdminToken()
+	if b, err := hex.DecodeString(agent); err != nil || len(b) != 32 {
+		t.Errorf("agent token %d chars, want 64 hex digits", len(agent))
+	}
+	if len(key) != 32 {
+		t.Errorf("report key is %d bytes, want 32", len(key))
+	}
+	if b, err := hex.DecodeString(admin); err != nil || len(b) != 32 {
+		t.Errorf("admin token %d chars, want 64 hex digits (256 bits)", len(admin))
+	}
+	if all := []string{p.K3sToken(), agent, hex.EncodeToString(key), admin}; len(slices.Compact(slices.Sorted(slices.Values(all)))) != len(all) {
+		t.Error("the token, agent token, report key and admin token are not all distinct")
+	}
+	// On disk: one line each, private; the report key in hex.
+	if got := p.AdminTokenPath(); got != filepath.Join(dir, "admin-token") {
+		t.Errorf("AdminTokenPath = %s, want %s", got, filepath.Join(dir, "admin-token"))
+	}
+	for file, want := range map[string]string{"k3s-agent-token": agent, "report-key": hex.EncodeToString(key), "admin-token": admin} {
+		if got := string(must(os.ReadFile(filepath.Join(dir, file)))); got != want+"\n" {
+			t.Errorf("%s holds %d bytes, want the secret and a newline", file, len(got))
+		}
+		if mode := must(os.Stat(filepath.Join(dir, file))).Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s has mode %o, want 600", file, mode)
+		}
+	}
+	// ReportKey hands out a copy.
+	key[0] ^= 0xff
+	if bytes.Equal(p.ReportKey(), key) {
+		t.Error("changing the slice ReportKey returned changed the key")
+	}
+	key[0] ^= 0xff
+
+	// Reopening (a restart a day later) reads them back and writes nothing.
+	before := snapshot(t, dir)
+	c.Set(t0.Add(24 * time.Hour))
+	p2 := openPKI(t, dir, c)
+	if p2.K3sAgentToken() != agent || !bytes.Equal(p2.ReportKey(), key) || p2.AdminToken() != admin {
+		t.Error("a secret changed across reopen")
+	}
+	if changed := changedFiles(before, snapshot(t, dir)); len(changed) != 0 {
+		t.Errorf("files changed by reopen: %v", changed)
+	}
+	// A fresh directory gets different ones.
+	other := openPKI(t, t.TempDir(), c)
+	if other.K3sAgentToken() == agent || bytes.Equal(other.ReportKey(), key) || other.AdminToken() == admin {
+		t.Error("two PKIs share a secret")
+	}
+
+	// Operator-provided values are kept as they are: an agent token from an
+	// existing K3s cluster, a base64url admin token, a report key in upper case.
+	ownKey := bytes.Repeat([]byte{0xab}, 32)
+	write(t, dir, "k3s-agent-token", []byte("K10abc::node:agent-s3cret\n"))
+	write(t, dir, "admin-token", []byte("  "+base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xfe}, 32))+"\n"))
+	write(t, dir, "report-key", []byte(strings.ToUpper(hex.EncodeToString(ownKey))+"\n"))
+	p3 := openPKI(t, dir, c)
+	if got := p3.K3sAgentToken(); got != "K10abc::node:agent-s3cret" {
+		t.Errorf("operator agent token read as %q", got)
+	}
+	if got := p3.AdminToken(); got != base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xfe}, 32)) {
+		t.Errorf("operator admin token read as %q", got)
+	}
+	if got := p3.ReportKey(); !bytes.Equal(got, ownKey) {
+		t.Errorf("operator report key read as %x", got)
+	}
+}
+
+// A data directory from a flint that had only the K3s token gets the new
+// secrets on its next start, and nothing else changes.
+func TestOlderDirGetsNewSecrets(t *testing.T) {
+	c := newClock()
+	dir := t.TempDir()
+	p := openPKI(t, dir, c)
+	old := allSecrets(t, p)
+	for _, f := range []string{"k3s-agent-token", "report-key", "admin-token", "serving/flint.crt", "serving/flint.key", "serving"} {
+		remove(t, dir, f)
+	}
+	before := snapshot(t, dir)
+
+	p = openPKI(t, dir, c)
+	want := []string{"admin-token", "k3s-agent-token", "report-key"}
+	if changed := changedFiles(before, snapshot(t, dir)); !slices.Equal(changed, want) {
+		t.Errorf("Open changed %v, want it to add exactly %v", changed, want)
+	}
+	if p.K3sToken() != old["token"] {
+		t.Error("the K3s token changed")
+	}
+	if p.K3sAgentToken() == old["agent-token"] || p.AdminToken() == old["admin-token"] || hex.EncodeToString(p.ReportKey()) == old["report-key"] {
+		t.Error("a removed secret came back with the old value")
+	}
+	if p.K3sAgentToken() == p.K3sToken() {
+		t.Error("the new agent token is the server token")
+	}
+	if fi := must(os.Stat(filepath.Join(dir, "serving"))); fi.Mode().Perm() != 0o700 {
+		t.Errorf("serving directory has mode %o, want 700", fi.Mode().Perm())
+	}
+}
+
+func TestDamagedNewSecretsFailOpen(t *testing.T) {
+	tests := []struct {
+		name    string
+		file    string
+		data    func(p *PKI) string
+		wantErr []string
+	}{
+		{"empty agent token", "k3s-agent-token", func(*PKI) string { return "\n" }, []string{"K3s agent token", "is empty"}},
+		{"agent token of two words", "k3s-agent-token", func(*PKI) string { return "agent secret\n" }, []string{"K3s agent token", "corrupt"}},
+		{"agent token is the server token", "k3s-agent-token", func(p *PKI) string { return p.K3sToken() + "\n" },
+			[]string{"k3s-agent-token holds the same value as", "k3s-token", "agents would join with the server token", "write a different secret"}},
+		{"empty report key", "report-key", func(*PKI) string { return "" }, []string{"report key", "is empty"}},
+		{"report key not hex", "report-key", func(*PKI) string { return strings.Repeat("zz", 32) + "\n" }, []string{"report key", "want 64 hex digits"}},
+		{"report key truncated", "report-key", func(p *PKI) string { return hex.EncodeToString(p.ReportKey())[:40] }, []string{"report key", "found 40 characters"}},
+		{"report key of two words", "report-key", func(p *PKI) string { h := hex.EncodeToString(p.ReportKey()); return h[:32] + " " + h[32:] }, []string{"report key", "corrupt"}},
+		{"empty admin token", "admin-token", func(*PKI) string { return " \n" }, []string{"admin API token", "is empty"}},
+		{"admin token too short", "admin-token", func(*PKI) string { return "s3cret-admin\n" }, []string{"admin API token", "too short", "at least 43"}},
+		{"admin token not header-safe", "admin-token", func(*PKI) string { return strings.Repeat("a", 50) + "\"ok\n" }, []string{"admin API token", "bearer token"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newClock()
+			dir := t.TempDir()
+			p := openPKI(t, dir, c)
+			data := tt.data(p)
+			write(t, dir, tt.file, []byte(data))
+			before := snapshot(t, dir)
+
+			_, err := Open(dir, c.Now, nil)
+			if err == nil {
+				t.Fatal("Open succeeded on a damaged secret")
+			}
+			for _, w := range append(tt.wantErr, filepath.Join(dir, tt.file)) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if !strings.Contains(err.Error(), "restore") && !strings.Contains(err.Error(), "write a different secret") {
+				t.Errorf("error %q says nothing about what to do", err)
+			}
+			// The error may end up in a log: it must not quote the secret.
+			if s := strings.TrimSpace(data); len(s) >= 8 && strings.Contains(err.Error(), s) {
+				t.Errorf("error %q quotes the file", err)
+			}
+			if changed := changedFiles(before, snapshot(t, dir)); len(changed) != 0 {
+				t.Errorf("failed Open changed files: %v", changed)
+			}
+		})
+	}
+}
+
+func TestServingCertificate(t *testing.T) {
+	c := newClock()
+	dir := t.TempDir()
+	p := openPKI(t, dir, c)
+	kp := must(p.Serving(flintNames, flintIPs))
+
+	// A node that trusts ca.crt reaches flint over HTTPS by any of its names and addresses.
+	for _, host := range []string{"198.18.0.1", "127.0.0.1", "localhost", "flint.rack.example"} {
+		serverErr, clientErr := handshake(t, c,
+			&tls.Config{Certificates: []tls.Certificate{tlsCert(t, kp)}},
+			&tls.Config{RootCAs: caPool(t, p), ServerName: host})
+		if serverErr != nil || clientErr != nil {
+			t.Errorf("HTTPS to %s: server %v, client %v", host, serverErr, clientErr)
+		}
+	}
+	if err := kp.Cert.VerifyHostname("198.18.0.2"); err == nil {
+		t.Error("serving certificate is valid for an address flint did not pass")
+	}
+
+	// An etcd member (client certificates required, this CA trusted) refuses it
+	// as a client or peer certificate, while it accepts flint's admin certificate.
+	etcd := tlsCert(t, must(p.EtcdServer(nuc1)))
+	for _, tc := range []struct {
+		name   string
+		client KeyPair
+		ok     bool
+	}{{"admin client certificate", must(p.Admin()), true}, {"serving certificate", kp, false}} {
+		serverErr, clientErr := handshake(t, c,
+			&tls.Config{Certificates: []tls.Certificate{etcd}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: caPool(t, p)},
+			&tls.Config{Certificates: []tls.Certificate{tlsCert(t, tc.client)}, RootCAs: caPool(t, p), ServerName: "198.18.0.11"})
+		if tc.ok && (serverErr != nil || clientErr != nil) {
+			t.Errorf("etcd with the %s: server %v, client %v", tc.name, serverErr, clientErr)
+		}
+		if !tc.ok && (serverErr == nil || !strings.Contains(serverErr.Error(), "key usage")) {
+			t.Errorf("etcd with the %s: server error %v, want a refusal for its key usage", tc.name, serverErr)
+		}
+	}
+
+	// The same names and addresses in another order, spelling or with
+	// duplicates keep the certificate; so does a restart.
+	before := snapshot(t, dir)
+	same := []KeyPair{
+		must(p.Serving([]string{"LOCALHOST", "flint.rack.example.", "localhost"}, []netip.Addr{flintIPs[1], netip.MustParseAddr("::ffff:198.18.0.1"), flintIPs[1]})),
+		must(openPKI(t, dir, c).Serving(flintNames, flintIPs)),
+	}
+	for _, again := range same {
+		if !bytes.Equal(again.CertPEM, kp.CertPEM) || !bytes.Equal(again.KeyPEM, kp.KeyPEM) {
+			t.Error("serving certificate re-issued for the same names and addresses")
+		}
+	}
+	if changed := changedFiles(before, snapshot(t, dir)); len(changed) != 0 {
+		t.Errorf("files changed: %v", changed)
+	}
+
+	// Other addresses or names: re-issued, with a new key, and nothing else changes.
+	moved := []netip.Addr{netip.MustParseAddr("198.18.0.2"), flintIPs[1]}
+	kp2 := must(p.Serving(flintNames, moved))
+	if bytes.Equal(kp2.CertPEM, kp.CertPEM) || bytes.Equal(kp2.KeyPEM, kp.KeyPEM) {
+		t.Fatal("serving certificate not re-issued for a new address")
+	}
+	if changed, want := changedFiles(before, snapshot(t, dir)), []string{"serving/flint.crt", "serving/flint.key"}; !slices.Equal(changed, want) {
+		t.Errorf("changed files = %v, want exactly %v", changed, want)
+	}
+	if err := kp2.Cert.VerifyHostname("198.18.0.2"); err != nil {
+		t.Errorf("re-issued certificate: %v", err)
+	}
+	if kp2.Cert.VerifyHostname("198.18.0.1") == nil {
+		t.Error("re-issued certificate still carries the old address")
+	}
+	if !slices.Equal(kp2.Cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
+		t.Errorf("re-issued certificate has usages %v, want serverAuth only", usageNames(kp2.Cert.ExtKeyUsage))
+	}
+	kp3 := must(p.Serving([]string{"flint.other.example"}, moved))
+	if bytes.Equal(kp3.CertPEM, kp2.CertPEM) || !slices.Equal(kp3.Cert.DNSNames, []string{"flint.other.example"}) {
+		t.Errorf("new names: DNS SANs %v, want re-issued for [flint.other.example]", kp3.Cert.DNSNames)
+	}
+	// Addresses only is fine too.
+	kp4 := must(p.Serving(nil, moved))
+	if len(kp4.Cert.DNSNames) != 0 || kp4.Cert.VerifyHostname("198.18.0.2") != nil {
+		t.Errorf("addresses only: DNS SANs %v, IPs %v", kp4.Cert.DNSNames, kp4.Cert.IPAddresses)
+	}
+}
+
+func TestServingValidation(t *testing.T) {
+	p := openPKI(t, t.TempDir(), newClock())
+	ip := []netip.Addr{netip.MustParseAddr("198.18.0.1")}
+	tests := []struct {
+		names []string
+		ips   []netip.Addr
+		want  string
+	}{
+		{nil, nil, "no DNS name and no IP address"},
+		{[]string{""}, ip, "DNS name"},
+		{[]string{"flint..example"}, ip, "DNS name"},
+		{[]string{"*.rack.example"}, ip, "DNS name"},
+		{[]string{"flint_1"}, ip, "DNS name"},
+		{[]string{"flint rack"}, ip, "DNS name"},
+		{[]string{strings.Repeat("a.", 127) + "a"}, ip, "longer than 253"},
+		{[]string{"localhost"}, []netip.Addr{{}}, "IP address is missing"},
+		{nil, []netip.Addr{netip.MustParseAddr("0.0.0.0")}, "wildcard address"},
+		{nil, []netip.Addr{netip.MustParseAddr("::")}, "wildcard address"},
+		{nil, []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}, "zone"},
+		{nil, []netip.Addr{netip.MustParseAddr("224.0.0.1")}, "cannot be flint's address"},
+		{nil, []netip.Addr{netip.MustParseAddr("255.255.255.255")}, "cannot be flint's address"},
+	}
+	for _, tt := range tests {
+		if _, err := p.Serving(tt.names, tt.ips); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Serving(%q, %v): err = %v, want one saying %q", tt.names, tt.ips, err, tt.want)
+		}
+	}
+	if entries := must(os.ReadDir(filepath.Join(p.Dir(), "serving"))); len(entries) != 0 {
+		t.Errorf("invalid requests left files: %v", entries)
+	}
+	// IPv6 addresses are fine.
+	kp := must(p.Serving(nil, []netip.Addr{netip.MustParseAddr("2001:db8::1")}))
+	if err := kp.Cert.VerifyHostname("2001:db8::1"); err != nil {
+		t.Error(err)
+	}
+}
+
+func tlsCert(t *testing.T, kp KeyPair) tls.Certificate {
+	t.Helper()
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// handshake runs a TLS handshake between server and client over a pipe at the
+// clock's time and returns each side's error.
+func handshake(t *testing.T, c *clock, server, client *tls.Config) (serverErr, clientErr error) {
+	t.Helper()
+	server.Time, client.Time = c.Now, c.Now
+	sc, cc := net.Pipe()
+	defer sc.Close()
+	defer cc.Close()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		serverErr = tls.Server(sc, server).Handshake()
+		sc.Close() // unblock the client if the server gave up
+	})
+	clientErr = tls.Client(cc, client).Handshake()
+	cc.Close()
+	wg.Wait()
+	return serverErr, clientErr
+}
+
 func TestValidation(t *testing.T) {
 	p := openPKI(t, t.TempDir(), newClock())
 	ip := netip.MustParseAddr("198.18.0.20")
@@ -775,6 +1120,12 @@ func TestConcurrentCalls(t *testing.T) {
 				}
 				out[n.Name+"-password"] = pw
 			}
+			kp, err := p.Serving(flintNames, flintIPs)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			out["serving"] = string(kp.CertPEM) + string(kp.KeyPEM)
 			if _, err := p.List(); err != nil {
 				t.Error(err)
 			}
@@ -800,6 +1151,7 @@ func TestList(t *testing.T) {
 	must(p.EtcdServer(nuc1))
 	must(p.EtcdPeer(nuc1))
 	must(p.EtcdClient("k3s-datastore"))
+	serving := must(p.Serving(flintNames, flintIPs))
 
 	infos := must(p.List())
 	var files []string
@@ -809,9 +1161,15 @@ func TestList(t *testing.T) {
 			t.Errorf("%s due for renewal right after issuing: %s", in.File, in.Reason)
 		}
 	}
-	want := []string{"ca.crt", "clients/flint-admin.crt", "clients/k3s-datastore.crt", "etcd/nuc1-peer.crt", "etcd/nuc1-server.crt"}
+	// The secret files next to ca.crt and the keys are not listed.
+	want := []string{"ca.crt", "clients/flint-admin.crt", "clients/k3s-datastore.crt", "etcd/nuc1-peer.crt", "etcd/nuc1-server.crt", "serving/flint.crt"}
 	if !slices.Equal(files, want) {
 		t.Fatalf("files = %v, want %v", files, want)
+	}
+	if in := infos[5]; in.CommonName != "flint" || in.Serial != serving.Cert.SerialNumber.Text(16) ||
+		!slices.Equal(in.DNSNames, flintNames) || !slices.Equal(in.IPs, flintIPs) ||
+		!slices.Equal(in.Usages, []string{"digitalSignature", "serverAuth"}) {
+		t.Errorf("serving entry = %+v", in)
 	}
 	ca, server := infos[0], infos[4]
 	if !ca.IsCA || ca.CommonName != CACommonName || !slices.Equal(ca.Usages, []string{"certSign", "crlSign"}) {
@@ -861,7 +1219,7 @@ func TestStaleTempFilesRemoved(t *testing.T) {
 	c := newClock()
 	dir := t.TempDir()
 	openPKI(t, dir, c)
-	stale := []string{".ca.key.tmp-123", "etcd/.nuc1-server.key.tmp-9", "node-passwords/.nuc1.tmp-1"}
+	stale := []string{".ca.key.tmp-123", ".admin-token.tmp-4", "etcd/.nuc1-server.key.tmp-9", "serving/.flint.key.tmp-7", "node-passwords/.nuc1.tmp-1"}
 	for _, f := range stale {
 		write(t, dir, f, []byte("half"))
 	}
@@ -892,14 +1250,28 @@ func TestLogsReasonsButNoSecrets(t *testing.T) {
 	c.Set(t0.Add(LeafValidity - time.Hour))
 	must(p.EtcdClient("k3s-datastore"))
 
+	must(p.Serving(flintNames, flintIPs[:1]))
+
 	out := buf.String()
-	for _, want := range []string{"created etcd CA", "generated K3s token", "no certificate on disk yet", "IP addresses are [198.18.0.11], want [198.18.9.9]", "within the renewal window", "etcd/nuc1-peer.crt"} {
+	for _, want := range []string{"created etcd CA", "generated K3s token", "generated K3s agent token", "generated report key", "generated admin API token",
+		"no certificate on disk yet", "IP addresses are [198.18.0.11], want [198.18.9.9]", "within the renewal window", "etcd/nuc1-peer.crt",
+		"IP addresses are [127.0.0.1 198.18.0.1], want [198.18.0.1]", "serving/flint.crt"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "PRIVATE KEY") || strings.Contains(out, p.K3sToken()) || strings.Contains(out, secrets["nuc1-password"]) {
-		t.Errorf("log contains secrets:\n%s", out)
+	if strings.Contains(out, "PRIVATE KEY") {
+		t.Errorf("log contains a private key:\n%s", out)
+	}
+	key := p.ReportKey()
+	for name, secret := range map[string]string{
+		"K3s token": p.K3sToken(), "agent token": p.K3sAgentToken(), "admin token": p.AdminToken(), "node password": secrets["nuc1-password"],
+		"report key (hex)": hex.EncodeToString(key), "report key (HEX)": strings.ToUpper(hex.EncodeToString(key)), "report key (raw)": string(key),
+		"report key (base64)": base64.StdEncoding.EncodeToString(key), "report key (%v)": strings.Trim(fmt.Sprint(key), "[]"),
+	} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log contains the %s:\n%s", name, out)
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -45,17 +46,60 @@ func checkNode(n Node) (Node, error) {
 var limitedBroadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 func checkFQDN(fqdn string) error {
-	if len(fqdn) > 253 {
-		return fmt.Errorf("longer than 253 characters")
-	}
-	labels := strings.Split(fqdn, ".")
-	if len(labels) < 2 {
+	if !strings.Contains(fqdn, ".") {
 		return fmt.Errorf("not a fully qualified name (needs a domain, e.g. nuc1.example.net)")
 	}
-	for _, l := range labels {
+	return checkDNSName(fqdn)
+}
+
+// checkDNSName checks a lower-case DNS name of one or more labels, e.g.
+// "localhost" or "flint.rack.example".
+func checkDNSName(name string) error {
+	if len(name) > 253 {
+		return fmt.Errorf("longer than 253 characters")
+	}
+	for _, l := range strings.Split(name, ".") {
 		if !hostnameRE.MatchString(l) {
 			return fmt.Errorf("label %q is not valid (letters, digits and '-', 1 to 63 characters, no '-' at either end)", l)
 		}
 	}
 	return nil
+}
+
+// checkServingSANs validates the names and addresses for flint's serving
+// certificate and returns them normalised (names in lower case without a
+// trailing dot, IPv4-mapped addresses as IPv4, no duplicates) so that the SANs
+// compare equal across calls.
+func checkServingSANs(names []string, ips []netip.Addr) ([]string, []netip.Addr, error) {
+	if len(names) == 0 && len(ips) == 0 {
+		return nil, nil, fmt.Errorf("pki: serving certificate: no DNS name and no IP address given; pass the names and addresses clients reach flint at (e.g. its address, 127.0.0.1 and localhost)")
+	}
+	var outNames []string
+	for _, n := range names {
+		name := strings.TrimSuffix(strings.ToLower(n), ".")
+		if err := checkDNSName(name); err != nil {
+			return nil, nil, fmt.Errorf("pki: serving certificate: DNS name %q: %w", n, err)
+		}
+		if !slices.Contains(outNames, name) {
+			outNames = append(outNames, name)
+		}
+	}
+	var outIPs []netip.Addr
+	for _, given := range ips {
+		ip := given.Unmap()
+		switch {
+		case !ip.IsValid():
+			return nil, nil, fmt.Errorf("pki: serving certificate: an IP address is missing (zero netip.Addr)")
+		case ip.Zone() != "":
+			return nil, nil, fmt.Errorf("pki: serving certificate: IP %s has a zone, which a certificate cannot hold; pass it without", given)
+		case ip.IsUnspecified():
+			return nil, nil, fmt.Errorf("pki: serving certificate: IP %s is the wildcard address flint listens on, not one clients connect to; pass flint's own address", given)
+		case ip.IsMulticast(), ip == limitedBroadcast:
+			return nil, nil, fmt.Errorf("pki: serving certificate: IP %s cannot be flint's address", given)
+		}
+		if !slices.Contains(outIPs, ip) {
+			outIPs = append(outIPs, ip)
+		}
+	}
+	return outNames, outIPs, nil
 }
