@@ -11,6 +11,39 @@
 // out of range" or, worse, seems to work after forgetting its raft term and
 // vote.
 //
+// Removing the old member is only right if it really is gone, and the request
+// proves nothing: anyone on the LAN can PXE-boot with a server's MAC. So a
+// member is removed only when it is confirmed down, and a healthy member is
+// never removed, whoever asks (ErrMemberHealthy). Before any change
+// PrepareRejoin checks every started member the same way, the node's old
+// one included:
+//
+//   - Healthy: at one of its client URLs, with flint's admin certificate and
+//     within checkTimeout, the member answers a status request as itself,
+//     is a voter, reports a leader and no alarm, and serves a linearizable
+//     read. The read goes through the leader (ReadIndex) and waits until the
+//     member has applied what the leader had committed, so it proves the
+//     member is connected to a leader with quorum and has caught up.
+//   - The old member counts as running and healthy if it is healthy; or if a
+//     healthy other member follows it as its leader (the cluster reaches it,
+//     whether or not flint can); or if it answers a status as itself,
+//     following the same leader in the same term as a healthy other member,
+//     with a committed raft index at most inStepLag (1000) entries behind that
+//     member's (it keeps up, even though its read failed).
+//   - Confirmed down is everything else: the old member passes the check at
+//     none of its client URLs (it does not answer in time, answers as another
+//     member, has no leader or an alarm, or fails the read), is not in step
+//     with a healthy member, and no healthy member follows it. The rebuild
+//     then still needs every other member healthy (QuorumError).
+//
+// The v3 API lets a member tell about its peers only which one it follows
+// (Status.Leader); it does not say whether it is connected to a given
+// follower or how far behind that follower is. So "the other members
+// confirm" means the above, and someone who can both pose as the node and
+// cut flint off from a follower's client URLs (but not its peers from it)
+// could still get that follower replaced; the quorum rule still keeps the
+// cluster serving.
+//
 // It speaks the etcd v3 API with flint's admin client certificate and works
 // against etcd 3.4 (Debian 12) as well as newer servers.
 package etcdadmin

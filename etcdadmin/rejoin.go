@@ -55,6 +55,40 @@ func (e *QuorumError) Error() string {
 	return b.String()
 }
 
+// ErrMemberHealthy means PrepareRejoin was refused because the member it
+// would replace is running and healthy (see the package comment for what
+// counts). Nothing was changed. errors.As with *MemberHealthyError gives the
+// details.
+var ErrMemberHealthy = errors.New("etcdadmin: refusing to replace a running, healthy etcd member")
+
+// MemberHealthyError explains a refusal. It matches ErrMemberHealthy with
+// errors.Is.
+type MemberHealthyError struct {
+	Name   string // the node PrepareRejoin was asked to rebuild
+	Member Member // its old member (started, with its name or peer URL), as checked
+	// Endpoint is where the old process answers: the client URL that
+	// answered the check, else its peer URL(s), where its peers reach it.
+	Endpoint string
+	// Evidence says why it counts as running and healthy, one reason each,
+	// e.g. "it answered a linearizable read at https://10.0.0.12:2379".
+	Evidence []string
+}
+
+func (e *MemberHealthyError) Unwrap() error { return ErrMemberHealthy }
+
+func (e *MemberHealthyError) Error() string {
+	return fmt.Sprintf("%v: rebuilding %q would replace member %s, and "+
+		"a running, healthy member is never replaced: if this node really was wiped, its old process is still answering at %s; "+
+		"stop it first (or find the machine that answers there), then retry; nothing was changed. It counts as healthy because %s",
+		ErrMemberHealthy, e.Name, e.Member, e.Endpoint, strings.Join(e.Evidence, "; "))
+}
+
+// inStepLag is how far (in raft entries) the old member's committed index may
+// trail a healthy member following the same leader in the same term for it
+// to count as keeping up. A live follower trails by the writes of a heartbeat
+// or two; a member that is really gone stops advancing.
+const inStepLag = 1000
+
 // rejoinPlan is what PrepareRejoin changes, decided from one snapshot of the
 // membership.
 type rejoinPlan struct {
@@ -63,19 +97,21 @@ type rejoinPlan struct {
 	others  []Member // everyone else; they carry the cluster through the change
 }
 
-// planRejoin decides the changes and refuses (with *QuorumError) unless they
-// are safe.
+// planRejoin decides the changes and refuses unless they are safe: with
+// *MemberHealthyError if an old member of the node is running and healthy
+// (aliveEvidence), else with *QuorumError if the change could lose quorum.
 //
 // Quorum: let N be the size of the cluster once the node is back, and count
-// the node itself as failed (its data is gone, whatever its process does).
-// The other N-1 members must each be healthy, and the healthy ones must be a
-// majority both of the N-1 members left after the removal and of the N
-// members after the add, because the added member cannot vote until it has
-// started and caught up. The second bound is the stricter one: N=3 needs both
-// others healthy (2 of 2, then 2 of 3); N=2 or 1 can never be rebuilt in
-// place (1 of 2 is no majority). For N>=5 the majorities alone would allow an
-// unhealthy member, but we still refuse: one more failure during the change
-// would then stop the cluster, and an operator should look first.
+// the node itself as failed (its data is gone; that it is confirmed down was
+// checked before). The other N-1 members must each be healthy, and the
+// healthy ones must be a majority both of the N-1 members left after the
+// removal and of the N members after the add, because the added member cannot
+// vote until it has started and caught up. The second bound is the stricter
+// one: N=3 needs both others healthy (2 of 2, then 2 of 3); N=2 or 1 can
+// never be rebuilt in place (1 of 2 is no majority). For N>=5 the majorities
+// alone would allow an unhealthy member, but we still refuse: one more failure
+// during the change would then stop the cluster, and an operator should look
+// first.
 func planRejoin(members []Member, name, peerURL string) (rejoinPlan, error) {
 	var plan rejoinPlan
 	for _, m := range members {
@@ -86,6 +122,18 @@ func planRejoin(members []Member, name, peerURL string) (rejoinPlan, error) {
 			plan.remove = append(plan.remove, m)
 		default:
 			plan.pending = &m
+		}
+	}
+
+	// A healthy member is never replaced, whoever asks. (A pending member
+	// has never started: there is nothing to check.)
+	for _, old := range plan.remove {
+		if evidence := aliveEvidence(old, plan.others); len(evidence) > 0 {
+			endpoint := old.Endpoint
+			if endpoint == "" {
+				endpoint = strings.Join(old.PeerURLs, ",")
+			}
+			return rejoinPlan{}, &MemberHealthyError{Name: name, Member: old, Endpoint: endpoint, Evidence: evidence}
 		}
 	}
 
@@ -109,6 +157,46 @@ func planRejoin(members []Member, name, peerURL string) (rejoinPlan, error) {
 	return plan, nil
 }
 
+// aliveEvidence says why old, a started member of the node being rebuilt,
+// counts as running and healthy; nil means it is confirmed down. It uses the
+// checks of old itself and of the other members, healthy ones only (an
+// unhealthy member's view may be stale):
+//   - old is healthy, by the same check as every other member;
+//   - a healthy member follows old as its leader: the cluster reaches old
+//     even if flint cannot;
+//   - old is not healthy but answered a status as itself, following the same
+//     leader in the same term as a healthy member, with a committed raft
+//     index at most inStepLag behind that member's: it keeps up, even if its
+//     read failed. (A healthy member's read already proves that it keeps up.)
+func aliveEvidence(old Member, others []Member) []string {
+	var evidence []string
+	if old.Healthy {
+		evidence = append(evidence, "it answered a linearizable read at "+old.Endpoint)
+	}
+	var followers, inStep []string
+	for _, o := range others {
+		switch {
+		case !o.Healthy || o.LeaderID == 0:
+		case o.LeaderID == old.ID:
+			followers = append(followers, o.Name)
+		case !old.Healthy && old.Endpoint != "" && old.LeaderID == o.LeaderID && old.RaftTerm == o.RaftTerm && old.RaftIndex+inStepLag >= o.RaftIndex:
+			inStep = append(inStep, fmt.Sprintf("%s at %d", o.Name, o.RaftIndex))
+		}
+	}
+	switch len(followers) {
+	case 0:
+	case 1:
+		evidence = append(evidence, followers[0]+" follows it as its leader")
+	default:
+		evidence = append(evidence, strings.Join(followers, " and ")+" follow it as their leader")
+	}
+	if len(inStep) > 0 {
+		evidence = append(evidence, fmt.Sprintf("it follows leader %x in term %d at raft index %d, in step with %s",
+			old.LeaderID, old.RaftTerm, old.RaftIndex, strings.Join(inStep, ", ")))
+	}
+	return evidence
+}
+
 func majority(n int) int { return n/2 + 1 }
 
 // isRejoining reports whether m is the node being rebuilt: its old member
@@ -119,26 +207,33 @@ func isRejoining(m Member, name, peerURL string) bool {
 }
 
 // PrepareRejoin makes the cluster ready for member name to start with an empty
-// data dir, advertising exactly peerURL: it checks that the change cannot
-// lose quorum (else *QuorumError, matching ErrQuorum, and nothing changes),
+// data dir, advertising exactly peerURL. It first checks every started
+// member, the node's old one (with its name or peer URL) included. Unless
+// that old member is confirmed down, it refuses with *MemberHealthyError
+// (matching ErrMemberHealthy); unless the change cannot lose quorum, with
+// *QuorumError (matching ErrQuorum). Either way nothing changes. Then it
 // removes the old member, adds the new one (unless an earlier attempt already
 // did), and returns the ETCD_INITIAL_CLUSTER value the node must boot with,
 // together with ETCD_INITIAL_CLUSTER_STATE=existing.
 //
 // It is safe to retry after a crash or error at any point, as long as the
-// node has not started in between: once it has joined, a new call treats it
-// as the old incarnation and replaces it again.
+// node has not started in between: a member added by an earlier attempt is
+// never checked or added again. Once the node has joined, its member is the
+// old incarnation to a new call: refused while it is healthy, replaced once
+// it is confirmed down.
 func (a *Admin) PrepareRejoin(ctx context.Context, name, peerURL string) (initialCluster string, err error) {
 	if err := checkRejoinArgs(name, peerURL); err != nil {
 		return "", err
 	}
-	// The node's own member is failed by definition: checking it would only
-	// cost a timeout.
-	members, err := a.members(ctx, func(m Member) bool { return !isRejoining(m, name, peerURL) })
+	members, err := a.Members(ctx)
 	if err != nil {
 		return "", err
 	}
 	plan, err := planRejoin(members, name, peerURL)
+	if he, ok := errors.AsType[*MemberHealthyError](err); ok {
+		a.log.Warn("refusing to replace a running, healthy etcd member", "rejoining", name, "peer_url", peerURL,
+			"name", he.Member.Name, "id", he.Member.IDHex(), "endpoint", he.Endpoint, "evidence", strings.Join(he.Evidence, "; "))
+	}
 	if err != nil {
 		return "", err
 	}
@@ -148,6 +243,7 @@ func (a *Admin) PrepareRejoin(ctx context.Context, name, peerURL string) (initia
 		if m.Name != name {
 			a.log.Warn("etcd member with the rejoining node's peer URL has another name; removing it", "name", m.Name, "id", m.IDHex(), "peer_url", peerURL, "rejoining", name)
 		}
+		a.log.Info("old etcd member confirmed down; replacing it", "name", m.Name, "id", m.IDHex(), "problem", m.Problem)
 		current, err = a.removeMember(ctx, m)
 		if err != nil {
 			return "", err

@@ -49,12 +49,21 @@ func TestMembersReportsHealthyCluster(t *testing.T) {
 		if !slices.ContainsFunc(ctl, func(cm ctlMember) bool { return cm.ID == m.ID && cm.Name == m.Name }) {
 			t.Errorf("member %s: etcdctl does not list it: %v", m, memberSummary(ctl))
 		}
+		if m.Endpoint != want.clientURL {
+			t.Errorf("member %s: answered at %q, want %s", m.Name, m.Endpoint, want.clientURL)
+		}
 		if m.Leader {
 			leaders++
 		}
 	}
 	if leaders != 1 {
 		t.Errorf("%d members report themselves leader, want 1", leaders)
+	}
+	for _, m := range members {
+		if m.LeaderID == 0 || m.LeaderID != members[0].LeaderID || m.Leader != (m.LeaderID == m.ID) {
+			t.Errorf("member %s follows %x (leader=%v); member %s follows %x: want all to follow the one leader",
+				m.Name, m.LeaderID, m.Leader, members[0].Name, members[0].LeaderID)
+		}
 	}
 }
 
@@ -183,6 +192,98 @@ func TestPrepareRejoinIsIdempotent(t *testing.T) {
 	// The prepared membership is usable.
 	c.start(n2, second, "existing")
 	waitAllHealthy(t, a, 20*time.Second)
+
+	// Once the node has joined, its new member is the one a further call
+	// would replace, and it is healthy.
+	joined := memberSummary(c.etcdctlMembers(n1, n3))
+	if _, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL); !errors.Is(err, ErrMemberHealthy) {
+		t.Errorf("PrepareRejoin after %s joined: %v, want ErrMemberHealthy", n2.name, err)
+	}
+	if after := memberSummary(c.etcdctlMembers(n1, n3)); after != joined {
+		t.Errorf("PrepareRejoin after %s joined changed the membership:\n  before %s\n  after  %s", n2.name, joined, after)
+	}
+}
+
+// TestPrepareRejoinRefusesHealthyMember: a request to rebuild a node proves
+// nothing (anyone on the LAN can PXE-boot with its MAC), so PrepareRejoin
+// leaves a running, healthy member alone, whoever asks and however they name
+// it, and changes nothing. Once the member's process is really gone and its
+// data wiped, the same call rebuilds it as before.
+func TestPrepareRejoinRefusesHealthyMember(t *testing.T) {
+	c := newTestCluster(t)
+	ctx := testContext(t)
+	a := c.admin()
+	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+
+	before := c.etcdctlMembers(n1, n2, n3)
+	oldID := memberID(t, before, n2.name)
+	members, err := a.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(members, func(m Member) bool { return m.Leader })
+	if i < 0 {
+		t.Fatalf("no member reports itself leader: %+v", members)
+	}
+	leader := c.members[slices.IndexFunc(c.members, func(m *testMember) bool { return m.name == members[i].Name })]
+
+	for _, req := range []struct {
+		what, name, peerURL string
+		target              *testMember
+	}{
+		{"its own name and peer URL", n2.name, n2.peerURL, n2},
+		{"its name at another address", n2.name, "https://127.0.0.1:1", n2},
+		{"another name with its peer URL", "intruder", n2.peerURL, n2},
+		{"the leader, " + leader.name, leader.name, leader.peerURL, leader},
+	} {
+		start := time.Now()
+		_, err := a.PrepareRejoin(ctx, req.name, req.peerURL)
+		took := time.Since(start)
+		t.Logf("PrepareRejoin(%s, %s) for %s (%v): %v", req.name, req.peerURL, req.what, took.Round(time.Millisecond), err)
+		he, ok := errors.AsType[*MemberHealthyError](err)
+		if !errors.Is(err, ErrMemberHealthy) || !ok || errors.Is(err, ErrQuorum) {
+			t.Fatalf("%s: err = %v, want a *MemberHealthyError matching ErrMemberHealthy", req.what, err)
+		}
+		id := memberID(t, before, req.target.name)
+		if he.Member.ID != id || he.Endpoint != req.target.clientURL {
+			t.Errorf("%s: refused member %s at %s, want %s (%x) at %s", req.what, he.Member, he.Endpoint, req.target.name, id, req.target.clientURL)
+		}
+		for _, want := range []string{
+			fmt.Sprintf("%s (%x, %s)", req.target.name, id, req.target.peerURL),
+			"its old process is still answering at " + req.target.clientURL + "; stop it first",
+			"nothing was changed",
+		} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%s: message lacks %q: %v", req.what, want, err)
+			}
+		}
+		if req.target == leader && !slices.ContainsFunc(he.Evidence, func(e string) bool { return strings.Contains(e, "follow it as their leader") }) {
+			t.Errorf("%s: evidence %q does not say that the others follow it", req.what, he.Evidence)
+		}
+		if took > checkTimeout {
+			t.Errorf("%s: refusal took %v, want at most one check (%v)", req.what, took, checkTimeout)
+		}
+	}
+	if after := c.etcdctlMembers(n1, n2, n3); memberSummary(after) != memberSummary(before) {
+		t.Fatalf("membership changed despite ErrMemberHealthy:\n  before %s\n  after  %s", memberSummary(before), memberSummary(after))
+	}
+
+	// The node really is reprovisioned: the same call now rebuilds it.
+	c.kill(n2)
+	c.wipe(n2)
+	waitWritable(t, c.client(n1, n3), 10*time.Second)
+	initialCluster, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	if err != nil {
+		t.Fatalf("PrepareRejoin after %s was killed and wiped: %v", n2.name, err)
+	}
+	if initialCluster != c.initialCluster {
+		t.Errorf("PrepareRejoin returned INITIAL_CLUSTER\n  %s\nwant\n  %s", initialCluster, c.initialCluster)
+	}
+	c.start(n2, initialCluster, "existing")
+	waitAllHealthy(t, a, 20*time.Second)
+	if newID := memberID(t, c.etcdctlMembers(n1, n3), n2.name); newID == oldID {
+		t.Errorf("%s kept its ID %x: the old member was not replaced", n2.name, oldID)
+	}
 }
 
 func TestPrepareRejoinRefusesWithoutQuorum(t *testing.T) {
@@ -191,29 +292,31 @@ func TestPrepareRejoinRefusesWithoutQuorum(t *testing.T) {
 	a := c.admin()
 	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
 
-	// n3 is down; n2, about to be rebuilt, still runs. The cluster works (n1+n2),
-	// but removing n2 would leave n1 alone out of 2.
+	// n3 is down; n2, about to be rebuilt, still runs. The cluster works
+	// (n1+n2), so n2 is healthy: that alone refuses, before the quorum.
 	c.kill(n3)
 	waitWritable(t, c.client(n1, n2), 10*time.Second)
 	before := memberSummary(c.etcdctlMembers(n1))
 
 	_, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
 	t.Logf("n3 down, n2 running: %v", err)
-	checkQuorumError(t, err, n3.name)
-	var qe *QuorumError
-	if errors.As(err, &qe) && (len(qe.Unhealthy) != 1 || qe.Healthy != 1 || qe.NeedAfterRemove != 2 || qe.NeedAfterAdd != 2) {
-		t.Errorf("QuorumError = %+v, want only n3 unhealthy, 1 healthy, 2 needed after remove and after add", qe)
+	if !errors.Is(err, ErrMemberHealthy) || errors.Is(err, ErrQuorum) {
+		t.Errorf("PrepareRejoin error = %v, want ErrMemberHealthy", err)
 	}
 	if after := memberSummary(c.etcdctlMembers(n1)); after != before {
-		t.Errorf("membership changed despite ErrQuorum:\n  before %s\n  after  %s", before, after)
+		t.Errorf("membership changed despite ErrMemberHealthy:\n  before %s\n  after  %s", before, after)
 	}
 
-	// Now n2 is actually wiped too: no quorum at all.
+	// Now n2 is actually wiped: confirmed down, but n1 alone has no quorum.
 	c.kill(n2)
 	c.wipe(n2)
 	_, err = a.PrepareRejoin(ctx, n2.name, n2.peerURL)
 	t.Logf("n3 down, n2 wiped: %v", err)
 	checkQuorumError(t, err, n3.name)
+	var qe *QuorumError
+	if errors.As(err, &qe) && (len(qe.Unhealthy) != 2 || qe.Healthy != 0 || qe.NeedAfterRemove != 2 || qe.NeedAfterAdd != 2) {
+		t.Errorf("QuorumError = %+v, want n1 and n3 unhealthy, none healthy, 2 needed after remove and after add", qe)
+	}
 	// etcd 3.4 serves member list from the local member, even without quorum.
 	if after := memberSummary(c.etcdctlMembers(n1)); after != before {
 		t.Errorf("membership changed despite ErrQuorum:\n  before %s\n  after  %s", before, after)
