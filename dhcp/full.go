@@ -13,9 +13,8 @@ import (
 
 // handleFull is full mode: flint is the DHCP server of cfg.DHCP.SubnetPrefix
 // (RFC 2131).
-func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
 	if giaddr, ok := addrOf(req.GatewayIPAddr); ok && !s.cfg.DHCP.SubnetPrefix.Contains(giaddr) {
 		// Addresses from our subnet would be useless on the relay's.
 		log.Debug("ignored: relayed from a subnet flint does not serve", "giaddr", giaddr)
@@ -38,7 +37,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCP
 	return nil, nil
 }
 
-func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
 	mac := ci.MAC.String()
 	m, known := s.machine(ci.MAC)
@@ -47,18 +46,14 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 		ip = m.IPAddr
 	} else {
 		if s.cfg.DHCP.Pool == nil {
-			if s.quiet.allow("no pool "+mac, now) {
-				log.Info("no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
-			}
+			s.complain(log, "no pool "+mac, slog.LevelInfo, "no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
 			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: unknown machine, no pool)")
 			return nil, nil
 		}
 		requested, _ := addrOf(req.RequestedIPAddress())
 		var ok bool
 		if ip, ok = s.alloc.offer(mac, requested, now); !ok {
-			if s.quiet.allow("pool full "+mac, now) {
-				log.Warn("no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
-			}
+			s.complain(log, "pool full "+mac, slog.LevelWarn, "no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
 			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
 			return nil, nil
 		}
@@ -72,7 +67,7 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 
 // fullRequest tells the client states of RFC 2131 4.3.2 apart by option 54,
 // option 50 and ciaddr.
-func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	mac := ci.MAC.String()
 	m, _ := s.machine(ci.MAC)
 	serverID, hasServerID := addrOf(req.ServerIdentifier())
@@ -128,7 +123,7 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 // ack binds ip to the client, makes the lease durable, then answers. If the
 // store fails there is no ACK: the client retries and nothing it was told is
 // lost in a crash.
-func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
 	mac := ci.MAC.String()
 	l := store.Lease{IP: ip, MAC: mac, State: store.LeaseBound, Start: now, Expires: now.Add(s.cfg.DHCP.LeaseTime.Duration)}
@@ -158,7 +153,7 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	return reply, clientDest(req, peer, false)
 }
 
-func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	reply := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
@@ -172,7 +167,7 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	return reply, clientDest(req, peer, true)
 }
 
-func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
 	mac := ci.MAC.String()
 	ip, ok := addrOf(req.ClientIPAddr)
 	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
@@ -192,7 +187,7 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 	s.record(ci, ip, "dhcp RELEASE")
 }
 
-func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
 	ip, ok := addrOf(req.RequestedIPAddress())
 	if !ok {
 		log.Debug("ignored: DECLINE without a requested address (option 50)")
@@ -220,7 +215,7 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 
 // fullInform answers a client that configured its address itself: options
 // only, no address and no lease (RFC 2131 3.4).
-func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ciaddr, ok := addrOf(req.ClientIPAddr)
 	_, relayed := addrOf(req.GatewayIPAddr)
 	if !ok || (!relayed && !s.cfg.DHCP.SubnetPrefix.Contains(ciaddr)) {

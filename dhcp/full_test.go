@@ -656,11 +656,3 @@ func TestMalformedPacketsDoNotPanic(t *testing.T) {
 		}
 	}
 }
-
-func TestQuietLog(t *testing.T) {
-	var q quietLog
-	q.last = map[string]time.Time{}
-	if !q.allow("a", t0) || q.allow("a", t0.Add(59*time.Second)) || !q.allow("b", t0) || !q.allow("a", t0.Add(61*time.Second)) {
-		t.Error("quietLog should allow once per key per minute")
-	}
-}

@@ -10,9 +10,8 @@ import (
 
 // handleProxy is proxy mode on the DHCP port: another server hands out
 // addresses; flint adds boot information for netboot clients it may boot.
-func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
 	var typ dhcpv4.MessageType
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
@@ -44,9 +43,8 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHC
 
 // handleBootServer is proxy mode on server.proxy_port (4011): UEFI firmware
 // that got a proxy offer may ask here again. The ACK goes back to the sender.
-func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String(), "via", "proxy port")
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDiscover:
 	default:
@@ -71,7 +69,7 @@ func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv
 // proxyDecide decides whether to answer in proxy mode at all: only netboot
 // clients flint may boot. Other clients are someone else's business and are
 // not recorded (a LAN's phones and laptops would flood the machine list).
-func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) (BootDecision, bool) {
+func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) (BootDecision, bool) {
 	m, _ := s.machine(ci.MAC)
 	dec := s.decide(ci, m)
 	if dec.Boots() {
@@ -81,9 +79,7 @@ func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 		log.Debug("ignored: "+dec.Reason, "vendor_class", ci.VendorClass)
 		return dec, false
 	}
-	if s.quiet.allow("proxy ignore "+ci.MAC.String(), s.now()) {
-		log.Info("netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
-	}
+	s.complain(log, "proxy ignore "+ci.MAC.String(), slog.LevelInfo, "netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
 	ciaddr, _ := addrOf(req.ClientIPAddr)
 	s.record(ci, ciaddr, "dhcp "+req.MessageType().String()+" (ignored: "+dec.Reason+")")
 	return dec, false

@@ -31,8 +31,6 @@ const (
 	// maxPendingRecords bounds sightings waiting for the store; beyond that
 	// they are dropped (they are informational; leases never are).
 	maxPendingRecords = 4096
-	// quietPeriod is how often a repeated per-MAC complaint is logged.
-	quietPeriod = time.Minute
 )
 
 // Server is flint's DHCP service.
@@ -87,7 +85,6 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		addr:    cfg.Server.AddressIP,
 		alloc:   newAllocator(cfg),
 		now:     now,
-		quiet:   quietLog{last: map[string]time.Time{}},
 		pending: make(chan struct{}, maxPendingRecords),
 	}
 	if mode == config.ModeFull {
@@ -229,27 +226,30 @@ func (s *Server) serveOne(conn *net.UDPConn, pkt []byte, peer *net.UDPAddr, via 
 }
 
 // handle is the whole protocol without sockets: it answers one request
-// (nil: no reply) and says where the reply goes.
+// (nil: no reply) and says where the reply goes. peer is the packet's UDP
+// source (nil if unknown: whatever depends on it is refused).
 func (s *Server) handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, via string) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	log := s.pktLog(req, "")
 	switch {
 	case req.OpCode != dhcpv4.OpcodeBootRequest:
-		s.log.Debug("ignored: not a BOOTREQUEST", "op", req.OpCode, "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: not a BOOTREQUEST", "op", req.OpCode, "peer", peer)
 		return nil, nil
 	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
-		s.log.Debug("ignored: not an Ethernet client", "htype", req.HWType, "hlen", len(req.ClientHWAddr), "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: not an Ethernet client", "htype", req.HWType, "hlen", len(req.ClientHWAddr), "peer", peer)
 		return nil, nil
 	case req.MessageType() == dhcpv4.MessageTypeNone:
-		s.log.Debug("ignored: no DHCP message type (plain BOOTP is not served)", "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: no DHCP message type (plain BOOTP is not served)", "peer", peer)
 		return nil, nil
 	}
 	switch s.cfg.DHCP.Mode {
 	case config.ModeFull:
-		return s.handleFull(req, peer)
+		return s.handleFull(req, peer, log)
 	case config.ModeProxy:
 		if via == viaProxy {
-			return s.handleBootServer(req, peer)
+			log.via = "proxy port"
+			return s.handleBootServer(req, peer, log)
 		}
-		return s.handleProxy(req, peer)
+		return s.handleProxy(req, peer, log)
 	}
 	return nil, nil
 }
@@ -328,27 +328,4 @@ func clientDest(req *dhcpv4.DHCPv4, peer *net.UDPAddr, nak bool) *net.UDPAddr {
 		return &net.UDPAddr{IP: ipOf(ciaddr), Port: port}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: port}
-}
-
-// quietLog lets a per-MAC complaint through once per quietPeriod.
-type quietLog struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (q *quietLog) allow(key string, now time.Time) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if t, ok := q.last[key]; ok && now.Sub(t) < quietPeriod {
-		return false
-	}
-	if len(q.last) > 4096 {
-		for k, t := range q.last {
-			if now.Sub(t) >= quietPeriod {
-				delete(q.last, k)
-			}
-		}
-	}
-	q.last[key] = now
-	return true
 }
