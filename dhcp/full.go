@@ -26,9 +26,9 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (
 	case dhcpv4.MessageTypeRequest:
 		return s.fullRequest(req, ci, peer, log)
 	case dhcpv4.MessageTypeRelease:
-		s.fullRelease(req, ci, log)
+		s.fullRelease(req, ci, peer, log)
 	case dhcpv4.MessageTypeDecline:
-		s.fullDecline(req, ci, log)
+		s.fullDecline(req, ci, peer, log)
 	case dhcpv4.MessageTypeInform:
 		return s.fullInform(req, ci, peer, log)
 	default:
@@ -167,7 +167,14 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	return reply, clientDest(req, peer, true)
 }
 
-func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
+// fullRelease frees a client's lease when the client itself says so (RFC
+// 2131 4.4.6). Anyone can put any chaddr and ciaddr in a packet, so the
+// RELEASE counts only if it was sent from the leased address itself (or
+// forwarded by the relay it names): a spoofed RELEASE would otherwise drop a
+// machine's lease, and with it the lifecycle's proof of which address the
+// machine is at. A config machine's reservation is never dropped at all: the
+// address is that machine's alone, and a sender address is easy to forge too.
+func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
 	mac := ci.MAC.String()
 	ip, ok := addrOf(req.ClientIPAddr)
 	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
@@ -175,7 +182,17 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
 		return
 	}
 	if !ok || !s.alloc.boundTo(mac, ip) {
-		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip)
+		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip, "peer", peer)
+		return
+	}
+	if !sentFrom(req, peer, ip, false) {
+		s.complain(log, "release spoofed "+mac, slog.LevelWarn, "ignored: RELEASE of a lease not sent from the leased address (spoofed?); lease kept (logged once a minute)",
+			"ip", ip, "peer", peer)
+		return
+	}
+	if s.alloc.isReservation(mac, ip) {
+		log.Info("dhcp release of a reserved address: lease kept (the address is the machine's alone)", "ip", ip)
+		s.record(ci, ip, "dhcp RELEASE (reserved address kept)")
 		return
 	}
 	if err := s.st.DeleteLease(ip); err != nil {
@@ -187,10 +204,20 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
 	s.record(ci, ip, "dhcp RELEASE")
 }
 
-func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
+// fullDecline quarantines a pool address a client found in use by another
+// host (RFC 2131 4.4.4). It counts only for an address offered or leased to
+// that chaddr, and only if sent by a client without an address (0.0.0.0, as
+// RFC 2131 has it), from the declined address itself, or by the relay it
+// names: not from some other host's address.
+func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
 	ip, ok := addrOf(req.RequestedIPAddress())
 	if !ok {
 		log.Debug("ignored: DECLINE without a requested address (option 50)")
+		return
+	}
+	if !sentFrom(req, peer, ip, true) {
+		s.complain(log, "decline spoofed "+ci.MAC.String(), slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
+			"ip", ip, "peer", peer)
 		return
 	}
 	if m, known := s.machine(ci.MAC); known && ip == m.IPAddr {
@@ -211,6 +238,27 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
 	}
 	log.Warn("address declined: another host uses it; quarantined", "ip", ip, "until", l.Expires.Format("15:04:05"))
 	s.record(ci, netip.Addr{}, "dhcp DECLINE")
+}
+
+// sentFrom reports whether a packet about ip came from ip itself, from the
+// relay it names (giaddr, which forwards from its own address), or, with
+// unaddressed, from a client without an address (0.0.0.0). No known sender
+// (peer nil) is no.
+func sentFrom(req *dhcpv4.DHCPv4, peer *net.UDPAddr, ip netip.Addr, unaddressed bool) bool {
+	if peer == nil {
+		return false
+	}
+	src, ok := netip.AddrFromSlice(peer.IP.To4())
+	if !ok {
+		return false
+	}
+	if src == ip {
+		return true
+	}
+	if giaddr, relayed := addrOf(req.GatewayIPAddr); relayed && src == giaddr {
+		return true
+	}
+	return unaddressed && src.IsUnspecified()
 }
 
 // fullInform answers a client that configured its address itself: options
