@@ -149,7 +149,11 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	dec := s.decide(ci, m)
 	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, ip, m, dec)
 	log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
-	s.record(ci, ip, "dhcp ACK")
+	// The address the machine took from DHCP: the lifecycle trusts requests
+	// from it as the machine's own.
+	sg := s.sighting(ci, ip, "dhcp ACK")
+	sg.DHCPAddr = true
+	s.recordSighting(sg, ci.MAC)
 	return reply, clientDest(req, peer, false)
 }
 

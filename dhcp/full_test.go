@@ -755,3 +755,42 @@ func TestMalformedPacketsDoNotPanic(t *testing.T) {
 		}
 	}
 }
+
+// TestFullSightingsNameTheAddressTaken: the sighting of an ACK that leases an
+// address says so (DHCPAddr), so the lifecycle knows which address the
+// machine took; OFFERs, NAKs and INFORMs do not.
+func TestFullSightingsNameTheAddressTaken(t *testing.T) {
+	s, st, c := fullServer(t, "198.18.0.100", "198.18.0.199")
+	from := func(ip netip.Addr) *net.UDPAddr { return &net.UDPAddr{IP: ipOf(ip), Port: 68} }
+	pool := netip.MustParseAddr("198.18.0.150")
+	steps := []struct {
+		name     string
+		mac      string
+		req      *dhcpv4.DHCPv4
+		peer     *net.UDPAddr
+		event    string
+		ip       netip.Addr
+		dhcpAddr bool
+	}{
+		{"offer", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeDiscover, pxe(7)), clientPeer, "dhcp OFFER", nuc1IP, false},
+		{"ack", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), serverID(flintIP), requested(nuc1IP)), clientPeer, "dhcp ACK", nuc1IP, true},
+		{"renewal ack", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, ciaddr(nuc1IP)), from(nuc1IP), "dhcp ACK", nuc1IP, true},
+		{"nak", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, requested(pool)), clientPeer, "dhcp NAK", netip.Addr{}, false},
+		{"inform", nuc2MAC, packet(nuc2MAC, dhcpv4.MessageTypeInform, ciaddr(pool)), from(pool), "dhcp ACK (INFORM)", pool, false},
+		{"pool ack", macN(1), packet(macN(1), dhcpv4.MessageTypeRequest, serverID(flintIP), requested(netip.MustParseAddr("198.18.0.100"))), clientPeer, "dhcp ACK", netip.MustParseAddr("198.18.0.100"), true},
+	}
+	offerFor(t, s, macN(1)) // so that 198.18.0.100 is held for it
+	for _, step := range steps {
+		c.Advance(time.Second)
+		exchangeVia(t, s, step.req, step.peer, viaDHCP)
+		s.records.Wait()
+		sgs := st.sightingsOf(step.mac)
+		if len(sgs) == 0 {
+			t.Fatalf("%s: nothing recorded", step.name)
+		}
+		sg := sgs[len(sgs)-1]
+		if sg.Event != step.event || sg.IP != step.ip || sg.DHCPAddr != step.dhcpAddr || !sg.At.Equal(c.Now()) {
+			t.Errorf("%s: sighting %q ip %v DHCPAddr %v at %s, want %q ip %v DHCPAddr %v now", step.name, sg.Event, sg.IP, sg.DHCPAddr, sg.At, step.event, step.ip, step.dhcpAddr)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -22,7 +23,7 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) 
 		// could win the race and leave it with none. Answer only REQUESTs
 		// addressed to flint (some firmware asks for the boot info that way).
 		if sid := req.ServerIdentifier(); sid == nil || !sid.Equal(ipOf(s.addr)) {
-			log.Debug("ignored: REQUEST for another DHCP server")
+			s.proxyAddressTaken(req, ci, log)
 			return nil, nil
 		}
 		typ = dhcpv4.MessageTypeAck
@@ -83,6 +84,50 @@ func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) (Boo
 	ciaddr, _ := addrOf(req.ClientIPAddr)
 	s.record(ci, ciaddr, "dhcp "+req.MessageType().String()+" (ignored: "+dec.Reason+")")
 	return dec, false
+}
+
+// proxyAddressTaken notes the address a machine takes from the real DHCP
+// server: its broadcast REQUEST (SELECTING, INIT-REBOOT or REBINDING) names
+// it in option 50, or in ciaddr. Only the config's machines are recorded, so
+// the lifecycle knows their addresses; the LAN's other clients (phones,
+// laptops) are none of flint's business and must not fill the store. flint
+// does not answer.
+func (s *Server) proxyAddressTaken(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
+	if _, known := s.machine(ci.MAC); !known {
+		log.Debug("ignored: REQUEST for another DHCP server")
+		return
+	}
+	ip, ok := addrOf(req.RequestedIPAddress())
+	if !ok {
+		ip, ok = addrOf(req.ClientIPAddr)
+	}
+	if !ok || !s.plausibleClientAddr(ip) {
+		log.Debug("ignored: REQUEST for another DHCP server, without an address a client could take", "ip", ip)
+		return
+	}
+	to := "another server"
+	if sid, ok := addrOf(req.ServerIdentifier()); ok {
+		to = sid.String()
+	}
+	log.Debug("machine takes an address from another DHCP server", "ip", ip, "server", to)
+	sg := s.sighting(ci, ip, "dhcp REQUEST to "+to+" for "+ip.String())
+	sg.DHCPAddr = true
+	s.recordSighting(sg, ci.MAC)
+}
+
+// plausibleClientAddr reports whether ip can be an address a DHCP server
+// gave a client on flint's network: unicast IPv4, not flint's own, and in
+// dhcp.subnet if that is set.
+func (s *Server) plausibleClientAddr(ip netip.Addr) bool {
+	switch {
+	case !ip.Is4(), ip.IsUnspecified(), ip.IsLoopback(), ip.IsMulticast(), ip.IsLinkLocalUnicast(),
+		ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}), ip == s.addr:
+		return false
+	case s.cfg.DHCP.SubnetPrefix.IsValid():
+		p := s.cfg.DHCP.SubnetPrefix
+		return p.Contains(ip) && (p.Bits() > 30 || (ip != p.Masked().Addr() && ip != lastAddr(p)))
+	}
+	return true
 }
 
 func isNetboot(ci clientInfo) bool {
