@@ -327,6 +327,14 @@ func (a *allocator) boundTo(mac string, ip netip.Addr) bool {
 	return ok && l.State == store.LeaseBound && l.MAC == mac
 }
 
+// isReservation reports whether ip is the config's reserved address of mac.
+func (a *allocator) isReservation(mac string, ip netip.Addr) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.reservedOf[mac]
+	return ok && r == ip
+}
+
 // forget drops mac's lease record of ip, after the caller deleted it from the
 // store. (Deleting from the store first matters: while the record is in
 // memory nobody else can lease ip, so no newer record of ip can be deleted by

@@ -13,9 +13,8 @@ import (
 
 // handleFull is full mode: flint is the DHCP server of cfg.DHCP.SubnetPrefix
 // (RFC 2131).
-func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
 	if giaddr, ok := addrOf(req.GatewayIPAddr); ok && !s.cfg.DHCP.SubnetPrefix.Contains(giaddr) {
 		// Addresses from our subnet would be useless on the relay's.
 		log.Debug("ignored: relayed from a subnet flint does not serve", "giaddr", giaddr)
@@ -27,9 +26,9 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCP
 	case dhcpv4.MessageTypeRequest:
 		return s.fullRequest(req, ci, peer, log)
 	case dhcpv4.MessageTypeRelease:
-		s.fullRelease(req, ci, log)
+		s.fullRelease(req, ci, peer, log)
 	case dhcpv4.MessageTypeDecline:
-		s.fullDecline(req, ci, log)
+		s.fullDecline(req, ci, peer, log)
 	case dhcpv4.MessageTypeInform:
 		return s.fullInform(req, ci, peer, log)
 	default:
@@ -38,7 +37,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCP
 	return nil, nil
 }
 
-func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
 	mac := ci.MAC.String()
 	m, known := s.machine(ci.MAC)
@@ -47,18 +46,14 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 		ip = m.IPAddr
 	} else {
 		if s.cfg.DHCP.Pool == nil {
-			if s.quiet.allow("no pool "+mac, now) {
-				log.Info("no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
-			}
+			s.complain(log, "no pool "+mac, slog.LevelInfo, "no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
 			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: unknown machine, no pool)")
 			return nil, nil
 		}
 		requested, _ := addrOf(req.RequestedIPAddress())
 		var ok bool
 		if ip, ok = s.alloc.offer(mac, requested, now); !ok {
-			if s.quiet.allow("pool full "+mac, now) {
-				log.Warn("no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
-			}
+			s.complain(log, "pool full "+mac, slog.LevelWarn, "no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
 			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
 			return nil, nil
 		}
@@ -72,7 +67,7 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 
 // fullRequest tells the client states of RFC 2131 4.3.2 apart by option 54,
 // option 50 and ciaddr.
-func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	mac := ci.MAC.String()
 	m, _ := s.machine(ci.MAC)
 	serverID, hasServerID := addrOf(req.ServerIdentifier())
@@ -128,7 +123,7 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 // ack binds ip to the client, makes the lease durable, then answers. If the
 // store fails there is no ACK: the client retries and nothing it was told is
 // lost in a crash.
-func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
 	mac := ci.MAC.String()
 	l := store.Lease{IP: ip, MAC: mac, State: store.LeaseBound, Start: now, Expires: now.Add(s.cfg.DHCP.LeaseTime.Duration)}
@@ -154,11 +149,15 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	dec := s.decide(ci, m)
 	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, ip, m, dec)
 	log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
-	s.record(ci, ip, "dhcp ACK")
+	// The address the machine took from DHCP: the lifecycle trusts requests
+	// from it as the machine's own.
+	sg := s.sighting(ci, ip, "dhcp ACK")
+	sg.DHCPAddr = true
+	s.recordSighting(sg, ci.MAC)
 	return reply, clientDest(req, peer, false)
 }
 
-func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	reply := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
@@ -172,7 +171,14 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	return reply, clientDest(req, peer, true)
 }
 
-func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+// fullRelease frees a client's lease when the client itself says so (RFC
+// 2131 4.4.6). Anyone can put any chaddr and ciaddr in a packet, so the
+// RELEASE counts only if it was sent from the leased address itself (or
+// forwarded by the relay it names): a spoofed RELEASE would otherwise drop a
+// machine's lease, and with it the lifecycle's proof of which address the
+// machine is at. A config machine's reservation is never dropped at all: the
+// address is that machine's alone, and a sender address is easy to forge too.
+func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
 	mac := ci.MAC.String()
 	ip, ok := addrOf(req.ClientIPAddr)
 	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
@@ -180,7 +186,17 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 		return
 	}
 	if !ok || !s.alloc.boundTo(mac, ip) {
-		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip)
+		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip, "peer", peer)
+		return
+	}
+	if !sentFrom(req, peer, ip, false) {
+		s.complain(log, "release spoofed "+mac, slog.LevelWarn, "ignored: RELEASE of a lease not sent from the leased address (spoofed?); lease kept (logged once a minute)",
+			"ip", ip, "peer", peer)
+		return
+	}
+	if s.alloc.isReservation(mac, ip) {
+		log.Info("dhcp release of a reserved address: lease kept (the address is the machine's alone)", "ip", ip)
+		s.record(ci, ip, "dhcp RELEASE (reserved address kept)")
 		return
 	}
 	if err := s.st.DeleteLease(ip); err != nil {
@@ -192,10 +208,20 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 	s.record(ci, ip, "dhcp RELEASE")
 }
 
-func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) {
+// fullDecline quarantines a pool address a client found in use by another
+// host (RFC 2131 4.4.4). It counts only for an address offered or leased to
+// that chaddr, and only if sent by a client without an address (0.0.0.0, as
+// RFC 2131 has it), from the declined address itself, or by the relay it
+// names: not from some other host's address.
+func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
 	ip, ok := addrOf(req.RequestedIPAddress())
 	if !ok {
 		log.Debug("ignored: DECLINE without a requested address (option 50)")
+		return
+	}
+	if !sentFrom(req, peer, ip, true) {
+		s.complain(log, "decline spoofed "+ci.MAC.String(), slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
+			"ip", ip, "peer", peer)
 		return
 	}
 	if m, known := s.machine(ci.MAC); known && ip == m.IPAddr {
@@ -218,9 +244,30 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 	s.record(ci, netip.Addr{}, "dhcp DECLINE")
 }
 
+// sentFrom reports whether a packet about ip came from ip itself, from the
+// relay it names (giaddr, which forwards from its own address), or, with
+// unaddressed, from a client without an address (0.0.0.0). No known sender
+// (peer nil) is no.
+func sentFrom(req *dhcpv4.DHCPv4, peer *net.UDPAddr, ip netip.Addr, unaddressed bool) bool {
+	if peer == nil {
+		return false
+	}
+	src, ok := netip.AddrFromSlice(peer.IP.To4())
+	if !ok {
+		return false
+	}
+	if src == ip {
+		return true
+	}
+	if giaddr, relayed := addrOf(req.GatewayIPAddr); relayed && src == giaddr {
+		return true
+	}
+	return unaddressed && src.IsUnspecified()
+}
+
 // fullInform answers a client that configured its address itself: options
 // only, no address and no lease (RFC 2131 3.4).
-func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log *slog.Logger) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ciaddr, ok := addrOf(req.ClientIPAddr)
 	_, relayed := addrOf(req.GatewayIPAddr)
 	if !ok || (!relayed && !s.cfg.DHCP.SubnetPrefix.Contains(ciaddr)) {

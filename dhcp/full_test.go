@@ -366,26 +366,125 @@ func TestFullRenewExtendsLease(t *testing.T) {
 	wantType(t, ack, dhcpv4.MessageTypeAck)
 }
 
-func TestFullReleaseFreesAddress(t *testing.T) {
-	s, st, _ := fullServer(t, "198.18.0.100", "198.18.0.100") // one address
-	ip := dora(t, s, macN(1))
-	reply, _ := exchange(t, s, packet(macN(2), dhcpv4.MessageTypeDiscover))
-	wantNoReply(t, reply) // pool exhausted while leased
-
-	// A RELEASE from another MAC changes nothing.
-	reply, _ = exchange(t, s, packet(macN(2), dhcpv4.MessageTypeRelease, ciaddr(ip), serverID(flintIP)))
-	wantNoReply(t, reply)
-	if _, ok := st.lease(ip); !ok {
-		t.Fatal("another MAC's RELEASE deleted the lease")
+// TestFullRelease: a RELEASE frees a lease only when it comes from the lease
+// holder: sent from the leased address (or forwarded by its relay), with the
+// holder's chaddr. A spoofed one keeps the lease, in the store (which the
+// lifecycle checks) and in the allocator (nobody else is offered the address).
+// A config machine's reservation is never dropped.
+func TestFullRelease(t *testing.T) {
+	pool := netip.MustParseAddr("198.18.0.100") // the pool's only address
+	relay := netip.MustParseAddr("198.18.0.2")
+	other := netip.MustParseAddr("198.18.0.66")
+	from := func(ip netip.Addr) *net.UDPAddr { return &net.UDPAddr{IP: ipOf(ip), Port: 68} }
+	zero := netip.IPv4Unspecified()
+	tests := []struct {
+		name     string
+		holder   string // who took the lease: macN(1) (pool) or nuc1 (reservation)
+		chaddr   string // who the RELEASE says it is from
+		peer     *net.UDPAddr
+		relayed  bool // giaddr = relay
+		released bool
+	}{
+		{"holder, from its address", macN(1), macN(1), from(pool), false, true},
+		{"holder, through its relay", macN(1), macN(1), from(relay), true, true},
+		{"spoofed, from another address", macN(1), macN(1), from(other), false, false},
+		{"spoofed, from 0.0.0.0", macN(1), macN(1), from(zero), false, false},
+		{"spoofed, giaddr set, not from the relay", macN(1), macN(1), from(other), true, false},
+		{"wrong chaddr, from the address", macN(1), macN(2), from(pool), false, false},
+		{"no known sender", macN(1), macN(1), nil, false, false},
+		{"reservation, from another address", nuc1MAC, nuc1MAC, from(other), false, false},
+		{"reservation, from 0.0.0.0", nuc1MAC, nuc1MAC, from(zero), false, false},
+		{"reservation, from its own address (kept: it is the machine's alone)", nuc1MAC, nuc1MAC, from(nuc1IP), false, false},
 	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, st, _ := fullServer(t, "198.18.0.100", "198.18.0.100")
+			ip := dora(t, s, tc.holder)
+			mods := []dhcpv4.Modifier{ciaddr(ip), serverID(flintIP)}
+			if tc.relayed {
+				mods = append(mods, func(p *dhcpv4.DHCPv4) { p.GatewayIPAddr = ipOf(relay); p.HopCount = 1 })
+			}
+			reply, _ := exchangeVia(t, s, packet(tc.chaddr, dhcpv4.MessageTypeRelease, mods...), tc.peer, viaDHCP)
+			wantNoReply(t, reply)
 
-	reply, _ = exchange(t, s, packet(macN(1), dhcpv4.MessageTypeRelease, ciaddr(ip), serverID(flintIP)))
-	wantNoReply(t, reply)
-	if l, ok := st.lease(ip); ok {
-		t.Fatalf("lease still stored after RELEASE: %+v", l)
+			l, stored := st.lease(ip)
+			_, inMemory := s.alloc.leaseFor(tc.holder)
+			if tc.released {
+				if stored || inMemory {
+					t.Fatalf("lease kept after the holder's RELEASE: stored %v (%+v), in memory %v", stored, l, inMemory)
+				}
+				if got := offerFor(t, s, macN(3)); got != pool {
+					t.Errorf("after RELEASE offered %s, want the freed %s", got, pool)
+				}
+				return
+			}
+			if !stored || l.MAC != tc.holder || l.State != store.LeaseBound {
+				t.Errorf("stored lease %+v (found %v), want still bound to %s", l, stored, tc.holder)
+			}
+			if !inMemory {
+				t.Error("the allocator forgot the lease")
+			}
+			if tc.holder == macN(1) {
+				reply, _ := exchange(t, s, packet(macN(3), dhcpv4.MessageTypeDiscover))
+				wantNoReply(t, reply) // the only address is still leased
+			}
+			// The holder keeps using its address.
+			ack, _ := exchangeVia(t, s, packet(tc.holder, dhcpv4.MessageTypeRequest, ciaddr(ip)), from(ip), viaDHCP)
+			wantType(t, ack, dhcpv4.MessageTypeAck)
+		})
 	}
-	if got := offerFor(t, s, macN(2)); got != ip {
-		t.Errorf("after RELEASE offered %s, want %s", got, ip)
+}
+
+// TestFullDecline: a DECLINE quarantines a pool address only if it names an
+// address offered or leased to its chaddr and comes from a client without an
+// address (0.0.0.0), from the declined address, or through the relay.
+func TestFullDecline(t *testing.T) {
+	relay := netip.MustParseAddr("198.18.0.2")
+	other := netip.MustParseAddr("198.18.0.66")
+	from := func(ip netip.Addr) *net.UDPAddr { return &net.UDPAddr{IP: ipOf(ip), Port: 68} }
+	tests := []struct {
+		name        string
+		chaddr      string
+		peer        func(offered netip.Addr) *net.UDPAddr
+		relayed     bool
+		quarantined bool
+	}{
+		{"from 0.0.0.0", macN(1), func(netip.Addr) *net.UDPAddr { return clientPeer }, false, true},
+		{"from the declined address", macN(1), func(ip netip.Addr) *net.UDPAddr { return from(ip) }, false, true},
+		{"through the relay", macN(1), func(netip.Addr) *net.UDPAddr { return from(relay) }, true, true},
+		{"from another host's address", macN(1), func(netip.Addr) *net.UDPAddr { return from(other) }, false, false},
+		{"giaddr set, not from the relay", macN(1), func(netip.Addr) *net.UDPAddr { return from(other) }, true, false},
+		{"another chaddr", macN(2), func(netip.Addr) *net.UDPAddr { return clientPeer }, false, false},
+		{"no known sender", macN(1), func(netip.Addr) *net.UDPAddr { return nil }, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, st, _ := fullServer(t, "198.18.0.100", "198.18.0.101")
+			bad := offerFor(t, s, macN(1))
+			mods := []dhcpv4.Modifier{requested(bad), serverID(flintIP)}
+			if tc.relayed {
+				mods = append(mods, func(p *dhcpv4.DHCPv4) { p.GatewayIPAddr = ipOf(relay); p.HopCount = 1 })
+			}
+			reply, _ := exchangeVia(t, s, packet(tc.chaddr, dhcpv4.MessageTypeDecline, mods...), tc.peer(bad), viaDHCP)
+			wantNoReply(t, reply)
+			l, stored := st.lease(bad)
+			again := offerFor(t, s, macN(1))
+			if tc.quarantined {
+				if !stored || l.State != store.LeaseDeclined {
+					t.Errorf("no quarantine record: %+v (found %v)", l, stored)
+				}
+				if again == bad {
+					t.Errorf("declined address %s offered again", bad)
+				}
+				return
+			}
+			if stored {
+				t.Errorf("DECLINE stored %+v", l)
+			}
+			if again != bad {
+				t.Errorf("offered %s after an ignored DECLINE, want the held %s", again, bad)
+			}
+		})
 	}
 }
 
@@ -657,10 +756,41 @@ func TestMalformedPacketsDoNotPanic(t *testing.T) {
 	}
 }
 
-func TestQuietLog(t *testing.T) {
-	var q quietLog
-	q.last = map[string]time.Time{}
-	if !q.allow("a", t0) || q.allow("a", t0.Add(59*time.Second)) || !q.allow("b", t0) || !q.allow("a", t0.Add(61*time.Second)) {
-		t.Error("quietLog should allow once per key per minute")
+// TestFullSightingsNameTheAddressTaken: the sighting of an ACK that leases an
+// address says so (DHCPAddr), so the lifecycle knows which address the
+// machine took; OFFERs, NAKs and INFORMs do not.
+func TestFullSightingsNameTheAddressTaken(t *testing.T) {
+	s, st, c := fullServer(t, "198.18.0.100", "198.18.0.199")
+	from := func(ip netip.Addr) *net.UDPAddr { return &net.UDPAddr{IP: ipOf(ip), Port: 68} }
+	pool := netip.MustParseAddr("198.18.0.150")
+	steps := []struct {
+		name     string
+		mac      string
+		req      *dhcpv4.DHCPv4
+		peer     *net.UDPAddr
+		event    string
+		ip       netip.Addr
+		dhcpAddr bool
+	}{
+		{"offer", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeDiscover, pxe(7)), clientPeer, "dhcp OFFER", nuc1IP, false},
+		{"ack", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), serverID(flintIP), requested(nuc1IP)), clientPeer, "dhcp ACK", nuc1IP, true},
+		{"renewal ack", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, ciaddr(nuc1IP)), from(nuc1IP), "dhcp ACK", nuc1IP, true},
+		{"nak", nuc1MAC, packet(nuc1MAC, dhcpv4.MessageTypeRequest, requested(pool)), clientPeer, "dhcp NAK", netip.Addr{}, false},
+		{"inform", nuc2MAC, packet(nuc2MAC, dhcpv4.MessageTypeInform, ciaddr(pool)), from(pool), "dhcp ACK (INFORM)", pool, false},
+		{"pool ack", macN(1), packet(macN(1), dhcpv4.MessageTypeRequest, serverID(flintIP), requested(netip.MustParseAddr("198.18.0.100"))), clientPeer, "dhcp ACK", netip.MustParseAddr("198.18.0.100"), true},
+	}
+	offerFor(t, s, macN(1)) // so that 198.18.0.100 is held for it
+	for _, step := range steps {
+		c.Advance(time.Second)
+		exchangeVia(t, s, step.req, step.peer, viaDHCP)
+		s.records.Wait()
+		sgs := st.sightingsOf(step.mac)
+		if len(sgs) == 0 {
+			t.Fatalf("%s: nothing recorded", step.name)
+		}
+		sg := sgs[len(sgs)-1]
+		if sg.Event != step.event || sg.IP != step.ip || sg.DHCPAddr != step.dhcpAddr || !sg.At.Equal(c.Now()) {
+			t.Errorf("%s: sighting %q ip %v DHCPAddr %v at %s, want %q ip %v DHCPAddr %v now", step.name, sg.Event, sg.IP, sg.DHCPAddr, sg.At, step.event, step.ip, step.dhcpAddr)
+		}
 	}
 }

@@ -58,7 +58,7 @@ type cfgOpts struct {
 	proxyPort       int
 }
 
-func testConfig(t *testing.T, o cfgOpts) *config.Config {
+func testConfig(t testing.TB, o cfgOpts) *config.Config {
 	t.Helper()
 	if o.mode == "" {
 		o.mode = config.ModeFull

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -10,9 +11,8 @@ import (
 
 // handleProxy is proxy mode on the DHCP port: another server hands out
 // addresses; flint adds boot information for netboot clients it may boot.
-func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String())
 	var typ dhcpv4.MessageType
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
@@ -23,7 +23,7 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHC
 		// could win the race and leave it with none. Answer only REQUESTs
 		// addressed to flint (some firmware asks for the boot info that way).
 		if sid := req.ServerIdentifier(); sid == nil || !sid.Equal(ipOf(s.addr)) {
-			log.Debug("ignored: REQUEST for another DHCP server")
+			s.proxyAddressTaken(req, ci, log)
 			return nil, nil
 		}
 		typ = dhcpv4.MessageTypeAck
@@ -44,9 +44,8 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHC
 
 // handleBootServer is proxy mode on server.proxy_port (4011): UEFI firmware
 // that got a proxy offer may ask here again. The ACK goes back to the sender.
-func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	ci := readClient(req)
-	log := s.log.With("mac", ci.MAC.String(), "xid", req.TransactionID.String(), "type", req.MessageType().String(), "via", "proxy port")
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDiscover:
 	default:
@@ -71,7 +70,7 @@ func (s *Server) handleBootServer(req *dhcpv4.DHCPv4, peer *net.UDPAddr) (*dhcpv
 // proxyDecide decides whether to answer in proxy mode at all: only netboot
 // clients flint may boot. Other clients are someone else's business and are
 // not recorded (a LAN's phones and laptops would flood the machine list).
-func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger) (BootDecision, bool) {
+func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) (BootDecision, bool) {
 	m, _ := s.machine(ci.MAC)
 	dec := s.decide(ci, m)
 	if dec.Boots() {
@@ -81,12 +80,54 @@ func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log *slog.Logger
 		log.Debug("ignored: "+dec.Reason, "vendor_class", ci.VendorClass)
 		return dec, false
 	}
-	if s.quiet.allow("proxy ignore "+ci.MAC.String(), s.now()) {
-		log.Info("netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
-	}
+	s.complain(log, "proxy ignore "+ci.MAC.String(), slog.LevelInfo, "netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
 	ciaddr, _ := addrOf(req.ClientIPAddr)
 	s.record(ci, ciaddr, "dhcp "+req.MessageType().String()+" (ignored: "+dec.Reason+")")
 	return dec, false
+}
+
+// proxyAddressTaken notes the address a machine takes from the real DHCP
+// server: its broadcast REQUEST (SELECTING, INIT-REBOOT or REBINDING) names
+// it in option 50, or in ciaddr. Only the config's machines are recorded, so
+// the lifecycle knows their addresses; the LAN's other clients (phones,
+// laptops) are none of flint's business and must not fill the store. flint
+// does not answer.
+func (s *Server) proxyAddressTaken(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) {
+	if _, known := s.machine(ci.MAC); !known {
+		log.Debug("ignored: REQUEST for another DHCP server")
+		return
+	}
+	ip, ok := addrOf(req.RequestedIPAddress())
+	if !ok {
+		ip, ok = addrOf(req.ClientIPAddr)
+	}
+	if !ok || !s.plausibleClientAddr(ip) {
+		log.Debug("ignored: REQUEST for another DHCP server, without an address a client could take", "ip", ip)
+		return
+	}
+	to := "another server"
+	if sid, ok := addrOf(req.ServerIdentifier()); ok {
+		to = sid.String()
+	}
+	log.Debug("machine takes an address from another DHCP server", "ip", ip, "server", to)
+	sg := s.sighting(ci, ip, "dhcp REQUEST to "+to+" for "+ip.String())
+	sg.DHCPAddr = true
+	s.recordSighting(sg, ci.MAC)
+}
+
+// plausibleClientAddr reports whether ip can be an address a DHCP server
+// gave a client on flint's network: unicast IPv4, not flint's own, and in
+// dhcp.subnet if that is set.
+func (s *Server) plausibleClientAddr(ip netip.Addr) bool {
+	switch {
+	case !ip.Is4(), ip.IsUnspecified(), ip.IsLoopback(), ip.IsMulticast(), ip.IsLinkLocalUnicast(),
+		ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}), ip == s.addr:
+		return false
+	case s.cfg.DHCP.SubnetPrefix.IsValid():
+		p := s.cfg.DHCP.SubnetPrefix
+		return p.Contains(ip) && (p.Bits() > 30 || (ip != p.Masked().Addr() && ip != lastAddr(p)))
+	}
+	return true
 }
 
 func isNetboot(ci clientInfo) bool {

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -162,5 +163,66 @@ func TestProxyBootServerPort(t *testing.T) {
 	}
 	if leases, _ := st.Leases(); len(leases) != 0 {
 		t.Errorf("proxy mode stored leases: %+v", leases)
+	}
+}
+
+// TestProxyRecordsTheAddressAMachineTakes: flint hears the broadcast REQUEST
+// a machine sends to the real DHCP server. For the config's machines it
+// records the address (option 50, else ciaddr) as the one taken from DHCP,
+// without answering; other clients stay unrecorded.
+func TestProxyRecordsTheAddressAMachineTakes(t *testing.T) {
+	realServer := netip.MustParseAddr("198.18.0.254")
+	taken := netip.MustParseAddr("198.18.0.77")
+	tests := []struct {
+		name  string
+		req   *dhcpv4.DHCPv4
+		event string // "": nothing recorded
+	}{
+		{"selecting another server's offer", packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), serverID(realServer), requested(taken)),
+			"dhcp REQUEST to 198.18.0.254 for 198.18.0.77"},
+		{"the OS, not netbooting", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer), requested(taken)),
+			"dhcp REQUEST to 198.18.0.254 for 198.18.0.77"},
+		{"init-reboot (no server identifier)", packet(nuc1MAC, dhcpv4.MessageTypeRequest, requested(taken)),
+			"dhcp REQUEST to another server for 198.18.0.77"},
+		{"rebinding (ciaddr only)", packet(nuc1MAC, dhcpv4.MessageTypeRequest, ciaddr(taken)),
+			"dhcp REQUEST to another server for 198.18.0.77"},
+		{"option 50 wins over ciaddr", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer), requested(taken), ciaddr(netip.MustParseAddr("198.18.0.78"))),
+			"dhcp REQUEST to 198.18.0.254 for 198.18.0.77"},
+		{"no address", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer)), ""},
+		{"address outside dhcp.subnet", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer), requested(netip.MustParseAddr("203.0.113.9"))), ""},
+		{"flint's own address", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer), requested(flintIP)), ""},
+		{"broadcast address", packet(nuc1MAC, dhcpv4.MessageTypeRequest, serverID(realServer), requested(netip.MustParseAddr("198.18.0.255"))), ""},
+		{"unknown MAC", packet(macN(1), dhcpv4.MessageTypeRequest, pxe(7), serverID(realServer), requested(taken)), ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, st, _ := proxyServer(t, true)
+			reply, _ := exchange(t, s, tc.req)
+			wantNoReply(t, reply)
+			s.records.Wait()
+			sgs := st.sightingsOf(tc.req.ClientHWAddr.String())
+			if tc.event == "" {
+				if len(sgs) != 0 {
+					t.Errorf("recorded %+v", sgs)
+				}
+				return
+			}
+			if len(sgs) != 1 {
+				t.Fatalf("sightings %+v, want one", sgs)
+			}
+			if sg := sgs[0]; sg.Event != tc.event || sg.IP != taken || !sg.DHCPAddr || sg.TimelineOnly {
+				t.Errorf("sighting %q ip %v DHCPAddr %v, want %q ip %v DHCPAddr true", sg.Event, sg.IP, sg.DHCPAddr, tc.event, taken)
+			}
+		})
+	}
+
+	// A REQUEST to flint itself asks for boot information: answered, and not
+	// an address the machine took.
+	s, st, _ := proxyServer(t, false)
+	ack, _ := exchange(t, s, packet(nuc1MAC, dhcpv4.MessageTypeRequest, pxe(7), serverID(flintIP), ciaddr(taken)))
+	wantType(t, ack, dhcpv4.MessageTypeAck)
+	s.records.Wait()
+	if sgs := st.sightingsOf(nuc1MAC); len(sgs) != 1 || sgs[0].Event != "dhcp proxy ACK" || sgs[0].DHCPAddr {
+		t.Errorf("sightings %+v, want one proxy ACK without DHCPAddr", sgs)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -29,10 +30,10 @@ const (
 	// beyond that, so a flood queues in the socket buffer instead of memory.
 	maxInFlight = 1024
 	// maxPendingRecords bounds sightings waiting for the store; beyond that
-	// they are dropped (they are informational; leases never are).
+	// those of unknown MACs are dropped (they are informational; leases never
+	// are), and those of the config's machines are written by the packet's
+	// handler itself (bounded by maxInFlight).
 	maxPendingRecords = 4096
-	// quietPeriod is how often a repeated per-MAC complaint is logged.
-	quietPeriod = time.Minute
 )
 
 // Server is flint's DHCP service.
@@ -47,6 +48,13 @@ type Server struct {
 	quiet   quietLog
 	records sync.WaitGroup // sightings on their way to the store
 	pending chan struct{}  // counts them, up to maxPendingRecords
+
+	// unknownEvents admits sightings of MACs that are not in the config:
+	// limits.unknown_events_per_minute for DHCP as a whole (spoofed DISCOVERs
+	// all come from 0.0.0.0, so there is no per-source limit to speak of).
+	unknownMu     sync.Mutex
+	unknownEvents tokenBucket
+	dropped       atomic.Uint64 // sightings not recorded, see DroppedSightings
 }
 
 // New builds the DHCP service; in full mode it loads the persisted leases
@@ -80,15 +88,19 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		return nil, fmt.Errorf("dhcp: unknown mode %q: use full, proxy or off", mode)
 	}
 
+	perMinute := cfg.Limits.UnknownEventsPerMinute
+	if perMinute <= 0 { // a config that did not go through config.Parse
+		perMinute = config.DefaultUnknownEventsPerMinute
+	}
 	s := &Server{
-		cfg:     cfg,
-		st:      st,
-		log:     log.With("component", "dhcp"),
-		addr:    cfg.Server.AddressIP,
-		alloc:   newAllocator(cfg),
-		now:     now,
-		quiet:   quietLog{last: map[string]time.Time{}},
-		pending: make(chan struct{}, maxPendingRecords),
+		cfg:           cfg,
+		st:            st,
+		log:           log.With("component", "dhcp"),
+		addr:          cfg.Server.AddressIP,
+		alloc:         newAllocator(cfg),
+		now:           now,
+		pending:       make(chan struct{}, maxPendingRecords),
+		unknownEvents: tokenBucket{perPeriod: perMinute, period: time.Minute},
 	}
 	if mode == config.ModeFull {
 		leases, err := st.Leases()
@@ -229,27 +241,30 @@ func (s *Server) serveOne(conn *net.UDPConn, pkt []byte, peer *net.UDPAddr, via 
 }
 
 // handle is the whole protocol without sockets: it answers one request
-// (nil: no reply) and says where the reply goes.
+// (nil: no reply) and says where the reply goes. peer is the packet's UDP
+// source (nil if unknown: whatever depends on it is refused).
 func (s *Server) handle(req *dhcpv4.DHCPv4, peer *net.UDPAddr, via string) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	log := s.pktLog(req, "")
 	switch {
 	case req.OpCode != dhcpv4.OpcodeBootRequest:
-		s.log.Debug("ignored: not a BOOTREQUEST", "op", req.OpCode, "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: not a BOOTREQUEST", "op", req.OpCode, "peer", peer)
 		return nil, nil
 	case req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6:
-		s.log.Debug("ignored: not an Ethernet client", "htype", req.HWType, "hlen", len(req.ClientHWAddr), "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: not an Ethernet client", "htype", req.HWType, "hlen", len(req.ClientHWAddr), "peer", peer)
 		return nil, nil
 	case req.MessageType() == dhcpv4.MessageTypeNone:
-		s.log.Debug("ignored: no DHCP message type (plain BOOTP is not served)", "mac", req.ClientHWAddr.String(), "peer", peer)
+		log.Debug("ignored: no DHCP message type (plain BOOTP is not served)", "peer", peer)
 		return nil, nil
 	}
 	switch s.cfg.DHCP.Mode {
 	case config.ModeFull:
-		return s.handleFull(req, peer)
+		return s.handleFull(req, peer, log)
 	case config.ModeProxy:
 		if via == viaProxy {
-			return s.handleBootServer(req, peer)
+			log.via = "proxy port"
+			return s.handleBootServer(req, peer, log)
 		}
-		return s.handleProxy(req, peer)
+		return s.handleProxy(req, peer, log)
 	}
 	return nil, nil
 }
@@ -281,9 +296,8 @@ func (s *Server) decide(ci clientInfo, m *config.Machine) BootDecision {
 	return Decide(r)
 }
 
-// record stores a sighting in the background: the bbolt store batches
-// concurrent writes, and the reply should not wait for them.
-func (s *Server) record(ci clientInfo, ip netip.Addr, event string) {
+// sighting describes an exchange with a client for its machine record.
+func (s *Server) sighting(ci clientInfo, ip netip.Addr, event string) store.Sighting {
 	sg := store.Sighting{
 		MAC:         ci.MAC.String(),
 		At:          s.now(),
@@ -295,20 +309,81 @@ func (s *Server) record(ci clientInfo, ip netip.Addr, event string) {
 	if ci.HasArch {
 		sg.Arch = ArchName(ci.Arch)
 	}
+	return sg
+}
+
+// record stores a sighting (see recordSighting).
+func (s *Server) record(ci clientInfo, ip netip.Addr, event string) {
+	s.recordSighting(s.sighting(ci, ip, event), ci.MAC)
+}
+
+// recordSighting stores a sighting in the background: the bbolt store batches
+// concurrent writes, and the reply should not wait for them.
+//
+// Every packet can name a new MAC, so what the store keeps of MACs that are
+// not in the config is bounded: limits.unknown_events_per_minute of them (for
+// DHCP as a whole), and no more than maxPendingRecords waiting; the others are
+// dropped and counted (DroppedSightings). The config's machines are never
+// dropped: the lifecycle relies on their sightings. When the queue is full
+// their handler writes the sighting itself; handlers are bounded by
+// maxInFlight, so a flood naming them ends up waiting in the socket buffer
+// rather than in memory.
+func (s *Server) recordSighting(sg store.Sighting, mac net.HardwareAddr) {
+	_, known := s.machine(mac)
+	if !known {
+		s.unknownMu.Lock()
+		ok := s.unknownEvents.take(sg.At)
+		s.unknownMu.Unlock()
+		if !ok {
+			s.dropSighting(sg, "over limits.unknown_events_per_minute")
+			return
+		}
+	}
 	select {
 	case s.pending <- struct{}{}:
 	default:
-		s.log.Debug("sighting dropped: store is behind", "mac", sg.MAC, "event", event)
+		if known {
+			s.writeSighting(sg)
+			return
+		}
+		s.dropSighting(sg, "the store is behind")
 		return
 	}
 	s.records.Add(1)
 	go func() {
 		defer func() { <-s.pending; s.records.Done() }()
-		if err := s.st.RecordSighting(sg); err != nil {
-			s.log.Warn("record machine sighting", "mac", sg.MAC, "event", event, "err", err)
-		}
+		s.writeSighting(sg)
 	}()
 }
+
+func (s *Server) writeSighting(sg store.Sighting) {
+	if err := s.st.RecordSighting(sg); err != nil {
+		s.log.Warn("record machine sighting", "mac", sg.MAC, "event", sg.Event, "err", err)
+	}
+}
+
+func (s *Server) dropSighting(sg store.Sighting, why string) {
+	n := s.dropped.Add(1)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("sighting of an unknown machine not recorded: "+why, "mac", sg.MAC, "event", sg.Event)
+	}
+	if !s.log.Enabled(context.Background(), slog.LevelWarn) {
+		return
+	}
+	if ok, suppressed := s.quiet.allow("sightings dropped", sg.At); ok {
+		args := []any{"reason", why, "dropped_total", n}
+		if suppressed > 0 {
+			args = append(args, "suppressed_lines", suppressed)
+		}
+		s.log.Warn("sightings of unknown machines are being dropped (a flood of MACs that are not in the config?); logged once a minute", args...)
+	}
+}
+
+// DroppedSightings counts the sightings of MACs that are not in the config
+// that were not recorded since New: over limits.unknown_events_per_minute, or
+// while the store was behind. (Sightings of the config's machines are never
+// dropped.)
+func (s *Server) DroppedSightings() uint64 { return s.dropped.Load() }
 
 // clientDest is where a reply to a client goes (RFC 2131 4.1): to the relay
 // if there is one, to ciaddr if the client has an address (and is not being
@@ -328,27 +403,4 @@ func clientDest(req *dhcpv4.DHCPv4, peer *net.UDPAddr, nak bool) *net.UDPAddr {
 		return &net.UDPAddr{IP: ipOf(ciaddr), Port: port}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: port}
-}
-
-// quietLog lets a per-MAC complaint through once per quietPeriod.
-type quietLog struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (q *quietLog) allow(key string, now time.Time) bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if t, ok := q.last[key]; ok && now.Sub(t) < quietPeriod {
-		return false
-	}
-	if len(q.last) > 4096 {
-		for k, t := range q.last {
-			if now.Sub(t) >= quietPeriod {
-				delete(q.last, k)
-			}
-		}
-	}
-	q.last[key] = now
-	return true
 }

@@ -1,0 +1,124 @@
+package dhcp
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/flint-boot/flint/store"
+)
+
+// TestUnknownSightingsAreRateLimited: what a flood of unknown MACs adds to the
+// store is bounded by limits.unknown_events_per_minute (for DHCP as a whole),
+// and the drops are counted; the config's machines are recorded regardless.
+func TestUnknownSightingsAreRateLimited(t *testing.T) {
+	for _, mode := range []string{"full", "proxy"} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := testConfig(t, cfgOpts{mode: mode}) // full mode without a pool: unknown MACs get a sighting, no reply
+			cfg.Limits.UnknownEventsPerMinute = 5
+			st := newMemStore()
+			s, c := newTestServer(t, cfg, st)
+			discover := func(mac string) { exchange(t, s, packet(mac, dhcpv4.MessageTypeDiscover, pxe(7))) }
+
+			for i := range 8 {
+				discover(macN(i))
+			}
+			for range 10 {
+				discover(nuc1MAC)
+			}
+			s.records.Wait()
+			if got := unknownSightings(st); got != 5 {
+				t.Errorf("%d sightings of 8 unknown MACs recorded, want the limit 5", got)
+			}
+			if got := s.DroppedSightings(); got != 3 {
+				t.Errorf("DroppedSightings() = %d, want 3", got)
+			}
+			if got := len(st.sightingsOf(nuc1MAC)); got != 10 {
+				t.Errorf("%d of 10 sightings of a known machine recorded", got)
+			}
+
+			// The limit is per minute: a minute later there is room again.
+			c.Advance(time.Minute)
+			for i := 8; i < 16; i++ {
+				discover(macN(i))
+			}
+			s.records.Wait()
+			if got := unknownSightings(st); got != 10 {
+				t.Errorf("a minute later: %d unknown sightings in all, want 10", got)
+			}
+			if got := s.DroppedSightings(); got != 6 {
+				t.Errorf("DroppedSightings() = %d, want 6", got)
+			}
+		})
+	}
+}
+
+func unknownSightings(st *memStore) int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	n := 0
+	for _, sg := range st.sightings {
+		if sg.MAC != nuc1MAC && sg.MAC != nuc2MAC {
+			n++
+		}
+	}
+	return n
+}
+
+// slowStore holds every sighting until it is opened.
+type slowStore struct {
+	*memStore
+	gate chan struct{}
+}
+
+func (s *slowStore) RecordSighting(sg store.Sighting) error {
+	<-s.gate
+	return s.memStore.RecordSighting(sg)
+}
+
+// TestKnownSightingsSurviveAFullQueue: when the store is behind and the queue
+// of pending sightings is full, an unknown MAC's sighting is dropped but a
+// config machine's is still written (its handler waits for the store).
+func TestKnownSightingsSurviveAFullQueue(t *testing.T) {
+	st := &slowStore{memStore: newMemStore(), gate: make(chan struct{})}
+	s, _ := newTestServer(t, testConfig(t, cfgOpts{}), st)
+	s.pending = make(chan struct{}, 2)
+	var once sync.Once
+	open := func() { once.Do(func() { close(st.gate) }) }
+	t.Cleanup(open) // before the cleanup that waits for the sightings
+
+	for i := range 3 {
+		exchange(t, s, packet(macN(i), dhcpv4.MessageTypeDiscover))
+	}
+	if got := s.DroppedSightings(); got != 1 {
+		t.Fatalf("DroppedSightings() = %d with a queue of 2 and 3 unknown MACs, want 1", got)
+	}
+
+	replied := make(chan *dhcpv4.DHCPv4, 1)
+	go func() {
+		reply, _ := s.handle(packet(nuc1MAC, dhcpv4.MessageTypeDiscover, pxe(7)), clientPeer, viaDHCP)
+		replied <- reply
+	}()
+	select {
+	case <-replied:
+		t.Fatal("the known machine's sighting was not written (the reply did not wait for the store)")
+	case <-time.After(50 * time.Millisecond):
+	}
+	open()
+	if reply := <-replied; reply == nil || reply.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("known machine got %v, want an OFFER", reply)
+	}
+	s.records.Wait()
+	if ev := st.events(nuc1MAC); fmt.Sprint(ev) != "[dhcp OFFER]" {
+		t.Errorf("known machine's sightings %q, want its OFFER", ev)
+	}
+	if got := unknownSightings(st.memStore); got != 2 {
+		t.Errorf("%d unknown sightings recorded, want the 2 queued", got)
+	}
+	if got := s.DroppedSightings(); got != 1 {
+		t.Errorf("DroppedSightings() = %d, want 1 (known machines are not dropped)", got)
+	}
+}
