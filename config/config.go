@@ -44,7 +44,18 @@ type Config struct {
 
 	// idx finds machines by key; Parse builds it (see index).
 	idx *machineIndex
+	// lines maps field paths to their lines, for checks made after Parse.
+	lines map[string]int
 }
+
+// line is the line of field (or its nearest parent) in the config file, 0
+// when unknown.
+func (c *Config) line(field string) int {
+	ch := checker{lines: c.lines}
+	return ch.line(field)
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
 
 // Server is where flint listens and how machines reach it.
 type Server struct {

@@ -79,6 +79,7 @@ func Parse(source string, data []byte) (*Config, error) {
 	for i := range cfg.Machines {
 		cfg.Machines[i].Line = lines[fmt.Sprintf("machines[%d]", i)]
 	}
+	cfg.lines = lines
 	if err := cfg.validate(lines); err != nil {
 		return nil, err
 	}

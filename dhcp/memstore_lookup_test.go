@@ -23,3 +23,14 @@ func (m *memStore) ClaimRebuild(mac string, fn func(*store.Machine) error) (stor
 func (m *memStore) ReleaseRebuild(mac string, fn func(*store.Machine) error) (store.Machine, error) {
 	return m.UpdateMachine(mac, fn)
 }
+
+// Record implements store.Store.
+func (m *memStore) Record(s store.Sighting, fn func(*store.Machine) error) (store.Machine, error) {
+	if err := m.RecordSighting(s); err != nil {
+		return store.Machine{}, err
+	}
+	if fn == nil {
+		return store.Machine{MAC: s.MAC}, nil
+	}
+	return m.UpdateMachine(s.MAC, fn)
+}

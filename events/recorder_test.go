@@ -19,7 +19,7 @@ func TestRecordFromIPAttributesToLastSeenMAC(t *testing.T) {
 	if err := st.PutLease(store.Lease{IP: ip, MAC: "52:54:00:00:00:01", State: store.LeaseBound, Expires: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	r := New(st, nil)
+	r := New(st, Options{}, nil)
 	r.RecordFromIP(netip.MustParseAddr("::ffff:198.18.0.60"), "tftp ipxe.efi", "850528 bytes")
 	r.RecordFromIP(netip.MustParseAddr("198.18.0.99"), "tftp ipxe.efi", "") // nobody: dropped
 

@@ -24,7 +24,7 @@ func (s *Server) asset(c echo.Context) error {
 		s.log.Warn("http: refused asset path", "path", c.Request().URL.Path, "remote", c.Request().RemoteAddr, "reason", err.Error())
 		return textError(http.StatusForbidden, "refused /assets/%s: %v", rel, err)
 	}
-	return s.serveFile(c, s.assetsDir, rel,
+	return s.serveFile(c, s.AssetsDir, rel,
 		"put Flatcar's PXE kernel and initrd in flint's assets directory (boot.assets_dir) under the paths boot.kernel and boot.initrd name")
 }
 
@@ -35,7 +35,7 @@ func (s *Server) ipxeFile(c echo.Context) error {
 		s.log.Warn("http: refused iPXE file name", "path", c.Request().URL.Path, "remote", c.Request().RemoteAddr, "reason", err.Error())
 		return textError(http.StatusForbidden, "refused /ipxe/%s: %v", name, err)
 	}
-	return s.serveFile(c, s.cfg.IPXE.Directory, name,
+	return s.serveFile(c, s.Config.IPXE.Directory, name,
 		"install Debian's ipxe package or point ipxe.directory at a directory with ipxe.efi, snponly.efi and undionly.kpxe")
 }
 
@@ -85,7 +85,7 @@ func (s *Server) serveFile(c echo.Context, dir, rel, hint string) error {
 	// never writes a second response.
 	res.Status, res.Size, res.Committed = w.status, w.bytes, true
 	if c.Request().Method == http.MethodGet && (w.status == http.StatusOK || w.status == http.StatusPartialContent) {
-		s.timeline(c, "http "+c.Request().URL.Path, fmt.Sprintf("%d bytes, status %d, %s", w.bytes, w.status, time.Since(start).Round(time.Millisecond)))
+		s.Timeline.RecordFromIP(remoteIP(c.Request()), "http "+c.Request().URL.Path, fmt.Sprintf("%d bytes, status %d, %s", w.bytes, w.status, time.Since(start).Round(time.Millisecond)))
 	}
 	return nil
 }

@@ -2,13 +2,12 @@ package httpd
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -18,12 +17,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/flint-boot/flint/config"
-	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/events"
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -32,7 +32,7 @@ server:
   address: 198.18.0.1
   http_port: 8080
 dhcp:
-  mode: proxy
+  mode: off
   subnet: 198.18.0.0/24
 boot:
   kernel_args: ["console=ttyS0,115200n8"]
@@ -48,6 +48,8 @@ const (
 type fixture struct {
 	cfg    *config.Config
 	st     store.Store
+	rec    *events.Recorder
+	lc     *lifecycle.Manager
 	s      *Server
 	dir    string // parent of assets/ and ipxe/, holds a secret outside both
 	assets string
@@ -102,8 +104,34 @@ func newFixture(t *testing.T) *fixture {
 	cfg.IPXE.Directory = f.ipxe
 
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.s = New(cfg, st, f.assets, log)
+	f.rec = events.New(st, events.Options{UnknownPerMinute: 5}, log)
+	if err := st.SyncConfig([]store.KnownMachine{{MAC: "52:54:00:12:34:56", Hostname: "nuc1", Role: "server", ReservedIP: netip.MustParseAddr("198.18.0.11")}}); err != nil {
+		t.Fatal(err)
+	}
+	f.lc, err = lifecycle.New(cfg, f.rec, lifecycle.Options{ReportKey: []byte("0123456789abcdef0123456789abcdef"), Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.lc.Close)
+	f.s, err = New(Options{Config: cfg, State: f.rec, Timeline: f.rec, Lifecycle: f.lc, Renderer: fakeRenderer{},
+		AssetsDir: f.assets, CACert: []byte(testCA), AdminToken: testAdminToken, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	return f
+}
+
+const (
+	testCA         = "-----BEGIN CERTIFICATE-----\nZmFrZQ==\n-----END CERTIFICATE-----\n"
+	testAdminToken = "adm1n70k3nadm1n70k3nadm1n70k3nadm1n70k3nadm1n70k3nadm1n70k3n0000"
+)
+
+// fakeRenderer shows what it was asked for, and a stand-in secret.
+type fakeRenderer struct{}
+
+func (fakeRenderer) Render(req ignition.Request) ([]byte, error) {
+	return []byte(fmt.Sprintf(`{"ignition":{"version":"3.4.0"},"machine":%q,"profile":%q,"state":%q,"report":%q,"installed":%q,"key":"-----BEGIN EC PRIVATE KEY-----"}`,
+		req.Machine.Hostname, req.Profile, req.ClusterState, req.Boot.ReportToken, req.Boot.InstalledToken)), nil
 }
 
 func randomBytes(t *testing.T, n int) []byte {
@@ -125,15 +153,37 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 }
 
-// do serves one request in memory; target is used verbatim (no cleaning).
+// do serves one request on the plain HTTP listener, in memory; target is
+// used verbatim (no cleaning).
 func (f *fixture) do(t *testing.T, method, target string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
-	req := httptest.NewRequest(method, target, nil)
+	return serveOn(f.s.Handler(), method, target, "", header...)
+}
+
+// doTLS is do on the HTTPS listener's handler.
+func (f *fixture) doTLS(t *testing.T, method, target, body string, header ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	return serveOn(f.s.HandlerTLS(), method, target, body, header...)
+}
+
+// doSocket is do on the admin socket's handler.
+func (f *fixture) doSocket(t *testing.T, method, target, body string, header ...string) *httptest.ResponseRecorder {
+	t.Helper()
+	return serveOn(f.s.HandlerSocket(), method, target, body, header...)
+}
+
+func serveOn(h http.Handler, method, target, body string, header ...string) *httptest.ResponseRecorder {
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, rd)
+	req.RemoteAddr = "198.18.0.11:40000"
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()
-	f.s.Handler().ServeHTTP(rec, req)
+	h.ServeHTTP(rec, req)
 	return rec
 }
 
@@ -161,7 +211,7 @@ func get(t *testing.T, srv *httptest.Server, method, path string, header ...stri
 
 func (f *fixture) machines(t *testing.T) []store.Machine {
 	t.Helper()
-	rec := f.do(t, "GET", "/api/v1/machines")
+	rec := f.doSocket(t, "GET", "/api/v1/machines", "")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/api/v1/machines: %d %s", rec.Code, rec.Body)
 	}
@@ -207,59 +257,6 @@ func TestBootScript(t *testing.T) {
 	}
 }
 
-func TestMachineScriptKnown(t *testing.T) {
-	f := newFixture(t)
-	srv := httptest.NewServer(f.s.Handler())
-	defer srv.Close()
-	resp, body := get(t, srv, "GET", "/machines/"+knownMAC+"/boot.ipxe?arch=x86_64")
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
-	}
-	m, _ := f.cfg.MachineByName("nuc1")
-	if string(body) != ipxe.MachineScript(f.cfg, m) {
-		t.Errorf("body is not nuc1's script:\n%s", body)
-	}
-	if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) != 0 {
-		t.Errorf("Content-Length %d (body %d), Transfer-Encoding %v", resp.ContentLength, len(body), resp.TransferEncoding)
-	}
-
-	ms := f.machines(t)
-	if len(ms) != 1 {
-		t.Fatalf("want one machine record, got %+v", ms)
-	}
-	got := ms[0]
-	if got.MAC != "52:54:00:12:34:56" || got.LastEvent != EventScript || got.IP != netip.MustParseAddr("127.0.0.1") || got.Events != 1 || got.LastSeen.IsZero() {
-		t.Errorf("sighting recorded as %+v", got)
-	}
-}
-
-// The colon form works too (someone typing the URL by hand).
-func TestMachineScriptColonMAC(t *testing.T) {
-	f := newFixture(t)
-	if rec := f.do(t, "GET", "/machines/52:54:00:12:34:56/boot.ipxe"); rec.Code != http.StatusOK {
-		t.Errorf("colon MAC: %d %s", rec.Code, rec.Body)
-	}
-}
-
-func TestMachineScriptUnknown(t *testing.T) {
-	f := newFixture(t)
-	rec := f.do(t, "GET", "/machines/"+unknownMAC+"/boot.ipxe?arch=x86_64")
-	if rec.Code != http.StatusNotFound {
-		t.Fatalf("status %d, want 404", rec.Code)
-	}
-	body := rec.Body.String()
-	if !strings.HasPrefix(body, "#!ipxe\n") || !strings.Contains(body, unknownMAC) || !strings.HasSuffix(body, "exit 1\n") {
-		t.Errorf("404 body is not the explaining script:\n%s", body)
-	}
-	if rec.Header().Get("Content-Length") != strconv.Itoa(len(body)) {
-		t.Errorf("Content-Length %q for %d bytes", rec.Header().Get("Content-Length"), len(body))
-	}
-	ms := f.machines(t)
-	if len(ms) != 1 || ms[0].MAC != "52:54:00:99:99:99" || ms[0].LastEvent != EventScriptUnknown {
-		t.Errorf("unknown sighting recorded as %+v", ms)
-	}
-}
-
 func TestMachineScriptBadMAC(t *testing.T) {
 	f := newFixture(t)
 	for _, mac := range []string{"not-a-mac", "5254.0012.3456", "52-54-00-12-34", "52-54-00-12-34-56-78", "52%2D54-00-12-34-56"} {
@@ -271,27 +268,8 @@ func TestMachineScriptBadMAC(t *testing.T) {
 			t.Errorf("%s: body %q (%s)", mac, rec.Body, rec.Header().Get("Content-Type"))
 		}
 	}
-	if ms := f.machines(t); len(ms) != 0 {
+	if ms := f.machines(t); len(ms) != 1 {
 		t.Errorf("bad MACs recorded sightings: %+v", ms)
-	}
-}
-
-// failingStore fails every write; reads are empty.
-type failingStore struct{ store.Store }
-
-func (failingStore) RecordSighting(store.Sighting) error { return errors.New("disk full") }
-
-func TestSightingFailureDoesNotFailBoot(t *testing.T) {
-	f := newFixture(t)
-	logs := &syncBuffer{}
-	s := New(f.cfg, failingStore{f.st}, f.assets, slog.New(slog.NewTextHandler(logs, nil)))
-	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/machines/"+knownMAC+"/boot.ipxe", nil))
-	if rec.Code != http.StatusOK {
-		t.Errorf("status %d when recording fails, want 200", rec.Code)
-	}
-	if !strings.Contains(logs.String(), "disk full") {
-		t.Errorf("the failure was not logged:\n%s", logs)
 	}
 }
 
@@ -438,7 +416,12 @@ func TestAssetMissing(t *testing.T) {
 	}
 	// A missing assets directory is not created and just 404s.
 	gone := filepath.Join(f.dir, "no-such-assets")
-	s := New(f.cfg, f.st, gone, nil)
+	o := f.s.Options
+	o.AssetsDir = gone
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec = httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/assets/flatcar/vmlinuz", nil))
 	if rec.Code != http.StatusNotFound {
@@ -536,48 +519,9 @@ func TestAccessLogBookkeeping(t *testing.T) {
 	}
 }
 
-func TestAPILeases(t *testing.T) {
-	f := newFixture(t)
-	rec := f.do(t, "GET", "/api/v1/leases")
-	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != "[]" {
-		t.Fatalf("empty leases: %d %q, want []", rec.Code, rec.Body)
-	}
-	if strings.TrimSpace(f.do(t, "GET", "/api/v1/machines").Body.String()) != "[]" {
-		t.Errorf("empty machines must be [] too")
-	}
-	now := time.Now().UTC().Truncate(time.Second)
-	lease := store.Lease{IP: netip.MustParseAddr("198.18.0.100"), MAC: "52:54:00:12:34:56", State: store.LeaseBound, Start: now, Expires: now.Add(time.Hour)}
-	if err := f.st.PutLease(lease); err != nil {
-		t.Fatal(err)
-	}
-	rec = f.do(t, "GET", "/api/v1/leases")
-	var ls []store.Lease
-	if err := json.Unmarshal(rec.Body.Bytes(), &ls); err != nil {
-		t.Fatalf("%v: %s", err, rec.Body)
-	}
-	if len(ls) != 1 || ls[0].IP != lease.IP || ls[0].MAC != lease.MAC || !ls[0].Expires.Equal(lease.Expires) {
-		t.Errorf("leases = %+v, want %+v", ls, lease)
-	}
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q", ct)
-	}
-}
-
-func TestUnknownRouteAndMethod(t *testing.T) {
-	f := newFixture(t)
-	rec := f.do(t, "GET", "/nope")
-	if rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "/boot.ipxe") {
-		t.Errorf("unknown route: %d %q", rec.Code, rec.Body)
-	}
-	rec = f.do(t, "POST", "/boot.ipxe")
-	if rec.Code != http.StatusMethodNotAllowed || !strings.Contains(rec.Body.String(), "GET") {
-		t.Errorf("POST: %d %q", rec.Code, rec.Body)
-	}
-}
-
 func TestPanicRecovered(t *testing.T) {
 	f := newFixture(t)
-	f.s.echo.GET("/boom", func(echo.Context) error { panic("boom") })
+	f.s.echos[onHTTP].GET("/boom", func(echo.Context) error { panic("boom") })
 	rec := f.do(t, "GET", "/boom")
 	if rec.Code != http.StatusInternalServerError {
 		t.Errorf("panic: status %d, want 500", rec.Code)
@@ -587,54 +531,5 @@ func TestPanicRecovered(t *testing.T) {
 	}
 	if rec := f.do(t, "GET", "/healthz"); rec.Code != http.StatusOK {
 		t.Errorf("server unusable after a panic: %d", rec.Code)
-	}
-}
-
-func TestServe(t *testing.T) {
-	f := newFixture(t)
-	// A taken port fails at once.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan error, 1)
-	go func() { done <- f.s.Serve(context.Background(), ln.Addr().String()) }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("Serve on a taken port returned nil")
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Serve on a taken port did not return")
-	}
-
-	// A free port serves until the context ends, then returns nil.
-	free, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := free.Addr().String()
-	free.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { done <- f.s.Serve(ctx, addr) }()
-	var resp *http.Response
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err = http.Get("http://" + addr + "/healthz"); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("server never answered: %v", err)
-	}
-	resp.Body.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Serve after cancel: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return after cancel")
 	}
 }

@@ -4,119 +4,128 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/lifecycle"
-	"github.com/flint-boot/flint/store"
 )
 
-// ConfigRenderer makes a machine's Ignition config (*ignition.Renderer).
-type ConfigRenderer interface {
-	RenderProfile(mac config.MAC, spec ignition.Spec, profile string) ([]byte, error)
+// configRequest reads /ignition's query: mac, token and stage.
+func configRequest(c echo.Context, pointer bool) (lifecycle.ConfigRequest, error) {
+	mac, err := parseMAC(c.QueryParam("mac"), "query parameter mac")
+	if err != nil {
+		return lifecycle.ConfigRequest{}, err
+	}
+	stage := lifecycle.Stage(c.QueryParam("stage"))
+	if stage != lifecycle.StageBoot && stage != lifecycle.StageInstalled {
+		return lifecycle.ConfigRequest{}, textError(http.StatusBadRequest, "query parameter stage: %q is not known (leave it out, or stage=installed)", stage)
+	}
+	return lifecycle.ConfigRequest{MAC: mac, From: remoteIP(c.Request()), Token: c.QueryParam("token"), Stage: stage, Pointer: pointer}, nil
 }
 
-// Timeline entries of /ignition requests.
-const (
-	EventIgnition        = "ignition served"
-	EventIgnitionUnknown = "ignition request (unknown MAC)"
-)
-
-// retryAfter is what a node is told to wait while its config can't be made;
-// Ignition retries any 5xx on its own backoff anyway.
-const retryAfter = 10
-
-// ignitionConfig serves /ignition?mac=MAC: the machine's rendered config in
-// the spec its client asks for. It never answers 200 with an empty or invalid
-// config: a render problem is a 503 (the node keeps retrying until the
-// operator fixes the asset or profile), never a half config.
-func (s *Server) ignitionConfig(c echo.Context) error {
-	if s.Ignition == nil {
-		return textError(http.StatusServiceUnavailable, "this flint serves no Ignition configs")
+// answer turns a refusal or wait into its HTTP answer (nil when served).
+func (s *Server) answer(c echo.Context, a lifecycle.Admission) error {
+	switch a.Verdict {
+	case lifecycle.Unknown:
+		s.recordUnknown(a.From(), a.MAC(), EventIgnitionUnknown, "404: not in the config")
+		return textError(http.StatusNotFound, "MAC %s is not in flint's config (%s): add it under machines: to give it an Ignition config", a.MAC(), s.Config.Source)
+	case lifecycle.Refuse:
+		return textError(http.StatusForbidden, "flint refuses the config of %s: %s", a.MAC(), a.Reason)
+	case lifecycle.Wait:
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		s.log.Info("ignition: node waits", "machine", a.Machine.Hostname, "reason", a.Reason)
+		return textError(http.StatusServiceUnavailable, "not yet: %s", a.Reason)
 	}
-	raw := c.QueryParam("mac")
-	hw, err := config.ParseMAC(raw)
+	return nil
+}
+
+// pointerConfig serves /ignition on plain HTTP: the config named on the
+// kernel command line. It holds no secret, only flint's CA and the HTTPS URL
+// of the machine's real config, with the same token.
+func (s *Server) pointerConfig(c echo.Context) error {
+	req, err := configRequest(c, true)
 	if err != nil {
-		return textError(http.StatusBadRequest, "query parameter mac: malformed MAC %q: use /ignition?mac=52-54-00-12-34-56", raw)
+		return err
 	}
-	stage := c.QueryParam("stage")
-	if stage != "" && stage != "installed" {
-		return textError(http.StatusBadRequest, "query parameter stage: %q is not known (leave it out, or stage=installed)", stage)
+	if req.Stage != lifecycle.StageBoot {
+		return textError(http.StatusNotFound, "the installed-system config is served over HTTPS only (%s/ignition)", s.Config.HTTPSBaseURL())
 	}
-	from := remoteIP(c.Request())
-	if s.Lifecycle != nil {
-		verdict, reason := s.Lifecycle.ConfigRequest(hw, from)
-		switch verdict {
-		case lifecycle.Refuse:
-			return textError(http.StatusForbidden, "flint refuses the config of %s: %s", hw, reason)
-		case lifecycle.Wait:
-			c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
-			s.log.Info("ignition: node waits", "mac", hw.String(), "reason", reason)
-			return textError(http.StatusServiceUnavailable, "not yet: %s", reason)
-		}
-	}
-	// A disk-mode machine's PXE boot runs the installer; the installer asks
-	// for stage=installed, the machine's own config, to write to disk.
-	profile := ""
-	if m, ok := s.cfg.MachineByMAC(hw); ok && stage == "" && s.cfg.InstallModeOf(m) == config.InstallDisk {
-		profile = ignition.InstallerProfile
+	a := s.Lifecycle.AdmitConfig(req)
+	if err := s.answer(c, a); err != nil {
+		return err
 	}
 	spec := ignition.SpecFromAccept(c.Request().Header.Get("Accept"))
-	out, err := s.Ignition.RenderProfile(hw, spec, profile)
+	target := s.Config.HTTPSBaseURL() + "/ignition?" + url.Values{"mac": {req.MAC.HexHyp()}, "token": {req.Token}}.Encode()
+	out, err := ignition.Pointer(s.Config.Cluster.ButaneVersion, spec, target, s.CACert)
+	if err != nil {
+		return err
+	}
+	version, err := ignition.SpecVersion(s.Config.Cluster.ButaneVersion, spec)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store") // it carries the boot token
+	return writeBody(c, http.StatusOK, "application/vnd.coreos.ignition+json;version="+version, out)
+}
+
+// secretConfig serves /ignition over HTTPS: the machine's rendered config in
+// the spec its client asks for, once per boot token. It never answers 200
+// with an empty or invalid config: a render problem is a 503 (the node keeps
+// retrying until the operator fixes the asset or profile), never a half one.
+func (s *Server) secretConfig(c echo.Context) error {
+	req, err := configRequest(c, false)
+	if err != nil {
+		return err
+	}
+	a := s.Lifecycle.AdmitConfig(req)
+	if err := s.answer(c, a); err != nil {
+		return err
+	}
+	hw := a.Machine.HW
+	spec := ignition.SpecFromAccept(c.Request().Header.Get("Accept"))
+	out, err := s.Renderer.Render(ignition.Request{Machine: a.Machine, Spec: spec, Profile: a.Profile, ClusterState: a.ClusterState, Boot: a.Boot})
 	var pe *ignition.ProfileError
 	var ae *ignition.AssetError
 	switch {
-	case errors.Is(err, ignition.ErrUnknownMachine):
-		s.record(c, hw.String(), EventIgnitionUnknown, "404: not in the config")
-		return textError(http.StatusNotFound, "MAC %s is not in flint's config (%s): add it under machines: to give it an Ignition config", hw, s.cfg.Source)
 	case errors.As(err, &ae):
-		s.log.Error("ignition: asset missing, node will retry", "mac", hw.String(), "asset", ae.Name, "path", ae.Path)
-		s.record(c, hw.String(), EventIgnition+" (waiting)", "asset "+ae.Name+" missing")
+		s.log.Error("ignition: asset missing, node will retry", "mac", hw, "asset", ae.Name, "field", ae.Field)
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
-		return textError(http.StatusServiceUnavailable, "%v", ae)
+		return textError(http.StatusServiceUnavailable, "asset %s (%s) is missing on flint: the operator must place it or run `flint assets sync`", ae.Name, ae.Field)
 	case errors.As(err, &pe):
 		for _, p := range pe.Problems {
-			s.log.Error("ignition: profile does not render, node will retry", "mac", hw.String(), "problem", p.String())
+			s.log.Error("ignition: profile does not render, node will retry", "mac", hw, "problem", p.String())
 		}
-		s.record(c, hw.String(), EventIgnition+" (waiting)", "profile does not render")
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
 		return textError(http.StatusServiceUnavailable, "the config of %s does not render; flint's log names the profile line to fix", hw)
 	case err != nil:
-		s.log.Error("ignition: render failed", "mac", hw.String(), "err", err.Error())
+		s.log.Error("ignition: render failed", "mac", hw, "err", err.Error())
 		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
-		return textError(http.StatusServiceUnavailable, "could not make the config of %s: %v", hw, err)
+		return textError(http.StatusServiceUnavailable, "could not make the config of %s; flint's log says why", hw)
 	case len(out) == 0:
 		return textError(http.StatusInternalServerError, "the config of %s rendered empty; this is a flint bug", hw)
 	}
-	version, err := ignition.SpecVersion(s.cfg.Cluster.ButaneVersion, spec)
+	version, err := ignition.SpecVersion(s.Config.Cluster.ButaneVersion, spec)
 	if err != nil {
 		return err
 	}
 	detail := fmt.Sprintf("spec %s, %d bytes", version, len(out))
-	if profile != "" {
-		detail += ", profile " + profile
+	if a.Profile != "" {
+		detail += ", profile " + a.Profile
 	}
-	s.record(c, hw.String(), EventIgnition, detail)
-	if s.Lifecycle != nil {
-		s.Lifecycle.ConfigServed(hw)
+	if req.Stage == lifecycle.StageInstalled {
+		detail += ", installed system"
+	}
+	// Spent before it is sent: of two requests with one token, one wins.
+	if err := s.Lifecycle.Delivered(a, detail); errors.Is(err, lifecycle.ErrSpent) {
+		return textError(http.StatusForbidden, "flint refuses the config of %s: %v", hw, err)
+	} else if err != nil {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		return textError(http.StatusServiceUnavailable, "flint cannot record the delivery now; retry")
 	}
 	// It holds private keys: no proxy or client cache may keep a copy.
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return writeBody(c, http.StatusOK, "application/vnd.coreos.ignition+json;version="+version, out)
-}
-
-// record adds a MAC-named request to the machine's timeline; a failure to
-// record never fails the boot.
-func (s *Server) record(c echo.Context, mac, event, detail string) {
-	if s.st == nil {
-		return
-	}
-	err := s.st.RecordSighting(store.Sighting{MAC: mac, At: time.Now(), IP: remoteIP(c.Request()), Event: event, Detail: detail})
-	if err != nil {
-		s.log.Warn("could not record sighting", "mac", mac, "event", event, "err", err)
-	}
 }

@@ -4,21 +4,26 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ipxe"
+	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/store"
 )
 
-// Sighting events recorded for script requests.
+// Timeline entries of requests about MACs that are not in the config.
 const (
-	EventScript        = "http script"
-	EventScriptUnknown = "http script (unknown)"
-	EventScriptLocal   = "http script (boot disk)"
+	EventScriptUnknown   = "http script (unknown)"
+	EventIgnitionUnknown = "ignition request (unknown MAC)"
 )
+
+// retryAfter is what a node is told to wait while flint cannot answer yet;
+// Ignition retries any 5xx on its own backoff anyway.
+const retryAfter = 10
 
 func (s *Server) healthz(c echo.Context) error {
 	return writeBody(c, http.StatusOK, mimeText, []byte("ok\n"))
@@ -26,62 +31,58 @@ func (s *Server) healthz(c echo.Context) error {
 
 // bootScript is the generic script every machine loads first.
 func (s *Server) bootScript(c echo.Context) error {
-	return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.Chain(s.cfg.HTTPBaseURL())))
+	return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.Chain(s.Config.HTTPBaseURL())))
 }
 
-// machineScript answers /machines/:mac/boot.ipxe?arch=... with the machine's
-// own script, or with a 404 whose body is a valid iPXE script explaining that
-// the MAC is unknown.
-func (s *Server) machineScript(c echo.Context) error {
-	hw, err := config.ParseMAC(c.Param("mac"))
+// parseMAC reads a MAC from a request, or answers 400 naming where it was.
+func parseMAC(raw, where string) (config.MAC, error) {
+	mac, err := config.ParseMAC(raw)
 	if err != nil {
-		return textError(http.StatusBadRequest,
-			"malformed MAC in %s: %v. iPXE fills it in from ${mac:hexhyp}: chain to /boot.ipxe instead of writing this URL by hand",
-			c.Request().URL.Path, err)
+		return mac, textError(http.StatusBadRequest, "%s: %v. iPXE fills it in from ${mac:hexhyp}: chain to /boot.ipxe instead of writing URLs by hand", where, err)
+	}
+	return mac, nil
+}
+
+// recordUnknown notes a request about a MAC outside the config, within the
+// per-source rate limit.
+func (s *Server) recordUnknown(from netip.Addr, mac config.MAC, event, detail string) {
+	s.Timeline.RecordUnknown(from, store.Sighting{MAC: mac.String(), At: time.Now(), IP: from, Event: event, Detail: detail})
+}
+
+// machineScript answers /machines/:mac/boot.ipxe?arch=... with what the
+// lifecycle decides: the machine's install script (with a fresh boot token),
+// a local-boot script, or a valid iPXE script explaining a refusal. Scripts
+// that carry a token are never cached.
+func (s *Server) machineScript(c echo.Context) error {
+	mac, err := parseMAC(c.Param("mac"), "malformed MAC in "+c.Request().URL.Path)
+	if err != nil {
+		return err
 	}
 	arch := c.QueryParam("arch")
 	if len(arch) > 32 {
 		arch = arch[:32] // it is only logged; keep a hostile value short
 	}
-	remote := remoteIP(c.Request())
-	m, known := s.cfg.MachineByMAC(hw)
-	if !known {
-		s.recordSighting(hw, remote, EventScriptUnknown)
-		s.log.Warn("http: boot script requested for a MAC not in the config", "mac", hw.String(), "arch", arch, "remote", remote)
-		reason := fmt.Sprintf("it is not listed under machines: in %s", s.cfg.Source)
-		if s.cfg.DHCP.DiscoverUnknown {
+	from := remoteIP(c.Request())
+	d := s.Lifecycle.Script(mac, from)
+	switch d.Verdict {
+	case lifecycle.ScriptUnknown:
+		s.recordUnknown(from, mac, EventScriptUnknown, "")
+		s.log.Info("http: boot script requested for a MAC not in the config", "mac", mac, "arch", arch, "remote", from)
+		reason := fmt.Sprintf("it is not listed under machines: in %s", s.Config.Source)
+		if s.Config.DHCP.DiscoverUnknown {
 			reason += " (dhcp.discover_unknown let it boot iPXE, but flint has no boot config for unlisted machines)"
 		}
-		return writeBody(c, http.StatusNotFound, mimeText, []byte(ipxe.NotFound(hw.HexHyp(), reason)))
+		return writeBody(c, http.StatusNotFound, mimeText, []byte(ipxe.NotFound(mac.HexHyp(), reason)))
+	case lifecycle.ScriptLocal:
+		s.log.Info("http: boot script: local disk", "machine", d.Machine.Hostname, "mac", mac, "arch", arch, "remote", from, "reason", d.Reason)
+		return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.LocalBoot(d.Machine.Hostname, d.Machine.MAC)))
+	case lifecycle.ScriptRefuse:
+		return writeBody(c, http.StatusForbidden, mimeText, []byte(ipxe.Refused(d.Machine.Hostname, d.Reason)))
+	case lifecycle.ScriptWait:
+		c.Response().Header().Set("Retry-After", strconv.Itoa(retryAfter))
+		return textError(http.StatusServiceUnavailable, "not now: %s", d.Reason)
 	}
-	if s.Lifecycle != nil && s.Lifecycle.BootsLocally(hw) {
-		s.recordSighting(hw, remote, EventScriptLocal)
-		s.log.Info("http: boot script: local disk", "machine", m.Hostname, "mac", hw.String(), "arch", arch, "remote", remote)
-		return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.LocalBoot(m.Hostname, m.MAC)))
-	}
-	s.recordSighting(hw, remote, EventScript)
-	s.log.Info("http: boot script", "machine", m.Hostname, "mac", hw.String(), "arch", arch, "remote", remote)
-	return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.MachineScript(s.cfg, m)))
-}
-
-// recordSighting notes the request in the store. A failure is logged, never
-// sent to the machine: booting matters more than bookkeeping.
-func (s *Server) recordSighting(hw config.MAC, ip netip.Addr, event string) {
-	if s.st == nil {
-		return
-	}
-	err := s.st.RecordSighting(store.Sighting{MAC: hw.String(), At: time.Now(), IP: ip, Event: event})
-	if err != nil {
-		s.log.Error("http: could not record sighting", "mac", hw.String(), "event", event, "err", err.Error())
-	}
-}
-
-// remoteIP is the peer's address. X-Forwarded-For is ignored on purpose:
-// machines talk to flint directly, and a header is trivially spoofed.
-func remoteIP(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
+	s.log.Info("http: boot script", "machine", d.Machine.Hostname, "mac", mac, "arch", arch, "remote", from)
+	c.Response().Header().Set("Cache-Control", "no-store") // it carries a boot token
+	return writeBody(c, http.StatusOK, mimeText, []byte(ipxe.MachineScript(s.Config, d.Machine, d.Token)))
 }

@@ -116,7 +116,7 @@ func TestBrokenProfiles(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{profiles: true})
 			e.writeProfile(t, c.file, c.src)
-			_, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
+			_, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecV3)
 			var pe *ProfileError
 			if !errors.As(err, &pe) {
 				t.Fatalf("err = %v, want *ProfileError", err)
@@ -147,7 +147,7 @@ func TestRenderedLineRedactsSecrets(t *testing.T) {
 	// A bogus field next to a secret: the problem's rendered line must not carry it.
 	src := strings.Replace(server, `source: "{{dataurl .Secrets.ServerKey}}"`, `source: "{{dataurl .Secrets.ServerKey}}"`+"\n        bogus: 1", 1)
 	e.writeProfile(t, "server.yaml", src)
-	_, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
+	_, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecV3)
 	var pe *ProfileError
 	if !errors.As(err, &pe) {
 		t.Fatalf("err = %v", err)
@@ -165,7 +165,7 @@ func TestRenderedLineRedactsSecrets(t *testing.T) {
 func TestUnknownProfile(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.cfg.Machines[0].Profile = "gpu"
-	_, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
+	_, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecV3)
 	if err == nil || !strings.Contains(err.Error(), `profile "gpu" not found`) || !strings.Contains(err.Error(), "agent, installer, server") {
 		t.Errorf("err = %v", err)
 	}
@@ -177,7 +177,7 @@ func TestProfileSelectedByMachine(t *testing.T) {
 	e.writeProfile(t, "gpu.yaml", strings.Replace(agent, "k3s agent --node-name {{.Machine.Hostname}}", "k3s agent --node-name {{.Machine.Hostname}} --node-label gpu=true", 1))
 	e.cfg.Machines[4].Profile = "gpu"
 	r := e.renderer(t, fakeSecrets{})
-	out, err := r.Render(mustMAC("02:00:0a:00:00:47"), SpecV3)
+	out, err := r.RenderMAC(mustMAC("02:00:0a:00:00:47"), SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestProfileSelectedByMachine(t *testing.T) {
 		t.Errorf("ExecStart %q", got)
 	}
 	// nuc4 still renders the embedded agent profile.
-	out, _ = r.Render(macNuc4, SpecV3)
+	out, _ = r.RenderMAC(macNuc4, SpecV3)
 	if strings.Contains(string(out), "gpu") {
 		t.Error("nuc4 got the gpu profile")
 	}

@@ -39,6 +39,29 @@ type Data struct {
 	Secrets SecretsData
 	// Install is how the machine runs Flatcar (cluster/machine install_mode).
 	Install InstallData
+	// TLS is how the node checks flint's HTTPS server.
+	TLS TLSData
+	// Boot are the tokens of one delivery of this config. In the template they
+	// are placeholders the delivery overwrites: write them as plain text
+	// (inline:), never through dataurl.
+	Boot BootData
+}
+
+// TLSData is what a node needs to talk to flint over HTTPS.
+type TLSData struct {
+	// CACert is flint's CA certificate (PEM; public), which signs flint's
+	// HTTPS certificate (and the etcd certificates).
+	CACert string
+}
+
+// BootData are per-delivery secrets.
+type BootData struct {
+	// ReportToken authenticates the node's progress reports
+	// (Authorization: Bearer TOKEN to URLs.Events).
+	ReportToken string
+	// InstalledToken fetches the installed system's config once
+	// (already part of URLs.Installed).
+	InstalledToken string
 }
 
 // InstallData says where Flatcar lives on the machine.
@@ -103,18 +126,21 @@ type Host struct {
 	Role string
 }
 
-// URLs are flint's HTTP addresses.
+// URLs are flint's HTTP(S) addresses.
 type URLs struct {
 	// Flint is the base URL of flint's HTTP server ("http://10.0.0.2:8080").
 	Flint string
+	// FlintTLS is the base URL of flint's HTTPS server ("https://10.0.0.2:8443");
+	// check it with TLS.CACert.
+	FlintTLS string
 	// Assets is the base URL of the assets directory, ending in "/".
 	Assets string
-	// Ignition is this machine's config URL (what its iPXE script passes).
-	Ignition string
-	// Installed is the config of the installed system of a disk install; the
-	// installer profile hands it to flatcar-install.
+	// Installed is the config of the installed system of a disk install, over
+	// HTTPS with its one-time token; the installer profile fetches it and
+	// hands it to flatcar-install.
 	Installed string
-	// Events is where nodes POST progress reports ({"mac","event","detail"}).
+	// Events is where nodes POST progress reports over HTTPS
+	// ({"mac","event","detail"}, Authorization: Bearer Boot.ReportToken).
 	Events string
 }
 
@@ -146,8 +172,12 @@ type EtcdData struct {
 
 // K3sData is how K3s nodes find each other.
 type K3sData struct {
-	// Token is the cluster's K3s token (secret; every node has it).
+	// Token is the cluster's K3s server token (secret): servers only, empty
+	// for agents. It also encrypts K3s's bootstrap data in etcd.
 	Token string
+	// AgentToken is what agents join with (servers set K3S_AGENT_TOKEN to it);
+	// it cannot read the bootstrap data.
+	AgentToken string
 	// DatastoreEndpoint is K3S_DATASTORE_ENDPOINT for servers: Etcd.Endpoints.
 	DatastoreEndpoint string
 	// URL is K3S_URL for agents: "https://<RegistrationAddress>:6443". Servers
@@ -179,6 +209,7 @@ const DatastoreClientName = "k3s-datastore"
 type Secrets interface {
 	CACertPEM() []byte
 	K3sToken() string
+	K3sAgentToken() string
 	EtcdServer(n pki.Node) (pki.KeyPair, error)
 	EtcdPeer(n pki.Node) (pki.KeyPair, error)
 	EtcdClient(name string) (pki.KeyPair, error)
@@ -246,11 +277,13 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 		},
 		URLs: URLs{
 			Flint:     cfg.HTTPBaseURL(),
+			FlintTLS:  cfg.HTTPSBaseURL(),
 			Assets:    cfg.HTTPBaseURL() + "/assets/",
-			Ignition:  cfg.HTTPBaseURL() + "/ignition?mac=" + strings.ReplaceAll(m.HW.String(), ":", "-"),
-			Installed: cfg.HTTPBaseURL() + "/ignition?mac=" + strings.ReplaceAll(m.HW.String(), ":", "-") + "&stage=installed",
-			Events:    cfg.HTTPBaseURL() + "/api/v1/events",
+			Installed: cfg.HTTPSBaseURL() + "/ignition?mac=" + m.HW.HexHyp() + "&stage=installed&token=" + InstalledTokenPlaceholder,
+			Events:    cfg.HTTPSBaseURL() + "/api/v1/events",
 		},
+		TLS:  TLSData{CACert: string(in.secrets.CACertPEM())},
+		Boot: BootData{ReportToken: ReportTokenPlaceholder, InstalledToken: InstalledTokenPlaceholder},
 		Install: InstallData{
 			Mode:           cfg.InstallModeOf(m),
 			Disk:           cfg.InstallDiskOf(m),
@@ -277,9 +310,12 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 		Endpoints:           strings.Join(endpoints, ","),
 	}
 	d.K3s = K3sData{
-		Token:             in.secrets.K3sToken(),
+		AgentToken:        in.secrets.K3sAgentToken(),
 		DatastoreEndpoint: d.Etcd.Endpoints,
 		URL:               "https://" + netip.AddrPortFrom(reg, 6443).String(),
+	}
+	if m.Role == config.RoleServer {
+		d.K3s.Token = in.secrets.K3sToken()
 	}
 
 	pw, err := in.secrets.NodePassword(m.Hostname)

@@ -30,7 +30,7 @@ func TestGolden(t *testing.T) {
 	r := e.renderer(t, fakeSecrets{})
 	for name, mac := range map[string]config.MAC{"server": macNuc1, "agent": macNuc4} {
 		for _, spec := range []Spec{SpecV3, SpecLegacy} {
-			out, err := r.Render(mac, spec)
+			out, err := r.RenderMAC(mac, spec)
 			if err != nil {
 				t.Fatal(err)
 			}

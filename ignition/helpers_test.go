@@ -139,6 +139,7 @@ func fakePEM(kind, who string) []byte {
 
 func (fakeSecrets) CACertPEM() []byte { return fakePEM("CERTIFICATE", "ca") }
 func (fakeSecrets) K3sToken() string  { return "K10fake-k3s-token" }
+func (fakeSecrets) K3sAgentToken() string { return "fake-k3s-agent-token" }
 func (fakeSecrets) EtcdServer(n pki.Node) (pki.KeyPair, error) {
 	return pki.KeyPair{CertPEM: fakePEM("CERTIFICATE", n.Name+"-server"), KeyPEM: fakePEM("EC PRIVATE KEY", n.Name+"-server")}, nil
 }

@@ -45,11 +45,11 @@ func TestLegacyCarriesTheSameConfig(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	r := e.renderer(t, realPKI(t))
 	for _, mac := range []config.MAC{macNuc1, macNuc4} {
-		modern, err := r.Render(mac, SpecV3)
+		modern, err := r.RenderMAC(mac, SpecV3)
 		if err != nil {
 			t.Fatal(err)
 		}
-		old, err := r.Render(mac, SpecLegacy)
+		old, err := r.RenderMAC(mac, SpecLegacy)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -125,10 +125,10 @@ func TestLegacyRefusesWhatItCannotTranslate(t *testing.T) {
 	src := insertAfter(t, server, `{{- template "k3s-files" .}}`, "    - path: /etc/motd\n      append:\n        - inline: hello\n")
 	e.writeProfile(t, "server.yaml", src)
 	r := e.renderer(t, fakeSecrets{})
-	if _, err := r.Render(macNuc1, SpecV3); err != nil {
+	if _, err := r.RenderMAC(macNuc1, SpecV3); err != nil {
 		t.Fatalf("spec 3 render: %v", err)
 	}
-	_, err := r.Render(macNuc1, SpecLegacy)
+	_, err := r.RenderMAC(macNuc1, SpecLegacy)
 	if err == nil || !strings.Contains(err.Error(), "storage.files[") || !strings.Contains(err.Error(), ".append[0].source") {
 		t.Errorf("err = %v, want a refusal naming storage.files[N].append", err)
 	}

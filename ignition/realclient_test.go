@@ -68,7 +68,7 @@ machines:
 			if _, err := os.Stat(client); err != nil {
 				testenv.Unavailable(t, howTo, "%v (run scripts/build-ignition.sh %s)", err, bin)
 			}
-			out, err := r.Render(macNuc1, c.spec)
+			out, err := r.RenderMAC(macNuc1, c.spec)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -35,6 +35,11 @@ var ErrUnknownMachine = errors.New("no machine with this MAC in the config")
 // concurrent use. Profiles and assets are re-read on every render (a stat
 // and a small directory read), so edits take effect without a restart and
 // the cache never serves a config built from old files.
+//
+// What a render depends on besides the config comes in as arguments (the
+// Request): the lifecycle decides the profile, the etcd state and the
+// per-delivery tokens. The cache holds each config with placeholders where
+// the tokens go; every delivery gets its own tokens written in.
 type Renderer struct {
 	cfg       *config.Config
 	secrets   Secrets
@@ -42,17 +47,12 @@ type Renderer struct {
 	log       *slog.Logger
 	hasher    *hasher
 
-	// ClusterState returns ETCD_INITIAL_CLUSTER_STATE for a server: "new"
-	// (the default when nil) or "existing" for a member rebuilt into a running
-	// cluster. Set it before the first Render.
-	ClusterState func(m *config.Machine) string
-
 	// translations counts pipeline runs (cache misses), for tests.
 	translations atomic.Int64
 
 	mu     sync.Mutex
 	parsed *parsedSet
-	cache  map[string]map[variant]cached // MAC -> spec+profile -> last render
+	cache  map[config.MAC]map[variant]cached // MAC -> spec+profile -> last render
 }
 
 // parsedSet is a profile set with its templates parsed, per profile, lazily.
@@ -79,7 +79,7 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slo
 		assetsDir: assetsDir,
 		log:       log,
 		hasher:    newHasher(),
-		cache:     map[string]map[variant]cached{},
+		cache:     map[config.MAC]map[variant]cached{},
 	}
 	if _, err := r.profileSet(); err != nil {
 		return nil, err
@@ -91,27 +91,52 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slo
 func (r *Renderer) Invalidate() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cache = map[string]map[variant]cached{}
+	r.cache = map[config.MAC]map[variant]cached{}
 }
 
 // InvalidateMachine drops the cached configs of one machine, e.g. after its
-// credentials or cluster state changed.
+// credentials changed.
 func (r *Renderer) InvalidateMachine(mac config.MAC) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.cache, mac.String())
-}
-
-// Render returns the Ignition config of the machine with this MAC in the
-// given spec. Errors: ErrUnknownMachine, *AssetError (a missing asset),
-// *ProfileError (the profile or what it produced is invalid), or an error
-// from the PKI. The result is never empty and always passed Ignition's parser.
-func (r *Renderer) Render(mac config.MAC, spec Spec) ([]byte, error) {
-	return r.RenderProfile(mac, spec, "")
+	delete(r.cache, mac)
 }
 
 // InstallerProfile is what a disk-mode machine's PXE-booted live system runs.
 const InstallerProfile = "installer"
+
+// Request is one render: a machine and what its lifecycle decided.
+type Request struct {
+	Machine *config.Machine
+	Spec    Spec
+	// Profile is the profile to render; "" is the machine's own. A disk
+	// install's live system runs InstallerProfile, which fetches the
+	// machine's own config for the installed system.
+	Profile string
+	// ClusterState is ETCD_INITIAL_CLUSTER_STATE for a server: "" or
+	// ClusterStateNew, or ClusterStateExisting for a member rebuilt into a
+	// running cluster.
+	ClusterState string
+	// Boot are the tokens of this delivery; empty ones leave their
+	// placeholder (flint render shows them so).
+	Boot BootSecrets
+}
+
+// BootSecrets are the per-delivery tokens a config carries: the node's report
+// token and, in an installer's config, the token of the installed-system
+// config. The renderer writes them over placeholders in the cached config.
+type BootSecrets struct {
+	ReportToken    string
+	InstalledToken string
+}
+
+// Placeholders stand where the per-delivery tokens go in cached configs: as
+// long as a token (64 characters) and made only of characters that every
+// encoding on the way (YAML, Butane's data URLs, JSON) keeps as they are.
+const (
+	ReportTokenPlaceholder    = profiles.PlaceholderPrefix + "REPORT_TOKEN_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+	InstalledTokenPlaceholder = profiles.PlaceholderPrefix + "INSTALLED_TOKEN_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
+)
 
 // variant is one cached render of a machine.
 type variant struct {
@@ -119,22 +144,55 @@ type variant struct {
 	profile string
 }
 
-// RenderProfile renders the machine with another profile than its own (""
-// means its own): a disk install's live system runs the "installer" profile,
-// which then fetches the machine's own config for the installed system.
-func (r *Renderer) RenderProfile(mac config.MAC, spec Spec, profile string) ([]byte, error) {
-	m, ok := r.cfg.MachineByMAC(mac)
-	if !ok {
-		return nil, fmt.Errorf("%s: %w", mac, ErrUnknownMachine)
+// Render returns the Ignition config of req.Machine in req.Spec. Errors:
+// *AssetError (a missing asset), *ProfileError (the profile or what it
+// produced is invalid), or an error from the PKI. The result is never empty
+// and always passed Ignition's parser.
+func (r *Renderer) Render(req Request) ([]byte, error) {
+	if req.Machine == nil {
+		return nil, ErrUnknownMachine
 	}
 	assets, err := r.hasher.assets(r.cfg, r.assetsDir)
 	if err != nil {
 		return nil, err
 	}
-	return r.render(m, spec, assets, profile)
+	out, err := r.render(req.Machine, req.Spec, assets, req.Profile, req.ClusterState)
+	if err != nil {
+		return nil, err
+	}
+	return withTokens(out, req.Boot)
 }
 
-func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset, profile string) ([]byte, error) {
+// RenderMAC renders the machine with this MAC with its own profile as a new
+// cluster member, tokens left as placeholders (flint render, tests).
+func (r *Renderer) RenderMAC(mac config.MAC, spec Spec) ([]byte, error) {
+	m, ok := r.cfg.MachineByMAC(mac)
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", mac, ErrUnknownMachine)
+	}
+	return r.Render(Request{Machine: m, Spec: spec})
+}
+
+// withTokens writes the delivery's tokens over the placeholders of a cached
+// config (a copy: the cache keeps the placeholders).
+func withTokens(cfg []byte, b BootSecrets) ([]byte, error) {
+	out := cfg
+	for _, t := range []struct{ placeholder, token string }{
+		{ReportTokenPlaceholder, b.ReportToken},
+		{InstalledTokenPlaceholder, b.InstalledToken},
+	} {
+		if t.token == "" {
+			continue
+		}
+		if len(t.token) != len(t.placeholder) {
+			return nil, fmt.Errorf("a per-boot token must be %d characters, got %d", len(t.placeholder), len(t.token))
+		}
+		out = bytes.ReplaceAll(out, []byte(t.placeholder), []byte(t.token))
+	}
+	return out, nil
+}
+
+func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset, profile, state string) ([]byte, error) {
 	start := time.Now()
 	ps, err := r.profileSet()
 	if err != nil {
@@ -143,12 +201,11 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset,
 	if profile == "" {
 		profile = profiles.ProfileOf(m)
 	}
-	state := ClusterStateNew
-	if r.ClusterState != nil && m.Role == config.RoleServer {
-		state = r.ClusterState(m)
-		if state != ClusterStateNew && state != ClusterStateExisting {
-			return nil, fmt.Errorf("%s: cluster state %q is neither %q nor %q", m.Hostname, state, ClusterStateNew, ClusterStateExisting)
-		}
+	if state == "" || m.Role != config.RoleServer {
+		state = ClusterStateNew
+	}
+	if state != ClusterStateNew && state != ClusterStateExisting {
+		return nil, fmt.Errorf("%s: cluster state %q is neither %q nor %q", m.Hostname, state, ClusterStateNew, ClusterStateExisting)
 	}
 	data, err := buildData(r.cfg, m, dataInputs{secrets: r.secrets, assets: assets, clusterState: state, profile: profile})
 	if err != nil {
@@ -159,7 +216,7 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset,
 	if err != nil {
 		return nil, err
 	}
-	mac := m.HW.String()
+	mac := m.HW
 	r.mu.Lock()
 	if c, ok := r.cache[mac][variant{spec, profile}]; ok && c.key == key {
 		r.mu.Unlock()
@@ -261,6 +318,9 @@ func (r *Renderer) translate(ps *parsedSet, m *config.Machine, profile string, s
 		return nil, fail(rendered, loc.fromError(err)...)
 	}
 
+	if err := checkPlaceholders(rendered, ign); err != nil {
+		return nil, fail(rendered, loc.at(0, err.Error()))
+	}
 	want, err := SpecVersion(data.Cluster.ButaneVersion, SpecV3)
 	if err != nil {
 		return nil, fail(rendered, loc.at(0, err.Error()))
@@ -289,6 +349,22 @@ func (r *Renderer) translate(ps *parsedSet, m *config.Machine, profile string, s
 		return nil, fail(rendered, loc.at(0, err.Error()))
 	}
 	return out, nil
+}
+
+// checkPlaceholders makes sure every token placeholder the template wrote
+// reaches the config as it is, so the delivery can write the token there: a
+// token passed through dataurl (base64) would be lost.
+func checkPlaceholders(rendered, ign []byte) error {
+	for _, p := range []struct{ placeholder, field string }{
+		{ReportTokenPlaceholder, ".Boot.ReportToken"},
+		{InstalledTokenPlaceholder, ".Boot.InstalledToken"},
+	} {
+		in, out := bytes.Count(rendered, []byte(p.placeholder)), bytes.Count(ign, []byte(p.placeholder))
+		if in != out {
+			return fmt.Errorf("%s appears %d times in the Butane config but %d times in the Ignition config: write it as plain text (inline:), not through dataurl", p.field, in, out)
+		}
+	}
+	return nil
 }
 
 // validateV3 parses ign with the parser of exactly the expected spec version,

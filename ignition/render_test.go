@@ -197,7 +197,7 @@ func wantOpts(t *testing.T, unit string, got map[string][]string, want map[strin
 func TestServerConfig(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	p := realPKI(t)
-	out, err := e.renderer(t, p).Render(macNuc1, SpecV3)
+	out, err := e.renderer(t, p).RenderMAC(macNuc1, SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,6 +285,7 @@ func TestServerConfig(t *testing.T) {
 	k3sEnv := parseEnv(t, c.wantFile(t, "/etc/rancher/k3s/k3s.env", 0o600, 0, 0))
 	wantK3s := map[string]string{
 		"K3S_TOKEN":              p.K3sToken(),
+		"K3S_AGENT_TOKEN":        p.K3sAgentToken(),
 		"K3S_DATASTORE_ENDPOINT": "https://198.18.0.60:2379,https://198.18.0.61:2379,https://198.18.0.62:2379",
 		"K3S_DATASTORE_CAFILE":   "/etc/ssl/etcd/ca.crt",
 		"K3S_DATASTORE_CERTFILE": "/etc/ssl/etcd/client.crt",
@@ -351,7 +352,7 @@ func keys[V any](m map[string]V) []string {
 func TestAgentConfig(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	p := realPKI(t)
-	out, err := e.renderer(t, p).Render(macNuc4, SpecV3)
+	out, err := e.renderer(t, p).RenderMAC(macNuc4, SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,8 +368,12 @@ func TestAgentConfig(t *testing.T) {
 	}
 	c.wantAsset(t, e, "/opt/bin/k3s", "k3s/k3s")
 	env := parseEnv(t, c.wantFile(t, "/etc/rancher/k3s/k3s.env", 0o600, 0, 0))
-	if want := map[string]string{"K3S_URL": "https://198.18.0.60:6443", "K3S_TOKEN": p.K3sToken()}; !reflect.DeepEqual(env, want) {
+	if want := map[string]string{"K3S_URL": "https://198.18.0.60:6443", "K3S_TOKEN": p.K3sAgentToken()}; !reflect.DeepEqual(env, want) {
 		t.Errorf("k3s.env %v, want %v", env, want)
+	}
+	// The server token (which reads K3s's bootstrap data) never reaches an agent.
+	if strings.Contains(string(out), p.K3sToken()) {
+		t.Error("the agent's config holds the server token")
 	}
 	pw, _ := p.NodePassword("nuc4")
 	if got := c.wantFile(t, "/etc/rancher/node/password", 0o600, 0, 0); got != pw {
@@ -413,7 +418,7 @@ func TestSecretsStayWithTheirMachine(t *testing.T) {
 	p := realPKI(t)
 	r := e.renderer(t, p)
 	render := func(mac config.MAC) string {
-		out, err := r.Render(mac, SpecV3)
+		out, err := r.RenderMAC(mac, SpecV3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -456,11 +461,11 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	r1, r2 := e.renderer(t, p), e.renderer(t, p)
 	for _, spec := range []Spec{SpecV3, SpecLegacy} {
 		for _, mac := range []config.MAC{macNuc1, macNuc4} {
-			a, err := r1.Render(mac, spec)
+			a, err := r1.RenderMAC(mac, spec)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := r2.Render(mac, spec)
+			b, err := r2.RenderMAC(mac, spec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -471,20 +476,20 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	}
 
 	r := e.renderer(t, p)
-	first, _ := r.Render(macNuc1, SpecV3)
+	first, _ := r.RenderMAC(macNuc1, SpecV3)
 	n := r.translations.Load()
-	again, _ := r.Render(macNuc1, SpecV3)
+	again, _ := r.RenderMAC(macNuc1, SpecV3)
 	if !bytes.Equal(first, again) || r.translations.Load() != n {
 		t.Fatalf("second render was not served from the cache (translations %d -> %d)", n, r.translations.Load())
 	}
 
 	r.InvalidateMachine(macNuc1)
-	after, _ := r.Render(macNuc1, SpecV3)
+	after, _ := r.RenderMAC(macNuc1, SpecV3)
 	if r.translations.Load() != n+1 || !bytes.Equal(after, first) {
 		t.Errorf("InvalidateMachine: translations %d -> %d, same bytes %v", n, r.translations.Load(), bytes.Equal(after, first))
 	}
 	r.Invalidate()
-	r.Render(macNuc1, SpecV3)
+	r.RenderMAC(macNuc1, SpecV3)
 	if r.translations.Load() != n+2 {
 		t.Errorf("Invalidate did not drop the cache")
 	}
@@ -494,7 +499,7 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	e.writeAsset(t, "k3s/k3s", "#!/bin/sh\necho new k3s\n")
 	future := time.Now().Add(time.Hour)
 	os.Chtimes(filepath.Join(e.assetsDir, "k3s/k3s"), future, future)
-	changed, err := r.Render(macNuc1, SpecV3)
+	changed, err := r.RenderMAC(macNuc1, SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -506,7 +511,7 @@ func TestRenderDeterministicAndCached(t *testing.T) {
 	// A profile added to profiles_dir takes effect on the next render.
 	server, _ := os.ReadFile("../profiles/server.yaml")
 	e.writeProfile(t, "server.yaml", strings.Replace(string(server), "RestartSec=5s", "RestartSec=7s", 1))
-	edited, err := r.Render(macNuc1, SpecV3)
+	edited, err := r.RenderMAC(macNuc1, SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,31 +525,30 @@ func macString(mac config.MAC) string { return hex.EncodeToString(mac[:]) }
 func TestClusterStateExisting(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	r := e.renderer(t, fakeSecrets{})
-	r.ClusterState = func(m *config.Machine) string {
-		if m.Hostname == "nuc2" {
-			return ClusterStateExisting
-		}
-		return ClusterStateNew
-	}
-	for mac, want := range map[string]string{"02:00:0a:00:00:3c": "new", "02:00:0a:00:00:3d": "existing"} {
-		out, err := r.Render(mustMAC(mac), SpecV3)
+	for mac, state := range map[string]string{"02:00:0a:00:00:3c": "", "02:00:0a:00:00:3d": ClusterStateExisting} {
+		m, _ := e.cfg.MachineByMAC(mustMAC(mac))
+		out, err := r.Render(Request{Machine: m, Spec: SpecV3, ClusterState: state})
 		if err != nil {
 			t.Fatal(err)
+		}
+		want := state
+		if want == "" {
+			want = ClusterStateNew
 		}
 		env := parseEnv(t, parseV3(t, out).wantRootFile(t, "/etc/etcd/etcd.env", 0o644))
 		if env["ETCD_INITIAL_CLUSTER_STATE"] != want {
 			t.Errorf("%s: state %q, want %q", mac, env["ETCD_INITIAL_CLUSTER_STATE"], want)
 		}
 	}
-	r.ClusterState = func(*config.Machine) string { return "bogus" }
-	if _, err := r.Render(macNuc1, SpecV3); err == nil || !strings.Contains(err.Error(), "bogus") {
+	m, _ := e.cfg.MachineByMAC(macNuc1)
+	if _, err := r.Render(Request{Machine: m, Spec: SpecV3, ClusterState: "bogus"}); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf("bogus state: %v", err)
 	}
 }
 
 func TestButane100GivesSpec33(t *testing.T) {
 	e := newEnv(t, envOpts{butane: "1.0.0"})
-	out, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
+	out, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecV3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,7 +560,7 @@ func TestButane100GivesSpec33(t *testing.T) {
 		t.Errorf("SpecVersion 1.0.0 = %s", v)
 	}
 	// Legacy clients get 2.3.0 from a 3.3.0 config too.
-	if _, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecLegacy); err != nil {
+	if _, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecLegacy); err != nil {
 		t.Errorf("legacy from 3.3.0: %v", err)
 	}
 }
@@ -564,7 +568,7 @@ func TestButane100GivesSpec33(t *testing.T) {
 func TestMissingAsset(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	os.Remove(filepath.Join(e.assetsDir, "etcd/etcdctl"))
-	_, err := e.renderer(t, fakeSecrets{}).Render(macNuc1, SpecV3)
+	_, err := e.renderer(t, fakeSecrets{}).RenderMAC(macNuc1, SpecV3)
 	var ae *AssetError
 	if !errors.As(err, &ae) {
 		t.Fatalf("err = %v, want *AssetError", err)
@@ -579,7 +583,7 @@ func TestMissingAsset(t *testing.T) {
 
 func TestUnknownMachine(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	_, err := e.renderer(t, fakeSecrets{}).Render(mustMAC("02:00:00:00:00:99"), SpecV3)
+	_, err := e.renderer(t, fakeSecrets{}).RenderMAC(mustMAC("02:00:00:00:00:99"), SpecV3)
 	if !errors.Is(err, ErrUnknownMachine) {
 		t.Errorf("err = %v, want ErrUnknownMachine", err)
 	}
@@ -593,7 +597,7 @@ func BenchmarkRender(b *testing.B) {
 	r := e.renderer(b, realPKI(b))
 	b.Run("hit", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := r.Render(macNuc1, SpecV3); err != nil {
+			if _, err := r.RenderMAC(macNuc1, SpecV3); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -601,7 +605,7 @@ func BenchmarkRender(b *testing.B) {
 	b.Run("miss", func(b *testing.B) {
 		for b.Loop() {
 			r.Invalidate()
-			if _, err := r.Render(macNuc1, SpecV3); err != nil {
+			if _, err := r.RenderMAC(macNuc1, SpecV3); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -609,7 +613,7 @@ func BenchmarkRender(b *testing.B) {
 	b.Run("miss-legacy", func(b *testing.B) {
 		for b.Loop() {
 			r.Invalidate()
-			if _, err := r.Render(macNuc1, SpecLegacy); err != nil {
+			if _, err := r.RenderMAC(macNuc1, SpecLegacy); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -621,7 +625,7 @@ func TestConcurrentRenders(t *testing.T) {
 	r := e.renderer(t, realPKI(t))
 	want := map[string][]byte{}
 	for _, m := range e.cfg.Machines {
-		out, err := r.Render(m.HW, SpecV3)
+		out, err := r.RenderMAC(m.HW, SpecV3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -634,7 +638,7 @@ func TestConcurrentRenders(t *testing.T) {
 			if i%7 == 0 {
 				r.InvalidateMachine(m.HW)
 			}
-			out, err := r.Render(m.HW, SpecV3)
+			out, err := r.RenderMAC(m.HW, SpecV3)
 			if err == nil && !bytes.Equal(out, want[m.Hostname]) {
 				err = errors.New(m.Hostname + ": concurrent render differs")
 			}

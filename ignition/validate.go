@@ -59,7 +59,7 @@ func (r *Renderer) Problems() []Problem {
 			variants = append(variants, variant{SpecV3, InstallerProfile})
 		}
 		for _, v := range variants {
-			_, err := r.render(m, v.spec, assets, v.profile)
+			_, err := r.render(m, v.spec, assets, v.profile, ClusterStateNew)
 			for _, p := range problemsOf(m, err) {
 				// The same template error shows up for every machine of a
 				// profile and in both specs: report it once.

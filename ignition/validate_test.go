@@ -82,7 +82,7 @@ func TestValidateAllWithoutServerAddress(t *testing.T) {
 	// Rendering for real for real still insists on a known address.
 	r := e.renderer(t, fakeSecrets{})
 	r.cfg = &cfg
-	if _, err := r.Render(macNuc1, SpecV3); err == nil || !strings.Contains(err.Error(), "server.address") {
+	if _, err := r.RenderMAC(macNuc1, SpecV3); err == nil || !strings.Contains(err.Error(), "server.address") {
 		t.Errorf("err = %v", err)
 	}
 }

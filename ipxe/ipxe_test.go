@@ -121,10 +121,13 @@ func TestChain(t *testing.T) {
 	}
 }
 
+// testToken stands for a boot token (64 hex digits, as the lifecycle issues).
+var testToken = strings.Repeat("0f", 32)
+
 func TestMachineScriptDefaults(t *testing.T) {
 	cfg := testCfg(t)
 	m, _ := cfg.MachineByName("nuc1")
-	s := MachineScript(cfg, m)
+	s := MachineScript(cfg, m, testToken)
 	checkScript(t, s)
 
 	if echo := lineWith(t, s, "echo flint: booting "); !strings.Contains(echo, "nuc1") || !strings.Contains(echo, "52:54:00:12:34:56") {
@@ -136,7 +139,7 @@ func TestMachineScriptDefaults(t *testing.T) {
 		"http://198.18.0.1:8080/assets/flatcar/flatcar_production_pxe.vmlinuz",
 		"initrd=flatcar_production_pxe_image.cpio.gz",
 		"flatcar.first_boot=1",
-		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-56",
+		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-56&token=" + testToken,
 		"console=tty0", "console=ttyS0,115200n8",
 		"&&", "goto", "flint_initrd", "||",
 	}
@@ -169,7 +172,7 @@ func TestMachineScriptDefaults(t *testing.T) {
 func TestMachineScriptOverrides(t *testing.T) {
 	cfg := testCfg(t)
 	m, _ := cfg.MachineByName("nuc2")
-	s := MachineScript(cfg, m)
+	s := MachineScript(cfg, m, testToken)
 	checkScript(t, s)
 	kernel := strings.Fields(lineWith(t, s, "kernel "))
 	if kernel[1] != "http://198.18.1.10/flatcar/current/vmlinuz" {
@@ -188,7 +191,7 @@ func TestMachineScriptOverrides(t *testing.T) {
 	}
 
 	m3, _ := cfg.MachineByName("nuc3")
-	s3 := MachineScript(cfg, m3)
+	s3 := MachineScript(cfg, m3, testToken)
 	k3 := strings.Fields(lineWith(t, s3, "kernel "))
 	if k3[2] != "initrd=initrd.cpio.gz" {
 		t.Errorf("initrd= of an absolute URL with a query = %q, want initrd=initrd.cpio.gz", k3[2])
@@ -201,11 +204,11 @@ func TestMachineScriptOverrides(t *testing.T) {
 func TestKernelArgsOrder(t *testing.T) {
 	cfg := testCfg(t)
 	m, _ := cfg.MachineByName("nuc2")
-	got := KernelArgs(cfg, m)
+	got := KernelArgs(cfg, m, testToken)
 	want := []string{
 		"initrd=initrd-v2.cpio.gz",
 		"flatcar.first_boot=1",
-		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-57",
+		"ignition.config.url=http://198.18.0.1:8080/ignition?mac=52-54-00-12-34-57&token=" + testToken,
 		"console=tty0", "console=ttyS0,115200n8",
 		"flatcar.autologin",
 	}
@@ -261,7 +264,7 @@ func TestKernelArgsAreTemplates(t *testing.T) {
 	cfg := testCfg(t)
 	m, _ := cfg.MachineByName("nuc2")
 	m.KernelArgs = []string{"flint.node={{.Hostname}}", "ip={{.IP}}::::{{.Hostname}}::off"}
-	got := KernelArgs(cfg, m)
+	got := KernelArgs(cfg, m, testToken)
 	if got[len(got)-2] != "flint.node=nuc2" || got[len(got)-1] != "ip="+m.IP+"::::nuc2::off" {
 		t.Errorf("templated args: %q", got)
 	}

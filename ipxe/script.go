@@ -60,8 +60,8 @@ func Chain(baseURL string) string {
 }
 
 // MachineScript boots m with Flatcar: kernel and initrd from m's overrides or
-// cfg.Boot, Ignition from flint's /ignition.
-func MachineScript(cfg *config.Config, m *config.Machine) string {
+// cfg.Boot, Ignition from flint's /ignition with this boot's token.
+func MachineScript(cfg *config.Config, m *config.Machine, token string) string {
 	base := cfg.HTTPBaseURL()
 	kernel := firstNonEmpty(m.Kernel, cfg.Boot.Kernel)
 	initrd := firstNonEmpty(m.Initrd, cfg.Boot.Initrd)
@@ -79,7 +79,7 @@ func MachineScript(cfg *config.Config, m *config.Machine) string {
 	b.WriteString("# flint: boot script of " + who + ", generated from flint's config.\n")
 	b.WriteString("echo flint: booting " + who + ": " + safeText(path.Base(kernelURL)) + "\n")
 	writeFetch(&b, "flint_kernel", "the kernel "+kernelURL,
-		"kernel "+kernelURL+" "+strings.Join(KernelArgs(cfg, m), " "), "flint_initrd")
+		"kernel "+kernelURL+" "+strings.Join(KernelArgs(cfg, m, token), " "), "flint_initrd")
 	b.WriteString(":flint_initrd\n")
 	writeFetch(&b, "flint_initrd_fetch", "the initrd "+initrdURL, "initrd "+initrdURL, "flint_boot")
 	b.WriteString(":flint_boot\n")
@@ -94,15 +94,17 @@ func MachineScript(cfg *config.Config, m *config.Machine) string {
 
 // KernelArgs is m's kernel command line, in this order: initrd= (Flatcar's PXE
 // boot hangs unless the kernel line names its initrd), first boot, the Ignition
-// URL, cfg.Boot.KernelArgs, m.KernelArgs. ${mac:hexhyp} is left for iPXE to expand.
-func KernelArgs(cfg *config.Config, m *config.Machine) []string {
+// URL with the boot token, cfg.Boot.KernelArgs, m.KernelArgs. The token is
+// checked by the caller (lifecycle tokens are 64 hex digits): nothing in it can
+// break the line.
+func KernelArgs(cfg *config.Config, m *config.Machine, token string) []string {
 	initrd := firstNonEmpty(m.Initrd, cfg.Boot.Initrd)
 	args := []string{
 		"initrd=" + imageName(initrd),
 		"flatcar.first_boot=1",
 		// The machine's own MAC, not ${mac:hexhyp}: the config belongs to the
 		// machine, whichever NIC fetched the script, and the URL reads on its own.
-		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=" + m.HW.HexHyp(),
+		"ignition.config.url=" + cfg.HTTPBaseURL() + "/ignition?mac=" + m.HW.HexHyp() + "&token=" + safeText(token),
 	}
 	extra, err := cfg.KernelArgs(m)
 	if err != nil {
@@ -126,6 +128,20 @@ func NotFound(mac, reason string) string {
 	b.WriteString("echo flint: add it under machines: in the config and restart flint, or set dhcp.discover_unknown: true\n")
 	b.WriteString("# UEFI: exit 1 makes the firmware try its next boot entry; a bare exit (success)\n")
 	b.WriteString("# leaves many firmwares sitting in their boot menu. BIOS moves on either way.\n")
+	b.WriteString("exit 1\n")
+	return b.String()
+}
+
+// Refused answers a script request flint turned down (it is served with HTTP
+// 403, so iPXE reports the failed download; the generic script then retries
+// and gives up). The text is for the operator who reads the console or
+// fetches the URL.
+func Refused(hostname, reason string) string {
+	hostname, reason = safeText(hostname), safeText(reason)
+	var b strings.Builder
+	b.WriteString("#!ipxe\n")
+	b.WriteString("# flint: refused the boot script of " + hostname + ": " + reason + "\n")
+	b.WriteString("echo flint: refused the boot script of " + hostname + ": " + reason + "\n")
 	b.WriteString("exit 1\n")
 	return b.String()
 }

@@ -253,8 +253,16 @@ func quote(s string) (string, error) {
 	return strings.TrimSuffix(b.String(), "\n"), nil
 }
 
-func dataURL(s string) string {
-	return "data:;base64," + base64.StdEncoding.EncodeToString([]byte(s))
+// PlaceholderPrefix starts every placeholder of a per-delivery token
+// (ignition.BootData): the delivery writes the token over it, which it can
+// only find as plain text.
+const PlaceholderPrefix = "FLINT_PER_BOOT_"
+
+func dataURL(s string) (string, error) {
+	if strings.Contains(s, PlaceholderPrefix) {
+		return "", errors.New("dataurl: a per-boot token (.Boot.*) must be written as plain text (inline:), not base64-encoded: flint writes each delivery's token over it")
+	}
+	return "data:;base64," + base64.StdEncoding.EncodeToString([]byte(s)), nil
 }
 
 func envFile(kv ...string) (string, error) {

@@ -141,32 +141,59 @@ func unindexDiscovered(tx *bolt.Tx, m *Machine) error {
 
 // RecordSighting implements Store.
 func (s *Bolt) RecordSighting(sg Sighting) error {
-	if sg.MAC == "" {
-		return fmt.Errorf("sighting without a MAC")
-	}
-	return s.write(func(tx *bolt.Tx) error {
-		if sg.TimelineOnly {
-			if sg.Event == "" {
-				return nil
-			}
-			return s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+	if sg.TimelineOnly {
+		if sg.MAC == "" {
+			return fmt.Errorf("sighting without a MAC")
 		}
+		if sg.Event == "" {
+			return nil
+		}
+		return s.write(func(tx *bolt.Tx) error {
+			return s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+		})
+	}
+	_, err := s.Record(sg, nil)
+	return err
+}
+
+// Record implements Store.
+func (s *Bolt) Record(sg Sighting, fn func(m *Machine) error) (Machine, error) {
+	if sg.MAC == "" {
+		return Machine{}, fmt.Errorf("sighting without a MAC")
+	}
+	var out Machine
+	err := s.write(func(tx *bolt.Tx) error {
 		m, existed, err := getMachine(tx, sg.MAC)
 		if err != nil {
 			return err
 		}
-		m.Apply(sg)
-		if m.State == "" {
-			m.State, m.StateChanged = StateDiscovered, sg.At
+		wasKnown := m.Known
+		if !sg.TimelineOnly {
+			m.Apply(sg)
+			if m.State == "" {
+				m.State, m.StateChanged = StateDiscovered, sg.At
+			}
 		}
-		if err := s.putMachine(tx, &m, existed, m.Known); err != nil {
-			return err
+		if fn != nil {
+			if !existed {
+				m.MAC = sg.MAC
+			}
+			if err := fn(&m); err != nil {
+				return err
+			}
 		}
+		if !sg.TimelineOnly || fn != nil {
+			if err := s.putMachine(tx, &m, existed, wasKnown); err != nil {
+				return err
+			}
+		}
+		out = m
 		if sg.Event == "" {
 			return nil
 		}
 		return s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
 	})
+	return out, err
 }
 
 // Machines implements Store.

@@ -201,6 +201,11 @@ type Store interface {
 	// RecordSighting updates (or creates) the machine record of s.MAC and
 	// appends the exchange to its timeline.
 	RecordSighting(s Sighting) error
+	// Record is RecordSighting and UpdateMachine in one transaction: the
+	// sighting is folded in, then fn runs on the record (an error from fn
+	// changes nothing), then the event goes on the timeline. A TimelineOnly
+	// sighting leaves the record alone but fn still applies.
+	Record(s Sighting, fn func(m *Machine) error) (Machine, error)
 	// Events returns a machine's timeline, oldest first.
 	Events(mac string) ([]Event, error)
 	// Machines returns all machine records, ordered by MAC.

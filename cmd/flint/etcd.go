@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -22,6 +23,22 @@ func etcdConnector(secrets *pki.PKI, log *slog.Logger) lifecycle.ConnectEtcd {
 		if err != nil {
 			return nil, err
 		}
-		return etcdadmin.New(endpoints, tlsCfg, log)
+		a, err := etcdadmin.New(endpoints, tlsCfg, log)
+		if err != nil {
+			return nil, err
+		}
+		return rejoiner{a}, nil
 	}
+}
+
+// rejoiner tells the lifecycle, in its own terms, that etcd refused to
+// replace a member that still runs.
+type rejoiner struct{ *etcdadmin.Admin }
+
+func (r rejoiner) PrepareRejoin(ctx context.Context, name, peerURL string) (string, error) {
+	ic, err := r.Admin.PrepareRejoin(ctx, name, peerURL)
+	if errors.Is(err, etcdadmin.ErrMemberHealthy) {
+		return "", fmt.Errorf("%w: %w", lifecycle.ErrMemberHealthy, err)
+	}
+	return ic, err
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -101,8 +100,8 @@ func watchMachines(cmd *cobra.Command, data string, every time.Duration) error {
 	}
 }
 
-// readMachines reads the database directly, or through the running server's API
-// when flint serve holds the database lock.
+// readMachines reads the database directly, or asks the running flint serve
+// over its admin socket when that holds the database lock.
 func readMachines(dataDir string) ([]store.Machine, error) {
 	st, err := store.OpenBolt(dataDir, true)
 	if err == nil {
@@ -112,23 +111,9 @@ func readMachines(dataDir string) ([]store.Machine, error) {
 	if !errors.Is(err, store.ErrLocked) {
 		return nil, err
 	}
-	info, err := readRuntime(dataDir, err)
-	if err != nil {
-		return nil, err
-	}
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(info.HTTPURL + "/api/v1/machines")
-	if err != nil {
-		return nil, fmt.Errorf("ask running flint (pid %d) at %s: %w", info.PID, info.HTTPURL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return nil, fmt.Errorf("running flint at %s answered %s: %s", info.HTTPURL, resp.Status, strings.TrimSpace(string(body)))
-	}
 	var ms []store.Machine
-	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil {
-		return nil, fmt.Errorf("decode machines from %s: %w", info.HTTPURL, err)
+	if err := adminCall(dataDir, http.MethodGet, "/api/v1/machines", nil, &ms, err); err != nil {
+		return nil, err
 	}
 	return ms, nil
 }

@@ -67,7 +67,7 @@ get etcd keys.`,
 			if err != nil {
 				return err
 			}
-			out, err := r.Render(hw, sp)
+			out, err := r.RenderMAC(hw, sp)
 			if err != nil {
 				return err
 			}

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,7 +14,7 @@ import (
 )
 
 func newReprovisionCmd() *cobra.Command {
-	var data string
+	var data, path string
 	var yes bool
 	cmd := &cobra.Command{
 		Use:   "reprovision NODE [--yes] [--data DIR]",
@@ -31,11 +28,12 @@ removed and added back; the node rejoins with ETCD_INITIAL_CLUSTER_STATE=
 existing once the other members are healthy) and only arms it with --yes.
 It refuses while another server is still being rebuilt.
 
-It talks to the running flint serve of DIR, or writes DIR/flint.db directly
-when none runs.`,
+It talks to the running flint serve of DIR over its admin socket
+(DIR/flint.sock, for the user flint runs as), or writes DIR/flint.db
+directly when none runs (then --config names the config flint serves).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			plan, err := reprovision(data, args[0], yes)
+			plan, err := reprovision(path, data, args[0], yes)
 			out := cmd.OutOrStdout()
 			if plan.Machine != "" {
 				fmt.Fprintf(out, "%s (%s): on its next PXE boot flint will\n", plan.Machine, plan.Role)
@@ -56,41 +54,29 @@ when none runs.`,
 		},
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve that boots the machine")
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config file, when flint serve is not running (default: the embedded example cluster)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "arm a server (etcd member) after reading what will happen")
 	return cmd
 }
 
-func reprovision(dataDir, name string, confirm bool) (lifecycle.Plan, error) {
+func reprovision(cfgPath, dataDir, name string, confirm bool) (lifecycle.Plan, error) {
 	st, err := store.OpenBolt(dataDir, false)
 	if err == nil {
 		defer st.Close()
-		return lifecycle.Reprovision(st, name, confirm, time.Now())
+		cfg, err := loadConfig(cfgPath)
+		if err != nil {
+			return lifecycle.Plan{}, fmt.Errorf("%w\n(flint serve is not running, so reprovision reads the config itself: pass the one it serves with --config)", err)
+		}
+		return lifecycle.Reprovision(st, cfg, name, confirm, time.Now())
 	}
 	if !errors.Is(err, store.ErrLocked) {
 		return lifecycle.Plan{}, err
 	}
-	// flint serve holds the database: ask it (over loopback, which it requires).
-	info, err := readRuntime(dataDir, err)
-	if err != nil {
-		return lifecycle.Plan{}, err
-	}
-	u := info.HTTPURL + "/api/v1/machines/" + url.PathEscape(name) + "/reprovision"
-	if confirm {
-		u += "?confirm=yes"
-	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Post(u, "application/json", nil)
-	if err != nil {
-		return lifecycle.Plan{}, fmt.Errorf("ask running flint (pid %d) at %s: %w", info.PID, info.HTTPURL, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return lifecycle.Plan{}, errors.New(strings.TrimSpace(string(body)))
-	}
+	// flint serve holds the database: ask it over the admin socket.
 	var plan lifecycle.Plan
-	if err := json.Unmarshal(body, &plan); err != nil {
-		return lifecycle.Plan{}, fmt.Errorf("decode the answer of %s: %w", u, err)
+	err = adminCall(dataDir, http.MethodPost, "/api/v1/machines/"+url.PathEscape(name)+"/reprovision", map[string]bool{"confirm": confirm}, &plan, err)
+	if isStatus(err, http.StatusNotFound) {
+		return plan, fmt.Errorf("%w: %v", lifecycle.ErrNoMachine, err)
 	}
-	return plan, nil
+	return plan, err
 }

@@ -2,7 +2,7 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/flint-boot/flint/atomicfile"
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/dhcp"
 	"github.com/flint-boot/flint/events"
@@ -30,17 +29,6 @@ import (
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
 )
-
-// runtimeFile in the data directory tells other flint commands how to reach the
-// running server (they cannot open the database while serve holds it).
-const runtimeFile = "serve.json"
-
-type runtimeInfo struct {
-	PID     int    `json:"pid"`
-	HTTPURL string `json:"http_url"` // a URL reachable from this host
-	Config  string `json:"config"`
-	Started string `json:"started"`
-}
 
 func newServeCmd(g *globalFlags) *cobra.Command {
 	var path, data string
@@ -83,6 +71,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := cfg.ResolveAddress(); err != nil {
 		return err
 	}
+	assetsDir := assetsDirOf(cfg, dataDir)
+	if err := cfg.CheckDataDir(dataDir); err != nil {
+		return fmt.Errorf("%w\nfix the config (flint validate --config FILE --data DIR shows every problem)", err)
+	}
 	st, err := store.OpenBolt(dataDir, false, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%w: another flint serve uses --data %s; stop it or pick another data directory", err, dataDir)
@@ -94,8 +86,6 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := st.SyncConfig(knownMachines(cfg)); err != nil {
 		return fmt.Errorf("record the config's machines: %w", err)
 	}
-
-	assetsDir := assetsDirOf(cfg, dataDir)
 	if err := os.MkdirAll(assetsDir, 0o755); err != nil {
 		return fmt.Errorf("create assets directory: %w", err)
 	}
@@ -107,6 +97,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return fmt.Errorf("open the PKI: %w", err)
 	}
+	tlsCfg, err := servingTLS(cfg, secrets)
+	if err != nil {
+		return err
+	}
 	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, log.With("service", "ignition"))
 	if err != nil {
 		return err
@@ -117,12 +111,22 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := checkRenders(renderer, log); err != nil {
 		return err
 	}
-	lc := lifecycle.New(cfg, st, etcdConnector(secrets, log.With("service", "etcd")), log.With("service", "lifecycle"))
-	renderer.ClusterState = lc.ClusterState
 
 	// The recorder learns which MAC is at which address from DHCP and script
 	// requests, so TFTP and asset downloads land on the right timeline.
-	rec := events.New(st, log.With("service", "events"))
+	rec := events.New(st, events.Options{
+		UnknownPerMinute: cfg.Limits.UnknownEventsPerMinute,
+		MaxAddresses:     len(cfg.Machines) + cfg.Limits.DiscoveredMachines,
+	}, log.With("service", "events"))
+	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
+		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
+		ReportKey: secrets.ReportKey(),
+		Log:       log.With("service", "lifecycle"),
+	})
+	if err != nil {
+		return err
+	}
+	defer lc.Close() // before the store closes: a running rejoin still writes
 	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"))
 	if err != nil {
 		return err
@@ -135,14 +139,25 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		}
 		rec.RecordFromIP(client, "tftp "+file, detail)
 	}
-	httpSrv := httpd.New(cfg, rec, assetsDir, log.With("service", "http"))
-	httpSrv.Timeline = rec.RecordFromIP
-	httpSrv.Ignition = renderer
-	httpSrv.Lifecycle = lc
+	httpSrv, err := httpd.New(httpd.Options{
+		Config:     cfg,
+		State:      rec,
+		Timeline:   rec,
+		Lifecycle:  lc,
+		Renderer:   renderer,
+		AssetsDir:  assetsDir,
+		CACert:     secrets.CACertPEM(),
+		AdminToken: secrets.AdminToken(),
+		Log:        log.With("service", "http"),
+	})
+	if err != nil {
+		return err
+	}
 
 	listen := cfg.Server.Listen
 	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))
 	httpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPPort))
+	httpsAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPSPort))
 
 	// Every service runs until ctx ends; the first one to fail stops the others.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -160,16 +175,17 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	}
 	run("dhcp", dhcpSrv.Serve)
 	run("tftp", func(ctx context.Context) error { return tftpSrv.Serve(ctx, tftpAddr) })
-	run("http", func(ctx context.Context) error { return httpSrv.Serve(ctx, httpAddr) })
+	run("http", func(ctx context.Context) error {
+		return httpSrv.Serve(ctx, httpd.Listen{
+			HTTP: httpAddr, HTTPS: httpsAddr, TLS: tlsCfg, Socket: socketPath(dataDir),
+			MaxConns: cfg.Limits.HTTPConnections, MaxConnsPerClient: cfg.Limits.HTTPConnectionsPerClient,
+		})
+	})
 
-	if err := waitHealthy(ctx, localURL(listen, cfg.Server.HTTPPort)); err != nil {
+	if err := waitHealthy(ctx, localAddr(listen, cfg.Server.HTTPPort)); err != nil {
 		cancel(err)
 	} else {
-		printBanner(out, cfg, dataDir, assetsDir, dhcpSrv.Listening(), tftpAddr, httpAddr)
-		if err := writeRuntime(dataDir, runtimeInfo{PID: os.Getpid(), HTTPURL: localURL(listen, cfg.Server.HTTPPort), Config: cfg.Source, Started: time.Now().UTC().Format(time.RFC3339)}); err != nil {
-			log.Warn("could not write runtime file; flint machines will not reach this server", "err", err)
-		}
-		defer os.Remove(filepath.Join(dataDir, runtimeFile))
+		printBanner(out, cfg, dataDir, assetsDir, dhcpSrv.Listening(), tftpAddr, httpAddr, httpsAddr, secrets.AdminTokenPath())
 		log.Info("flint ready", "config", cfg.Source, "address", cfg.Server.AddressIP, "machines", len(cfg.Machines))
 	}
 
@@ -186,6 +202,24 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		log.Info("flint stopped")
 	}
 	return first
+}
+
+// servingTLS is the HTTPS listener's TLS: a certificate from flint's CA for
+// the address machines use, and for this host.
+func servingTLS(cfg *config.Config, secrets *pki.PKI) (*tls.Config, error) {
+	ips := []netip.Addr{cfg.Server.AddressIP, netip.MustParseAddr("127.0.0.1")}
+	if l, err := netip.ParseAddr(cfg.Server.Listen); err == nil && !l.IsUnspecified() {
+		ips = append(ips, l)
+	}
+	kp, err := secrets.Serving([]string{"localhost"}, ips)
+	if err != nil {
+		return nil, fmt.Errorf("flint's HTTPS certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(kp.CertPEM, kp.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("flint's HTTPS certificate: %w", err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 // checkRenders renders every machine once; profile and machine problems stop
@@ -213,35 +247,35 @@ func knownMachines(cfg *config.Config) []store.KnownMachine {
 	return out
 }
 
-// localURL is how a process on this host reaches flint's HTTP server.
-func localURL(listen string, port int) string {
+// localAddr is how a process on this host reaches flint's HTTP port.
+func localAddr(listen string, port int) string {
 	host := listen
 	if host == "" || host == "0.0.0.0" {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
-// waitHealthy returns once /healthz answers, so the banner only claims what works.
-func waitHealthy(ctx context.Context, base string) error {
+// waitHealthy returns once the HTTP port accepts, so the banner only claims what works.
+func waitHealthy(ctx context.Context, addr string) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if err := ctx.Err(); err != nil {
 			return context.Cause(ctx)
 		}
-		conn, err := net.DialTimeout("tcp", base[len("http://"):], 200*time.Millisecond)
+		conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("http server did not come up on %s: %w", base, err)
+			return fmt.Errorf("http server did not come up on %s: %w", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, dhcpListening []string, tftpAddr, httpAddr string) {
+func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, dhcpListening []string, tftpAddr, httpAddr, httpsAddr, adminToken string) {
 	fmt.Fprintf(out, "flint %s serving %s\n", version, cfg.Source)
 	fmt.Fprintf(out, "  address   %s (machines reach flint here)\n", cfg.Server.AddressIP)
 	for _, l := range dhcpListening {
@@ -249,6 +283,8 @@ func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, d
 	}
 	fmt.Fprintf(out, "  tftp      udp %s, iPXE binaries from %s\n", tftpAddr, cfg.IPXE.Directory)
 	fmt.Fprintf(out, "  http      tcp %s, %s/boot.ipxe, assets from %s\n", httpAddr, cfg.HTTPBaseURL(), assetsDir)
+	fmt.Fprintf(out, "  https     tcp %s, configs, node reports, admin API (token in %s)\n", httpsAddr, adminToken)
+	fmt.Fprintf(out, "  admin     %s (flint machines, flint reprovision)\n", socketPath(dataDir))
 	fmt.Fprintf(out, "  data      %s\n", dataDir)
 	fmt.Fprintf(out, "machines (%d):\n", len(cfg.Machines))
 	for _, m := range cfg.Machines {
@@ -257,27 +293,4 @@ func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, d
 	if cfg.DHCP.DiscoverUnknown {
 		fmt.Fprintln(out, "unknown machines are booted too (dhcp.discover_unknown)")
 	}
-}
-
-// readRuntime finds the running flint serve of dataDir; lockErr is why the
-// database could not be opened directly, kept in the message.
-func readRuntime(dataDir string, lockErr error) (runtimeInfo, error) {
-	var info runtimeInfo
-	b, err := os.ReadFile(filepath.Join(dataDir, runtimeFile))
-	if err != nil {
-		return info, fmt.Errorf("%w, and %s is missing, so the server can't be asked: %v", lockErr, runtimeFile, err)
-	}
-	if err := json.Unmarshal(b, &info); err != nil {
-		return info, fmt.Errorf("%s is corrupt: %w", runtimeFile, err)
-	}
-	return info, nil
-}
-
-// writeRuntime replaces DIR/serve.json atomically.
-func writeRuntime(dir string, info runtimeInfo) error {
-	b, err := json.MarshalIndent(info, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(dir, runtimeFile), b, 0o644)
 }

@@ -34,7 +34,8 @@ func newValidateCmd() *cobra.Command {
 addresses inside the subnet and outside the pool, no duplicate MACs, IPs or
 hostnames, known roles, at least one server. Problems are printed as
 FILE:LINE: FIELD: MESSAGE and make it exit 1; warnings (like an even number of
-etcd members) are printed but exit 0.
+etcd members) are printed but exit 0. It also checks the config against the
+data directory DIR: boot.assets_dir must not hold DIR or its pki/.
 
 Then it renders every machine's Ignition config (with a throw-away PKI, so it
 changes nothing) and reports profile problems as PROFILE:LINE: MACHINE: MESSAGE.
@@ -54,6 +55,12 @@ Assets missing from DIR/assets are warnings.`,
 			}
 			for _, w := range cfg.Warnings {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w.Located(cfg.Source))
+			}
+			if err := cfg.CheckDataDir(data); errors.As(err, &cerr) {
+				for _, p := range cerr.Problems {
+					fmt.Fprintln(cmd.ErrOrStderr(), p.Located(cerr.Source))
+				}
+				return &exitError{code: 1, err: fmt.Errorf("%s does not fit data directory %s; fix it and run validate again", cerr.Source, data)}
 			}
 			problems, err := renderProblems(cfg, assetsDirOf(cfg, data))
 			if err != nil {

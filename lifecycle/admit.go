@@ -1,0 +1,306 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/store"
+)
+
+// ScriptVerdict is what a machine's iPXE script does.
+type ScriptVerdict int
+
+const (
+	ScriptInstall ScriptVerdict = iota // boot Flatcar; the script carries a fresh boot token
+	ScriptLocal                        // boot the local disk
+	ScriptRefuse                       // 403: not from the machine's own address
+	ScriptWait                         // 503: flint cannot decide now (state unreadable)
+	ScriptUnknown                      // 404: not a machine of the config
+)
+
+// Script is the decision for one script request.
+type Script struct {
+	Verdict ScriptVerdict
+	Machine *config.Machine // nil for ScriptUnknown
+	Token   string          // ScriptInstall: the boot token for ignition.config.url
+	Reason  string          // why, for refusals, waits and local boots
+}
+
+// Timeline events of script requests.
+const (
+	EventScript        = "http script"
+	EventScriptLocal   = "http script (boot disk)"
+	EventScriptRefused = "http script refused"
+)
+
+// Script decides machine mac's iPXE script, asked from address from. An
+// install script gets a fresh boot token, recorded (as a hash) before the
+// answer goes out.
+func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
+	mc, ok := m.cfg.MachineByMAC(mac)
+	if !ok {
+		return Script{Verdict: ScriptUnknown, Reason: "not in the config"}
+	}
+	from = from.Unmap()
+	disk := m.cfg.InstallModeOf(mc) == config.InstallDisk
+	rec, err := m.machine(mac)
+	if err != nil {
+		m.log.Error("cannot read machine state; failing closed", "machine", mc.Hostname, "err", err)
+		if disk {
+			// An installed disk must never be sent back to the installer.
+			return Script{Verdict: ScriptLocal, Machine: mc, Reason: "flint cannot read its state: booting the disk to be safe"}
+		}
+		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot read its state; retry"}
+	}
+	if disk && !windowOpen(rec.State) {
+		m.recordSighting(mc, from, EventScriptLocal, "")
+		return Script{Verdict: ScriptLocal, Machine: mc, Reason: fmt.Sprintf("%s is %s", mc.Hostname, rec.State)}
+	}
+	reason, err := m.ownAddress(mc, rec, from)
+	if err != nil {
+		m.log.Error("cannot check the requester's address; failing closed", "machine", mc.Hostname, "err", err)
+		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot read its state; retry"}
+	}
+	if reason != "" {
+		m.refuse(mc, from, "http script", reason)
+		return Script{Verdict: ScriptRefuse, Machine: mc, Reason: reason}
+	}
+	tok := newToken()
+	now := m.now()
+	_, err = m.st.Record(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: EventScript}, func(r *store.Machine) error {
+		issue(&r.Boot, tok, from, now, m.cfg.Security.TokenTTL.Duration)
+		return nil
+	})
+	if err != nil {
+		m.log.Error("cannot record the boot token; the script is not served", "machine", mc.Hostname, "err", err)
+		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot record the boot; retry"}
+	}
+	return Script{Verdict: ScriptInstall, Machine: mc, Token: tok}
+}
+
+func (m *Manager) recordSighting(mc *config.Machine, from netip.Addr, event, detail string) {
+	if err := m.st.RecordSighting(store.Sighting{MAC: mc.MAC, At: m.now(), IP: from, Event: event, Detail: detail}); err != nil {
+		m.log.Warn("could not record event", "machine", mc.Hostname, "event", event, "err", err)
+	}
+}
+
+// windowOpen: the states in which a disk install may get its config.
+func windowOpen(s store.State) bool {
+	switch s {
+	case store.StateReady, store.StateInstalling, store.StateReprovision, "":
+		return true
+	}
+	return false
+}
+
+// Stage says which config of a machine is asked for.
+type Stage string
+
+const (
+	StageBoot      Stage = ""          // what its network boot runs (a disk install's installer)
+	StageInstalled Stage = "installed" // the installed system's config, which the installer writes to disk
+)
+
+// ConfigRequest is one request for a machine's Ignition config.
+type ConfigRequest struct {
+	MAC   config.MAC
+	From  netip.Addr
+	Token string
+	Stage Stage
+	// Pointer asks for the config served over plain HTTP: the token is
+	// checked but not spent, and no secret is delivered.
+	Pointer bool
+}
+
+// Admission is the verdict on a config request and, when it is Serve,
+// everything the renderer needs: the profile, the etcd state and the
+// per-delivery tokens to write into the config.
+type Admission struct {
+	Verdict Verdict
+	Reason  string
+	Machine *config.Machine
+
+	Profile      string // "" for the machine's own, or ignition.InstallerProfile
+	ClusterState string // ETCD_INITIAL_CLUSTER_STATE of a server: new or existing
+	Boot         ignition.BootSecrets
+
+	req       ConfigRequest
+	tokenHash string // the config token presented (StageBoot)
+	nonce     string // the delivery this config belongs to
+}
+
+// AdmitConfig decides a config request. It changes nothing but, for an etcd
+// member that must be rebuilt, the rebuild slot and the membership (in the
+// background: the node waits with 503 meanwhile). A Serve admission must be
+// followed by Delivered before the config is sent.
+func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
+	req.From = req.From.Unmap()
+	mc, ok := m.cfg.MachineByMAC(req.MAC)
+	if !ok {
+		return Admission{Verdict: Unknown, Reason: "not in the config", req: req}
+	}
+	a := Admission{Machine: mc, req: req}
+	what := "ignition"
+	if req.Pointer {
+		what = "ignition pointer"
+	}
+	refuse := func(reason string) Admission {
+		m.refuse(mc, req.From, what, reason)
+		a.Verdict, a.Reason = Refuse, reason
+		return a
+	}
+	wait := func(reason string, err error) Admission {
+		if err != nil {
+			m.log.Error("cannot decide a config request; failing closed", "machine", mc.Hostname, "err", err)
+		}
+		a.Verdict, a.Reason = Wait, reason
+		return a
+	}
+	rec, err := m.machine(req.MAC)
+	if err != nil {
+		return wait("flint cannot read its state; retry", err)
+	}
+	reason, err := m.ownAddress(mc, rec, req.From)
+	if err != nil {
+		return wait("flint cannot read its state; retry", err)
+	}
+	if reason != "" {
+		return refuse(reason)
+	}
+	disk := m.cfg.InstallModeOf(mc) == config.InstallDisk
+	now := m.now()
+
+	// The token.
+	if !ValidToken(req.Token) {
+		return refuse("no valid boot token: fetch the config with the URL of the machine's iPXE script (/machines/MAC/boot.ipxe)")
+	}
+	switch req.Stage {
+	case StageBoot:
+		i := findToken(rec.Boot.Tokens, req.Token, now)
+		if i < 0 {
+			return refuse("the boot token is unknown, used or expired: boot the machine from the network again for a new one")
+		}
+		if m.cfg.DHCP.Mode == config.ModeOff && rec.Boot.Tokens[i].IP != req.From {
+			return refuse(fmt.Sprintf("request from %s, but the boot token went to %s", req.From, rec.Boot.Tokens[i].IP))
+		}
+		a.tokenHash = rec.Boot.Tokens[i].Hash
+		a.nonce = newToken()
+	case StageInstalled:
+		if req.Pointer || !disk {
+			return refuse("only a disk install has an installed-system config")
+		}
+		exp := rec.Boot.Delivered.Add(m.cfg.Security.TokenTTL.Duration)
+		if rec.Boot.Nonce == "" || rec.Boot.InstalledSpent || !now.Before(exp) ||
+			!equalToken(req.Token, m.derive(purposeInstalled, mc.HW, rec.Boot.Nonce)) {
+			return refuse("the installed-config token is unknown, used or expired: reinstall the machine (boot it from the network again)")
+		}
+		if m.cfg.DHCP.Mode == config.ModeOff && rec.Boot.DeliveredTo != req.From {
+			return refuse(fmt.Sprintf("request from %s, but the installer's config went to %s", req.From, rec.Boot.DeliveredTo))
+		}
+		a.nonce = rec.Boot.Nonce
+	default:
+		return refuse(fmt.Sprintf("unknown stage %q", req.Stage))
+	}
+
+	// The install window.
+	live := m.cfg.InstallModeOf(mc) == config.InstallLive
+	if !live && !windowOpen(rec.State) {
+		return refuse(fmt.Sprintf("%s is %s: its install window is closed; run `flint reprovision %s` to reinstall it", mc.Hostname, rec.State, mc.Hostname))
+	}
+	if req.Pointer {
+		a.Verdict = Serve
+		return a
+	}
+
+	// An etcd member comes back only into a cluster that expects it.
+	if mc.Role == config.RoleServer {
+		if live && rec.State == store.StateInstalled {
+			// A live server runs from RAM: each boot after the first is a
+			// rebuild of its member, one server at a time. A member etcd just
+			// found healthy is not armed again until RetryRejoin has passed.
+			if f, ok := m.recentFailure(mc.HW); ok && f.refuse {
+				a.Verdict, a.Reason = Refuse, f.msg
+				return a
+			}
+			armed, v, reason := m.armLiveRebuild(mc, req.From)
+			if v != Serve {
+				a.Verdict, a.Reason = v, reason
+				return a
+			}
+			rec = armed
+		}
+		if rec.State == store.StateReprovision && !rec.EtcdRejoin {
+			a.Verdict, a.Reason = m.rejoin(mc, req.From)
+			return a
+		}
+	}
+
+	a.Verdict = Serve
+	if rec.EtcdRejoin {
+		a.ClusterState = ignition.ClusterStateExisting
+	} else {
+		a.ClusterState = ignition.ClusterStateNew
+	}
+	if disk && req.Stage == StageBoot {
+		a.Profile = ignition.InstallerProfile
+		a.Boot.InstalledToken = m.derive(purposeInstalled, mc.HW, a.nonce)
+	}
+	a.Boot.ReportToken = m.derive(purposeReport, mc.HW, a.nonce)
+	return a
+}
+
+// ErrSpent means the token was used by a concurrent request between
+// AdmitConfig and Delivered.
+var ErrSpent = errors.New("the token was used by another request just now")
+
+// Delivered spends what admitted a secret config and moves the machine into
+// installing, in one transaction, before the config is sent: of two requests
+// racing with one token only one gets it. All config tokens of that boot are
+// spent: one boot, one delivery.
+func (m *Manager) Delivered(a Admission, detail string) error {
+	if a.Verdict != Serve || a.Machine == nil || a.req.Pointer {
+		return errors.New("lifecycle: Delivered called without a served secret config")
+	}
+	mc := a.Machine
+	now := m.now()
+	event := "ignition served"
+	if detail != "" {
+		detail = ", " + detail
+	}
+	_, err := m.st.Record(store.Sighting{MAC: mc.MAC, At: now, IP: a.req.From, Event: event, Detail: "over TLS" + detail}, func(r *store.Machine) error {
+		switch a.req.Stage {
+		case StageBoot:
+			found := false
+			for _, t := range r.Boot.Tokens {
+				found = found || equalToken(t.Hash, a.tokenHash)
+			}
+			if !found {
+				return ErrSpent
+			}
+			r.Boot = store.Boot{Nonce: a.nonce, Delivered: now, DeliveredTo: a.req.From}
+		case StageInstalled:
+			if r.Boot.Nonce != a.nonce || r.Boot.InstalledSpent {
+				return ErrSpent
+			}
+			r.Boot.InstalledSpent = true
+		}
+		switch r.State {
+		case store.StateReady, store.StateReprovision, "":
+			r.State, r.StateChanged = store.StateInstalling, now
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, ErrSpent) {
+		m.log.Error("cannot record the delivery; the config is not sent", "machine", mc.Hostname, "err", err)
+	}
+	return err
+}
+
+// MAC is the machine the request named.
+func (a Admission) MAC() config.MAC { return a.req.MAC }
+
+// From is the requester's address.
+func (a Admission) From() netip.Addr { return a.req.From }

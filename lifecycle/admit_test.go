@@ -1,0 +1,292 @@
+package lifecycle
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/store"
+)
+
+// TestBootTokens walks one live agent through full mode: only its lease
+// address gets a script, only a token from a script opens the config, and a
+// token works once, before it expires.
+func TestBootTokens(t *testing.T) {
+	f := newFixture(t, "full", "live")
+	t.Run("no lease: no script", func(t *testing.T) {
+		if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptRefuse || !strings.Contains(s.Reason, "holds no lease") {
+			t.Fatalf("%+v", s)
+		}
+	})
+	f.dhcp(t, nuc4, ip4)
+	t.Run("another address: no script", func(t *testing.T) {
+		s := f.m.Script(nuc4, ipX)
+		if s.Verdict != ScriptRefuse || !strings.Contains(s.Reason, "request from 198.18.0.77, but flint leased 198.18.0.64") || s.Token != "" {
+			t.Fatalf("%+v", s)
+		}
+		if !strings.Contains(f.events(t, nuc4), "http script refused") {
+			t.Errorf("refusal not on the timeline:\n%s", f.events(t, nuc4))
+		}
+		if f.state(t, nuc4).IP == ipX {
+			t.Error("a refused request moved nuc4 to the stranger's address")
+		}
+	})
+	tok := f.script(t, nuc4, ip4)
+	t.Run("the store keeps only a hash", func(t *testing.T) {
+		b := f.state(t, nuc4).Boot
+		sum := sha256.Sum256([]byte(tok))
+		if len(b.Tokens) != 1 || b.Tokens[0].Hash != hex.EncodeToString(sum[:]) || b.Tokens[0].IP != ip4 {
+			t.Fatalf("boot record %+v", b)
+		}
+		if strings.Contains(f.events(t, nuc4), tok) {
+			t.Fatal("the token is on the timeline")
+		}
+	})
+	t.Run("refusals", func(t *testing.T) {
+		for name, c := range map[string]struct {
+			ip    string
+			tok   string
+			stage Stage
+			want  string
+		}{
+			"no token":        {"198.18.0.64", "", StageBoot, "no valid boot token"},
+			"malformed token": {"198.18.0.64", "../../etc", StageBoot, "no valid boot token"},
+			"made-up token":   {"198.18.0.64", strings.Repeat("a", 64), StageBoot, "unknown, used or expired"},
+			"upper-case":      {"198.18.0.64", strings.ToUpper(tok), StageBoot, "no valid boot token"},
+			"other address":   {"198.18.0.77", tok, StageBoot, "but flint leased"},
+			"installed stage": {"198.18.0.64", tok, StageInstalled, "only a disk install"},
+		} {
+			a := f.admit(nuc4, mustAddr(c.ip), c.tok, c.stage)
+			if a.Verdict != Refuse || !strings.Contains(a.Reason, c.want) {
+				t.Errorf("%s: %v %q, want a refusal saying %q", name, a.Verdict, a.Reason, c.want)
+			}
+		}
+	})
+	t.Run("pointer does not spend", func(t *testing.T) {
+		for range 3 {
+			if a := f.m.AdmitConfig(ConfigRequest{MAC: nuc4, From: ip4, Token: tok, Pointer: true}); a.Verdict != Serve {
+				t.Fatalf("pointer: %v %q", a.Verdict, a.Reason)
+			}
+		}
+	})
+	a := f.deliver(t, nuc4, ip4, tok, StageBoot)
+	t.Run("delivery", func(t *testing.T) {
+		if a.Profile != "" || a.ClusterState != ignition.ClusterStateNew || !ValidToken(a.Boot.ReportToken) || a.Boot.InstalledToken != "" {
+			t.Fatalf("admission %+v", a)
+		}
+		if s := f.state(t, nuc4).State; s != store.StateInstalling {
+			t.Fatalf("state %s", s)
+		}
+	})
+	t.Run("spent", func(t *testing.T) {
+		if a := f.admit(nuc4, ip4, tok, StageBoot); a.Verdict != Refuse {
+			t.Fatalf("second use: %v", a.Verdict)
+		}
+	})
+	t.Run("reports need the delivery's token", func(t *testing.T) {
+		if err := f.report(nuc4, ip4, strings.Repeat("a", 64), EventConfigApplied); !errors.Is(err, ErrRefused) {
+			t.Fatalf("forged token: %v", err)
+		}
+		if err := f.report(nuc4, ipX, a.Boot.ReportToken, EventConfigApplied); !errors.Is(err, ErrRefused) {
+			t.Fatalf("from another address: %v", err)
+		}
+		if s := f.state(t, nuc4).State; s != store.StateInstalling {
+			t.Fatalf("a refused report moved the machine to %s", s)
+		}
+		if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventConfigApplied); err != nil {
+			t.Fatal(err)
+		}
+		if s := f.state(t, nuc4).State; s != store.StateInstalled {
+			t.Fatalf("after config-applied: %s", s)
+		}
+	})
+	t.Run("expiry", func(t *testing.T) {
+		tok := f.script(t, nuc4, ip4)
+		f.clock.Advance(f.cfg.Security.TokenTTL.Duration + time.Second)
+		f.dhcp(t, nuc4, ip4) // the lease is renewed; the token is not
+		if a := f.admit(nuc4, ip4, tok, StageBoot); a.Verdict != Refuse || !strings.Contains(a.Reason, "expired") {
+			t.Fatalf("expired token: %v %q", a.Verdict, a.Reason)
+		}
+	})
+	t.Run("a new delivery retires the old report token", func(t *testing.T) {
+		b := f.deliver(t, nuc4, ip4, f.script(t, nuc4, ip4), StageBoot)
+		if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventK3sUp); !errors.Is(err, ErrRefused) {
+			t.Fatalf("old report token: %v", err)
+		}
+		if err := f.report(nuc4, ip4, b.Boot.ReportToken, EventK3sUp); err != nil {
+			t.Fatalf("new report token: %v", err)
+		}
+	})
+	t.Run("unknown MAC", func(t *testing.T) {
+		if s := f.m.Script(mac("52:54:00:00:00:99"), ip4); s.Verdict != ScriptUnknown {
+			t.Fatalf("%+v", s)
+		}
+		if a := f.admit(mac("52:54:00:00:00:99"), ip4, tok, StageBoot); a.Verdict != Unknown {
+			t.Fatalf("%v", a.Verdict)
+		}
+		if err := f.report(mac("52:54:00:00:00:99"), ip4, tok, EventK3sUp); !errors.Is(err, ErrUnknownMachine) {
+			t.Fatalf("%v", err)
+		}
+	})
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// TestOneDeliveryPerToken: of many requests racing with one token, exactly
+// one gets the config.
+func TestOneDeliveryPerToken(t *testing.T) {
+	f := newFixture(t, "full", "live")
+	f.dhcp(t, nuc4, ip4)
+	tok := f.script(t, nuc4, ip4)
+	var served, spent atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a := f.admit(nuc4, ip4, tok, StageBoot)
+			if a.Verdict != Serve {
+				spent.Add(1)
+				return
+			}
+			switch err := f.m.Delivered(a, ""); {
+			case err == nil:
+				served.Add(1)
+			case errors.Is(err, ErrSpent):
+				spent.Add(1)
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if served.Load() != 1 || spent.Load() != 49 {
+		t.Fatalf("%d deliveries, %d refused; want 1 and 49", served.Load(), spent.Load())
+	}
+}
+
+// TestProxyModeAddress: without a lease, the machine's own address is the
+// one flint saw it ask its DHCP server for.
+func TestProxyModeAddress(t *testing.T) {
+	f := newFixture(t, "proxy", "live")
+	if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptRefuse || !strings.Contains(s.Reason, "has not seen") {
+		t.Fatalf("never seen on DHCP: %+v", s)
+	}
+	f.dhcp(t, nuc4, ip4)
+	if s := f.m.Script(nuc4, ipX); s.Verdict != ScriptRefuse || !strings.Contains(s.Reason, "last asked its DHCP server for 198.18.0.64") {
+		t.Fatalf("another address: %+v", s)
+	}
+	tok := f.script(t, nuc4, ip4)
+	// Flatcar's own DHCP client may get another address than iPXE did: the
+	// config follows the machine's latest DHCP request.
+	ipNew := mustAddr("198.18.0.99")
+	f.dhcp(t, nuc4, ipNew)
+	if a := f.admit(nuc4, ip4, tok, StageBoot); a.Verdict != Refuse {
+		t.Fatalf("from the old address after the machine moved: %v", a.Verdict)
+	}
+	f.deliver(t, nuc4, ipNew, tok, StageBoot)
+	f.clock.Advance(f.cfg.Security.TokenTTL.Duration + time.Second)
+	if s := f.m.Script(nuc4, ipNew); s.Verdict != ScriptRefuse {
+		t.Fatalf("a DHCP request older than the token lifetime still counts: %+v", s)
+	}
+}
+
+// TestOffModeBindsTheScriptAddress: with no DHCP to learn from, the token
+// only works from where its script went.
+func TestOffModeBindsTheScriptAddress(t *testing.T) {
+	f := newFixture(t, "off", "live")
+	tok := f.script(t, nuc4, ip4)
+	if a := f.admit(nuc4, ipX, tok, StageBoot); a.Verdict != Refuse || !strings.Contains(a.Reason, "the boot token went to 198.18.0.64") {
+		t.Fatalf("%v %q", a.Verdict, a.Reason)
+	}
+	f.deliver(t, nuc4, ip4, tok, StageBoot)
+}
+
+// TestDiskInstall: installer, then the installed system's config once, then
+// the window closes and the machine boots its disk until reprovisioned.
+func TestDiskInstall(t *testing.T) {
+	f := newFixture(t, "full", "disk")
+	f.dhcp(t, nuc4, ip4)
+	a := f.deliver(t, nuc4, ip4, f.script(t, nuc4, ip4), StageBoot)
+	if a.Profile != ignition.InstallerProfile || !ValidToken(a.Boot.InstalledToken) {
+		t.Fatalf("installer admission %+v", a)
+	}
+	t.Run("installed config", func(t *testing.T) {
+		if b := f.admit(nuc4, ip4, strings.Repeat("b", 64), StageInstalled); b.Verdict != Refuse {
+			t.Fatalf("forged installed token: %v", b.Verdict)
+		}
+		if b := f.admit(nuc4, ip4, a.Boot.ReportToken, StageInstalled); b.Verdict != Refuse {
+			t.Fatalf("the report token opened the installed config: %v", b.Verdict)
+		}
+		b := f.deliver(t, nuc4, ip4, a.Boot.InstalledToken, StageInstalled)
+		if b.Profile != "" || b.Boot.ReportToken != a.Boot.ReportToken {
+			t.Fatalf("installed admission %+v: its own profile and the installer's report token", b)
+		}
+		if c := f.admit(nuc4, ip4, a.Boot.InstalledToken, StageInstalled); c.Verdict != Refuse {
+			t.Fatalf("installed config twice: %v", c.Verdict)
+		}
+	})
+	t.Run("config-applied of the live installer does not finish a disk install", func(t *testing.T) {
+		if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventConfigApplied); err != nil {
+			t.Fatal(err)
+		}
+		if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptInstall {
+			t.Fatalf("before install-finished: %+v", s)
+		}
+	})
+	if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventInstallFinished); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("closed window", func(t *testing.T) {
+		if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptLocal {
+			t.Fatalf("installed: %+v", s)
+		}
+		// A token issued before the install finished no longer opens anything.
+		if b := f.admit(nuc4, ip4, strings.Repeat("c", 64), StageBoot); b.Verdict != Refuse {
+			t.Fatalf("installed: %v", b.Verdict)
+		}
+	})
+	t.Run("reprovision reopens it", func(t *testing.T) {
+		plan, err := f.m.Reprovision("nuc4", false)
+		if err != nil || !plan.Armed || plan.NeedsConfirm {
+			t.Fatalf("reprovision agent: %+v %v", plan, err)
+		}
+		f.deliver(t, nuc4, ip4, f.script(t, nuc4, ip4), StageBoot)
+		if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventInstallFinished); !errors.Is(err, ErrRefused) {
+			t.Fatalf("the old install's report token after reprovision: %v", err)
+		}
+	})
+}
+
+// failingStore fails every read of machine records.
+type failingStore struct{ store.Store }
+
+var errDisk = errors.New("disk on fire")
+
+func (failingStore) Machine(string) (store.Machine, bool, error) { return store.Machine{}, false, errDisk }
+
+// TestFailClosed: with the store unreadable, an installed disk machine boots
+// its disk and configs wait.
+func TestFailClosed(t *testing.T) {
+	f := newFixtureWith(t, "off", "disk", func(s store.Store) store.Store { return failingStore{s} })
+	if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptLocal {
+		t.Fatalf("disk machine: %+v", s)
+	}
+	if a := f.admit(nuc4, ip4, strings.Repeat("a", 64), StageBoot); a.Verdict != Wait {
+		t.Fatalf("config: %v", a.Verdict)
+	}
+	if err := f.report(nuc4, ip4, strings.Repeat("a", 64), EventInstallFinished); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("report: %v", err)
+	}
+	live := newFixtureWith(t, "off", "live", func(s store.Store) store.Store { return failingStore{s} })
+	if s := live.m.Script(nuc4, ip4); s.Verdict != ScriptWait {
+		t.Fatalf("live machine: %+v", s)
+	}
+}

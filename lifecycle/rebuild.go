@@ -1,0 +1,244 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/store"
+)
+
+// ErrMemberHealthy is how a Rejoiner says the member still answers: a
+// running, healthy member is never replaced, whoever asks.
+var ErrMemberHealthy = errors.New("the etcd member still answers as healthy")
+
+// armLiveRebuild takes the one rebuild slot for a rebooted live server and
+// marks it rebuilding, in one store transaction.
+func (m *Manager) armLiveRebuild(mc *config.Machine, from netip.Addr) (store.Machine, Verdict, string) {
+	rec, err := m.st.ClaimRebuild(mc.MAC, func(r *store.Machine) error {
+		r.State, r.StateChanged = store.StateReprovision, m.now()
+		r.Rebuilding, r.EtcdRejoin = true, false
+		return nil
+	})
+	var busy *store.BusyError
+	switch {
+	case errors.As(err, &busy):
+		return rec, Wait, fmt.Sprintf("%s rebooted and must rejoin etcd, but %s is still rebuilding; it waits its turn", mc.Hostname, nameOf(busy.Holder))
+	case err != nil:
+		m.log.Error("cannot record the rebuild; failing closed", "machine", mc.Hostname, "err", err)
+		return rec, Wait, "flint cannot record the rebuild; retry"
+	}
+	m.log.Warn("live server rebooted: its etcd data is gone, rebuilding its member once etcd confirms it is down", "machine", mc.Hostname)
+	m.record(mc.HW, from, "live rebuild armed", "a live server's etcd data does not survive a reboot")
+	return rec, Serve, ""
+}
+
+func nameOf(r store.Machine) string {
+	if r.Hostname != "" {
+		return r.Hostname
+	}
+	return r.MAC
+}
+
+// rejoin runs the etcd membership change for a reprovisioned server in the
+// background; the node is told to wait (503) until it is done, or refused
+// (403) when etcd says its old member still runs.
+func (m *Manager) rejoin(mc *config.Machine, from netip.Addr) (Verdict, string) {
+	key := mc.HW
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.preparing[key] {
+		return Wait, "flint is replacing " + mc.Hostname + "'s etcd member"
+	}
+	if f, ok := m.failed[key]; ok && m.now().Sub(f.at) < m.RetryRejoin {
+		if f.refuse {
+			return Refuse, f.msg
+		}
+		return Wait, f.msg
+	}
+	if m.connect == nil {
+		return Wait, "this flint cannot reach etcd to replace the member"
+	}
+	if m.ctx.Err() != nil {
+		return Wait, "flint is shutting down"
+	}
+	m.preparing[key] = true
+	m.record(key, from, "etcd rejoin started", "checking the member and the others")
+	m.bg.Add(1)
+	go m.runRejoin(mc, from)
+	return Wait, "flint is replacing " + mc.Hostname + "'s etcd member"
+}
+
+// recentFailure is the last rejoin failure of mac within RetryRejoin.
+func (m *Manager) recentFailure(mac config.MAC) (rejoinErr, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.failed[mac]
+	if !ok || m.now().Sub(f.at) >= m.RetryRejoin {
+		return rejoinErr{}, false
+	}
+	return f, true
+}
+
+func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
+	defer m.bg.Done()
+	start := m.now()
+	ctx, cancel := context.WithTimeout(m.ctx, time.Minute)
+	defer cancel()
+	err := m.prepare(ctx, mc)
+	healthy := errors.Is(err, ErrMemberHealthy)
+	if healthy {
+		// Someone asked for a running member's config. Nothing changed in
+		// etcd; a live server goes back to installed and frees the slot (its
+		// next real reboot arms it again). An operator's arm stays.
+		if m.cfg.InstallModeOf(mc) == config.InstallLive {
+			_, rerr := m.st.ReleaseRebuild(mc.MAC, func(r *store.Machine) error {
+				r.State, r.StateChanged, r.Rebuilding = store.StateInstalled, m.now(), false
+				return nil
+			})
+			if rerr != nil {
+				m.log.Error("could not release the rebuild slot", "machine", mc.Hostname, "err", rerr)
+			}
+		}
+	}
+	m.mu.Lock()
+	delete(m.preparing, mc.HW)
+	if err != nil {
+		msg := err.Error()
+		if healthy {
+			msg = fmt.Sprintf("%s's etcd member still runs and is healthy: a running member is never replaced (%v)", mc.Hostname, err)
+		}
+		m.failed[mc.HW] = rejoinErr{at: m.now(), msg: msg, refuse: healthy}
+	} else {
+		delete(m.failed, mc.HW)
+	}
+	m.mu.Unlock()
+	switch {
+	case healthy:
+		m.log.Warn("config request for a running etcd member refused; its member was not touched", "machine", mc.Hostname, "from", from, "err", err)
+		m.record(mc.HW, from, "etcd rejoin refused", "the member still runs and is healthy; nothing was changed")
+	case err != nil:
+		m.log.Error("etcd member replacement refused; the node waits and flint retries", "machine", mc.Hostname, "err", err)
+		m.record(mc.HW, from, "etcd rejoin refused", err.Error())
+	default:
+		m.log.Info("etcd member replaced; serving the node its config with state existing", "machine", mc.Hostname, "took", m.now().Sub(start).Round(time.Millisecond))
+		m.record(mc.HW, from, "etcd rejoin prepared", fmt.Sprintf("member re-added in %s", m.now().Sub(start).Round(time.Millisecond)))
+	}
+}
+
+func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
+	var endpoints []string
+	for _, s := range m.cfg.Servers() {
+		if s.MAC != mc.MAC {
+			endpoints = append(endpoints, "https://"+net.JoinHostPort(s.IPAddr.String(), "2379"))
+		}
+	}
+	if len(endpoints) == 0 {
+		return fmt.Errorf("%s is the only etcd member: there is no cluster to rejoin; it starts a new one", mc.Hostname)
+	}
+	admin, err := m.connect(ctx, endpoints)
+	if err != nil {
+		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+	}
+	defer admin.Close()
+	peerURL := "https://" + net.JoinHostPort(mc.IPAddr.String(), "2380")
+	if _, err := admin.PrepareRejoin(ctx, mc.Hostname, peerURL); err != nil {
+		return err
+	}
+	_, err = m.st.UpdateMachine(mc.MAC, func(r *store.Machine) error {
+		r.EtcdRejoin = true
+		return nil
+	})
+	return err
+}
+
+// Plan is what arming a reprovision will do, in words for the operator.
+type Plan struct {
+	Machine string   `json:"machine"`
+	Role    string   `json:"role"`
+	Steps   []string `json:"steps"`
+	// NeedsConfirm is true for servers: etcd membership changes.
+	NeedsConfirm bool `json:"needs_confirm"`
+	Armed        bool `json:"armed"`
+}
+
+// ErrBusy means another server is still being rebuilt.
+var ErrBusy = store.ErrRebuildBusy
+
+// ErrNoMachine means the name matches no machine of the config.
+var ErrNoMachine = errors.New("no such machine in flint's config")
+
+// Reprovision arms machine `name` (hostname or MAC) so its next boot
+// reinstalls it. For a server it only explains unless confirm is set, and it
+// refuses while another server is rebuilding: two members down at once can
+// cost a 3-member cluster its quorum. Checking and arming are one store
+// transaction, so concurrent calls arm at most one server.
+func Reprovision(st store.Store, cfg *config.Config, name string, confirm bool, now time.Time) (Plan, error) {
+	target, ok := cfg.MachineByNameOrMAC(name)
+	if !ok {
+		names := make([]string, 0, len(cfg.Machines))
+		for _, m := range cfg.Machines {
+			names = append(names, m.Hostname)
+		}
+		sort.Strings(names)
+		return Plan{}, fmt.Errorf("%w: %q (known: %s)", ErrNoMachine, name, strings.Join(names, ", "))
+	}
+	p := Plan{Machine: target.Hostname, Role: target.Role}
+	if target.Role == config.RoleServer {
+		var others []string
+		for _, s := range cfg.Servers() {
+			if s.MAC != target.MAC {
+				others = append(others, s.Hostname)
+			}
+		}
+		p.NeedsConfirm = true
+		p.Steps = []string{
+			fmt.Sprintf("check that %s's own etcd member is down (a running, healthy member is never replaced) and that the other members (%s) are healthy and quorum survives; otherwise serve nothing and say why", target.Hostname, strings.Join(others, ", ")),
+			fmt.Sprintf("remove %s's old etcd member and add it back with peer URL https://%s:2380", target.Hostname, target.IPAddr),
+			fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=existing, the same certificates, K3s token and node password", target.Hostname),
+			fmt.Sprintf("%s starts with an empty etcd data directory and copies the data from the other members", target.Hostname),
+		}
+	} else {
+		p.Steps = []string{
+			fmt.Sprintf("serve %s its config again and reinstall it", target.Hostname),
+			"it rejoins K3s with the same token and node password",
+		}
+	}
+	if p.NeedsConfirm && !confirm {
+		return p, nil
+	}
+	arm := func(r *store.Machine) error {
+		r.State, r.StateChanged = store.StateReprovision, now
+		r.Boot = store.Boot{} // a new install: nothing of the old boot counts
+		if target.Role == config.RoleServer {
+			r.Rebuilding, r.EtcdRejoin = true, false
+		}
+		return nil
+	}
+	var err error
+	if target.Role == config.RoleServer {
+		_, err = st.ClaimRebuild(target.MAC, arm)
+	} else {
+		_, err = st.UpdateMachine(target.MAC, arm)
+	}
+	var busy *store.BusyError
+	if errors.As(err, &busy) {
+		return p, fmt.Errorf("%w: %s was reprovisioned and has not reported etcd healthy yet; wait for it (flint machines shows its last event) before rebuilding %s", ErrBusy, nameOf(busy.Holder), target.Hostname)
+	}
+	if err != nil {
+		return p, err
+	}
+	p.Armed = true
+	return p, st.RecordSighting(store.Sighting{MAC: target.MAC, At: now, Event: "reprovision armed", TimelineOnly: true})
+}
+
+// Reprovision is the package function with this manager's store, config and clock.
+func (m *Manager) Reprovision(name string, confirm bool) (Plan, error) {
+	return Reprovision(m.st, m.cfg, name, confirm, m.now())
+}
