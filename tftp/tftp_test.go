@@ -66,17 +66,30 @@ func start(t *testing.T) *fixture { return startOn(t, "127.0.0.1") }
 
 // startOn runs a server on host:<free port> ("" for all addresses).
 func startOn(t *testing.T, host string) *fixture {
+	return startWith(t, host, Options{}, nil, nil)
+}
+
+// startWith runs a server on host:<free port> with opts (OnTransfer is the
+// fixture's), logging to log (nil: discarded); tweak, if set, may change
+// the server before it serves.
+func startWith(t *testing.T, host string, opts Options, log *slog.Logger, tweak func(*Server)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{dir: dir, root: filepath.Join(dir, "root")}
 	if err := os.Mkdir(f.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	f.server = New(f.root, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	f.server.OnTransfer = func(client netip.Addr, file string, n int64, _ time.Duration, err error) {
+	opts.OnTransfer = func(client netip.Addr, file string, n int64, _ time.Duration, err error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.transfers = append(f.transfers, transfer{client, file, n, err})
+	}
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	f.server = New(f.root, opts, log)
+	if tweak != nil {
+		tweak(f.server)
 	}
 	// Find a free port, then let Serve bind it (a tiny race other tests could lose).
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -321,7 +334,7 @@ func TestServeBindError(t *testing.T) {
 	}
 	defer pc.Close()
 	done := make(chan error, 1)
-	go func() { done <- New(t.TempDir(), nil).Serve(context.Background(), pc.LocalAddr().String()) }()
+	go func() { done <- New(t.TempDir(), Options{}, nil).Serve(context.Background(), pc.LocalAddr().String()) }()
 	select {
 	case err := <-done:
 		if err == nil {
@@ -346,7 +359,7 @@ func TestCleanName(t *testing.T) {
 			t.Errorf("cleanName(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "/", ".", "..", "../x", "/../x", "a/../../x", "a/..", `a\b`, "a\x00b", "a\nb", "x/../../../etc/passwd"} {
+	for _, in := range []string{"", "/", ".", "..", "../x", "/../x", "a/../../x", "a/..", `a\b`, "a\x00b", "a\nb", "x/../../../etc/passwd", "ipxe..efi", "ipxe\u0085efi", "ipxe\xff.efi"} {
 		if got, err := cleanName(in); err == nil {
 			t.Errorf("cleanName(%q) = %q, want an error", in, got)
 		}
