@@ -59,7 +59,9 @@ func sprintf(format string, args ...any) string { return fmt.Sprintf(format, arg
 
 // Server is where flint listens and how machines reach it.
 type Server struct {
-	// Interface flint's DHCP server binds to (SO_BINDTODEVICE). Empty: all interfaces.
+	// Interface is the provisioning NIC: the DHCP server and (unless Listen
+	// names an address) the TFTP server bind to it (SO_BINDTODEVICE). Empty:
+	// all interfaces.
 	Interface string `yaml:"interface"`
 	// Address machines use to reach flint (next-server, option 54, URLs). Empty: the
 	// first IPv4 address of Interface, or of the first non-loopback interface.

@@ -167,7 +167,7 @@ func TestDHCPFullMode(t *testing.T) {
 	})
 
 	t.Run("api-leases", func(t *testing.T) {
-		code, r := l.Curl(l.Srv, flintHTTP+"/api/v1/leases")
+		code, r := f.API(l, "/api/v1/leases")
 		if code != "200" {
 			t.Fatalf("GET /api/v1/leases: status %s\n%s", code, r)
 		}
@@ -324,8 +324,7 @@ func TestDHCPStorm(t *testing.T) {
 	needTools(t, "udhcpc", "curl")
 	l := NewLab(t)
 	cfg := l.WriteConfig(t, siteConfig{Mode: "full", Pool: true, Machines: []machine{node1}})
-	l.StartFlint(t, cfg, filepath.Join(l.Dir, "data"))
-	admin := l.Srv // flint's own host asks its API
+	f := l.StartFlint(t, cfg, filepath.Join(l.Dir, "data"))
 
 	const n = 20
 	hosts := make([]*Host, n)
@@ -370,7 +369,7 @@ func TestDHCPStorm(t *testing.T) {
 		t.Errorf("%d distinct addresses for %d clients", len(owner), n)
 	}
 	// Every lease is on record with its owner.
-	code, r := l.Curl(admin, flintHTTP+"/api/v1/leases")
+	code, r := f.API(l, "/api/v1/leases")
 	if code != "200" {
 		t.Fatalf("GET /api/v1/leases: status %s\n%s", code, r)
 	}

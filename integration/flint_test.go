@@ -124,6 +124,12 @@ func (l *Lab) StartFlint(t testing.TB, configPath, dataDir string) *Flint {
 	return f
 }
 
+// API asks the running flint's admin API over its socket (DATA/flint.sock),
+// as the CLI does; code is the HTTP status.
+func (f *Flint) API(l *Lab, path string) (code string, r Result) {
+	return l.Curl("", "--unix-socket", filepath.Join(f.DataDir, "flint.sock"), "http://flint"+path)
+}
+
 // Stop sends SIGTERM and requires a clean exit 0 within 10 s.
 func (f *Flint) Stop(t testing.TB) {
 	t.Helper()

@@ -164,7 +164,7 @@ func (l *Lab) AddHost(t testing.TB, name, mac string) *Host {
 // that already has its lease).
 func (h *Host) SetAddress(t testing.TB, cidr string) {
 	t.Helper()
-	h.lab.mustIP(t, "-n", h.NS, "addr", "add", cidr, "dev", "eth0")
+	h.lab.mustIP(t, "-n", h.NS, "addr", "replace", cidr, "dev", "eth0")
 }
 
 // Result is one finished command.

@@ -91,7 +91,7 @@ func TestProxyDHCP(t *testing.T) {
 	l := NewLab(t)
 	_, dnsmasq := l.startDnsmasq(t)
 	cfg := l.WriteConfig(t, siteConfig{Mode: "proxy", Machines: []machine{node1, node2}})
-	l.StartFlint(t, cfg, filepath.Join(l.Dir, "data"))
+	fl := l.StartFlint(t, cfg, filepath.Join(l.Dir, "data"))
 
 	p1 := l.AddHost(t, "p1", node1.MAC)
 	p2 := l.AddHost(t, "p2", node2.MAC)
@@ -109,12 +109,34 @@ func TestProxyDHCP(t *testing.T) {
 			t.Errorf("udhcpc got %s from %s; want an address of dnsmasq's range %s-%s from %s", lease.IP, lease.ServerID, dnsmasqStart, dnsmasqEnd, routerIP)
 		}
 		// flint gave no address: it has no lease for anyone.
-		code, cr := l.Curl(l.Srv, flintHTTP+"/api/v1/leases")
+		code, cr := fl.API(l, "/api/v1/leases")
 		if code != "200" {
 			t.Fatalf("GET /api/v1/leases: status %s\n%s", code, cr)
 		}
 		if strings.Contains(cr.Stdout, lease.IP) {
 			t.Errorf("flint lists a lease for %s in proxy mode:\n%s", lease.IP, cr.Stdout)
+		}
+	})
+
+	// flint saw p1 ask dnsmasq for its address (the broadcast REQUEST): that
+	// address, and only it, is node1's own for scripts and configs.
+	t.Run("script-goes-to-the-address-the-machine-took", func(t *testing.T) {
+		if dnsmasqIP == "" {
+			t.Skip("no address from dnsmasq (see the first step)")
+		}
+		code, mr := fl.API(l, "/api/v1/machines")
+		if code != "200" || !strings.Contains(mr.Stdout, `"dhcp_addr":"`+dnsmasqIP+`"`) {
+			t.Fatalf("flint did not record node1's DHCP address %s: %s\n%s", dnsmasqIP, code, mr)
+		}
+		p1.SetAddress(t, dnsmasqIP+"/24")
+		code, r := l.Curl(p1.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
+		if code != "200" || !strings.Contains(r.Stdout, "&token=") {
+			t.Errorf("node1's script from its own address: %s\n%s", code, r)
+		}
+		stranger.SetAddress(t, "198.18.0.61/24")
+		code, r = l.Curl(stranger.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
+		if code != "403" || strings.Contains(r.Stdout, "token=") || !strings.Contains(r.Stdout, "last asked its DHCP server for "+dnsmasqIP) {
+			t.Errorf("node1's script asked for by a stranger at 198.18.0.61: %s\n%s", code, r)
 		}
 	})
 

@@ -131,14 +131,18 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return err
 	}
-	tftpSrv := tftp.New(cfg.IPXE.Directory, log.With("service", "tftp"))
-	tftpSrv.OnTransfer = func(client netip.Addr, file string, n int64, d time.Duration, err error) {
-		detail := fmt.Sprintf("%d bytes in %s", n, d.Round(time.Millisecond))
-		if err != nil {
-			detail = "failed: " + err.Error()
-		}
-		rec.RecordFromIP(client, "tftp "+file, detail)
-	}
+	tftpSrv := tftp.New(cfg.IPXE.Directory, tftp.Options{
+		MaxTransfers: cfg.Limits.TFTPTransfers,
+		MaxPerClient: cfg.Limits.TFTPTransfersPerClient,
+		Interface:    cfg.Server.Interface, // used only while server.listen is empty
+		OnTransfer: func(client netip.Addr, file string, n int64, d time.Duration, err error) {
+			detail := fmt.Sprintf("%d bytes in %s", n, d.Round(time.Millisecond))
+			if err != nil {
+				detail = "failed: " + err.Error()
+			}
+			rec.RecordFromIP(client, "tftp "+file, detail)
+		},
+	}, log.With("service", "tftp"))
 	httpSrv, err := httpd.New(httpd.Options{
 		Config:     cfg,
 		State:      rec,
