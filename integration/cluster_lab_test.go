@@ -285,9 +285,9 @@ type clEvent struct {
 	Detail string    `json:"detail"`
 }
 
-// timeline fetches GET /api/v1/machines/MAC/events (from flint's host).
+// timeline fetches GET /api/v1/machines/MAC/events over flint's admin socket.
 func (e *clusterEnv) timeline(mac string) ([]clEvent, error) {
-	code, r := e.lab.Curl(e.lab.Srv, flintHTTP+"/api/v1/machines/"+hexhyp(mac)+"/events")
+	code, r := e.flint.API(e.lab, "/api/v1/machines/"+hexhyp(mac)+"/events")
 	if code != "200" {
 		return nil, fmt.Errorf("GET /api/v1/machines/%s/events: %s\n%s", hexhyp(mac), code, r)
 	}

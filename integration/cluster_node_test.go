@@ -33,6 +33,7 @@ type clNode struct {
 
 	boots, dhcpRuns int // counters that name files
 
+	token    string            // the boot token of its last install script
 	lease    map[string]string // what udhcpc's script got on bound
 	etcd     *Proc
 	etcdRuns int
@@ -48,11 +49,15 @@ func (n *clNode) record(r Result) {
 
 func (n *clNode) hex() string { return hexhyp(n.MAC) }
 
-// configURL is what the node's kernel command line must name.
+// configURL is the pointer config the node's kernel command line names,
+// without its boot token.
 func (n *clNode) configURL() string { return flintHTTP + "/ignition?mac=" + n.hex() }
 
-// installedURL is the installed system's config, which the installer fetches.
-func (n *clNode) installedURL() string { return n.configURL() + "&stage=installed" }
+// installedURL is the installed system's config, which the installer fetches
+// over HTTPS (with a token the installer config carries), without the token.
+func (n *clNode) installedURL() string {
+	return flintHTTPS + "/ignition?mac=" + n.hex() + "&stage=installed"
+}
 
 // rootPath maps an absolute path of the installed system into its root.
 func (n *clNode) rootPath(p string) string {
@@ -185,9 +190,11 @@ func (n *clNode) kernelCmdline(script string) (string, error) {
 				url = v
 			}
 		}
-		if url != n.configURL() {
-			return "", fmt.Errorf("%s: kernel line %q has ignition.config.url=%q, want %q", n.Name, ln, url, n.configURL())
+		tok, ok := strings.CutPrefix(url, n.configURL()+"&token=")
+		if !ok || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(tok) {
+			return "", fmt.Errorf("%s: kernel line %q has ignition.config.url=%q, want %s&token=<64 hex digits>", n.Name, ln, url, n.configURL())
 		}
+		n.token = tok
 		return cmdline, nil
 	}
 	return "", fmt.Errorf("%s: no kernel line in its iPXE script:\n%s", n.Name, script)
@@ -400,7 +407,8 @@ func (n *clNode) checkInstaller(liveRoot string) error {
 	}
 	b, _ := os.ReadFile(p)
 	for _, want := range []string{
-		"'" + n.installedURL() + "'",
+		"'" + n.installedURL() + "&token=",
+		"--cacert /etc/flint/ca.crt",
 		fmt.Sprintf("flatcar-install -d '%s' -V '%s' -b '%s/assets/flatcar' -i /run/flint-installed.ign", clInstallDisk, clFlatcarVersion, flintHTTP),
 		"/opt/bin/flint-report install-finished",
 	} {
@@ -428,7 +436,7 @@ func (n *clNode) checkInstaller(liveRoot string) error {
 		if err != nil {
 			return err
 		}
-		for _, secret := range []string{"PRIVATE KEY", "K3S_TOKEN"} {
+		for _, secret := range []string{"PRIVATE KEY", "K3S_TOKEN", "K3S_AGENT_TOKEN"} {
 			if bytes.Contains(c, []byte(secret)) {
 				leaks = append(leaks, strings.TrimPrefix(path, liveRoot)+" contains "+secret)
 			}
@@ -477,10 +485,11 @@ echo "flatcar-install (test stand-in): wrote Flatcar and $cfg to the disk"
 		}
 	}
 	// ip netns exec gives the command a private mount namespace: the live
-	// root's /opt is mounted at /opt and a tmpfs at /run there only.
+	// root's /opt is mounted at /opt, its /etc laid over the host's (read
+	// only: flint's CA and the report token), and a tmpfs at /run there only.
 	r := n.run([]string{"FLINT_TEST_FAKEBIN=" + fake}, 90*time.Second, "timeout", "-k", "5", "80", "sh", "-c",
-		`mount --bind "$0" /opt && mount -t tmpfs flint-test-run /run && PATH="$FLINT_TEST_FAKEBIN:$PATH" exec /opt/bin/flint-install`,
-		filepath.Join(liveRoot, "opt"))
+		`mount --bind "$0/opt" /opt && `+overlayEtc+` && mount -t tmpfs flint-test-run /run && PATH="$FLINT_TEST_FAKEBIN:$PATH" exec /opt/bin/flint-install`,
+		liveRoot)
 	if r.Code != 0 {
 		return fmt.Errorf("%s: /opt/bin/flint-install failed (exit %d):\n%s", n.Name, r.Code, r)
 	}
@@ -508,13 +517,19 @@ echo "flatcar-install (test stand-in): wrote Flatcar and $cfg to the disk"
 	return nil
 }
 
-// report runs the installed system's /opt/bin/flint-report in the node's namespace.
+// overlayEtc (in sh -c with the node's root as $0) lays the root's /etc over
+// the host's, read-only, in the command's private mount namespace: what the
+// node's scripts read from /etc/flint is the node's.
+const overlayEtc = `mount -t overlay flint-test-etc -o lowerdir="$0/etc":/etc /etc`
+
+// report runs the installed system's /opt/bin/flint-report in the node's
+// namespace, with its /etc (flint's CA, the report token).
 func (n *clNode) report(event, detail string) error {
 	script := n.rootPath("/opt/bin/flint-report")
 	if _, err := os.Stat(script); err != nil {
 		return fmt.Errorf("%s: no /opt/bin/flint-report in its root: %v", n.Name, err)
 	}
-	r := n.run(nil, 60*time.Second, "bash", "-x", script, event, detail)
+	r := n.run(nil, 60*time.Second, "sh", "-c", overlayEtc+` && exec bash -x "$1" "$2" "$3"`, n.root, script, event, detail)
 	// flint-report never fails a boot (curl ... || true): its trace shows whether curl did.
 	if r.Code != 0 || strings.Contains(r.Stderr, "curl: (") {
 		return fmt.Errorf("%s: flint-report %s failed:\n%s", n.Name, event, r)
@@ -570,9 +585,11 @@ func (n *clNode) fileOwned(p string, mode os.FileMode, uid int) error {
 }
 
 // fetchConfig asks for a config with curl from the node's namespace (its
-// leased address) and returns the status and body.
+// leased address) and returns the status and body. HTTPS URLs are checked
+// against flint's CA.
 func (n *clNode) fetchConfig(url string) (string, string) {
-	code, r := n.env.lab.Curl(n.host.NS, "-H", "Accept: application/vnd.coreos.ignition+json;version=3.6.0, */*;q=0.1", url)
+	code, r := n.env.lab.Curl(n.host.NS, "--cacert", filepath.Join(n.env.data, "pki", "ca.crt"),
+		"-H", "Accept: application/vnd.coreos.ignition+json;version=3.6.0, */*;q=0.1", url)
 	n.record(r)
 	return code, r.Stdout
 }
@@ -592,7 +609,7 @@ func (e *clusterEnv) wantRefused(who, code, body string, target *clNode, since t
 	if err != nil {
 		return err
 	}
-	refused := findEvents(ev, "ignition refused", since)
+	refused := append(findEvents(ev, "ignition refused", since), findEvents(ev, "ignition pointer refused", since)...)
 	for _, r := range refused {
 		if reason.MatchString(r.Detail) {
 			return nil

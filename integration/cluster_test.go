@@ -140,9 +140,11 @@ func TestCluster(t *testing.T) {
 		}
 		// Nor can a stranger report nuc1 installed (and close its window).
 		ev := fmt.Sprintf(`{"mac":%q,"event":"install-finished","detail":"forged"}`, nuc1.MAC)
-		code, r := e.lab.Curl(intruder.host.NS, "-X", "POST", "-H", "Content-Type: application/json", "--data", ev, flintHTTP+"/api/v1/events")
-		if code != "403" {
-			t.Errorf("stranger posting install-finished for nuc1: %s %q, want 403", code, r.Stdout)
+		for _, url := range []string{flintHTTP + "/api/v1/events", flintHTTPS + "/api/v1/events"} {
+			code, r := e.lab.Curl(intruder.host.NS, "--cacert", filepath.Join(e.data, "pki", "ca.crt"), "-X", "POST", "-H", "Content-Type: application/json", "--data", ev, url)
+			if code != "403" && code != "404" {
+				t.Errorf("stranger posting install-finished for nuc1 to %s: %s %q, want 403 (or 404 on plain HTTP)", url, code, r.Stdout)
+			}
 		}
 		for _, n := range e.nodes {
 			if err := e.wantState(n.Name, "ready"); err != nil {
@@ -165,7 +167,7 @@ func TestCluster(t *testing.T) {
 	// What each installed root holds, as far as the rest of the test relies on it.
 	t.Run("installed-roots", func(t *testing.T) {
 		etcdSum := sha256File(t, "/usr/bin/etcd")
-		tokens := map[string]string{}
+		tokens, agentTokens := map[string]string{}, map[string]string{}
 		for _, n := range e.nodes {
 			if err := n.fileOwned("/etc/rancher/node/password", 0o600, 0); err != nil {
 				t.Error(err)
@@ -175,13 +177,15 @@ func TestCluster(t *testing.T) {
 				t.Error(err)
 				continue
 			}
-			tokens[n.Name] = env["K3S_TOKEN"]
 			if n.Role == "agent" {
 				if want := "https://" + nuc1.IP + ":6443"; env["K3S_URL"] != want {
 					t.Errorf("%s: K3S_URL=%q, want %s", n.Name, env["K3S_URL"], want)
 				}
+				agentTokens[n.Name] = env["K3S_TOKEN"]
 				continue
 			}
+			tokens[n.Name] = env["K3S_TOKEN"]
+			agentTokens[n.Name] = env["K3S_AGENT_TOKEN"]
 			for _, f := range []string{"server.key", "peer.key", "client.key"} {
 				if err := n.fileOwned("/etc/ssl/etcd/"+f, 0o600, clEtcdUID); err != nil {
 					t.Error(err)
@@ -216,6 +220,12 @@ func TestCluster(t *testing.T) {
 		for name, tok := range tokens {
 			if tok == "" || tok != tokens["nuc1"] {
 				t.Errorf("%s's K3S_TOKEN differs from nuc1's (or is empty)", name)
+			}
+		}
+		// Agents join with the servers' K3S_AGENT_TOKEN, never the server token.
+		for name, tok := range agentTokens {
+			if tok == "" || tok != agentTokens["nuc1"] || tok == tokens["nuc1"] {
+				t.Errorf("%s's agent token is empty, differs from the servers' K3S_AGENT_TOKEN, or is the server token", name)
 			}
 		}
 	})

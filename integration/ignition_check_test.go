@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -269,6 +270,17 @@ func (e *ignEnv) CheckCommon(r nodeRoot, m ignMachine) {
 
 	wantAsset(t, r, "/opt/bin/k3s", filepath.Join(e.Assets, "k3s/k3s"))
 
+	// Reports go to flint over HTTPS, checked against flint's CA, with this
+	// delivery's report token from a root-only header file.
+	r.Equal("/etc/flint/ca.crt", r.File("/etc/flint/ca.crt", 0o644, 0, 0), string(e.pkiFile("ca.crt")))
+	if h := string(r.File("/etc/flint/report.header", 0o600, 0, 0)); !regexp.MustCompile(`^Authorization: Bearer [0-9a-f]{64}$`).MatchString(h) {
+		t.Errorf("%s: /etc/flint/report.header is %q, want the delivery's bearer token", m.Name, h)
+	}
+	if rep := string(r.File("/opt/bin/flint-report", 0o755, 0, 0)); !strings.Contains(rep, "--cacert /etc/flint/ca.crt") ||
+		!strings.Contains(rep, "-H @/etc/flint/report.header") || !strings.Contains(rep, fmt.Sprintf("'https://127.0.0.1:%d/api/v1/events'", e.httpsPort)) {
+		t.Errorf("%s: flint-report does not post over HTTPS with flint's CA and the token:\n%s", m.Name, rep)
+	}
+
 	pw := r.File("/etc/rancher/node/password", 0o600, 0, 0)
 	flintPW := strings.TrimSpace(string(e.pkiFile("node-passwords/" + m.Name)))
 	if strings.TrimSpace(string(pw)) != flintPW || flintPW == "" {
@@ -366,6 +378,7 @@ func (e *ignEnv) CheckServer(r nodeRoot, m ignMachine) {
 	const k3sEnv = "/etc/rancher/k3s/k3s.env"
 	kenv := r.Env(k3sEnv, r.File(k3sEnv, 0o600, 0, 0))
 	r.WantEnv(k3sEnv, kenv, "K3S_TOKEN", strings.TrimSpace(string(e.pkiFile("k3s-token"))))
+	r.WantEnv(k3sEnv, kenv, "K3S_AGENT_TOKEN", strings.TrimSpace(string(e.pkiFile("k3s-agent-token"))))
 	r.WantEnvList(k3sEnv, kenv, "K3S_DATASTORE_ENDPOINT", clients)
 	for _, k := range []string{"K3S_DATASTORE_CAFILE", "K3S_DATASTORE_CERTFILE", "K3S_DATASTORE_KEYFILE"} {
 		r.WantPathInRoot(k3sEnv, kenv, k)
@@ -391,7 +404,14 @@ func (e *ignEnv) CheckAgent(r nodeRoot, m ignMachine) {
 	const k3sEnv = "/etc/rancher/k3s/k3s.env"
 	kenv := r.Env(k3sEnv, r.File(k3sEnv, 0o600, 0, 0))
 	r.WantEnv(k3sEnv, kenv, "K3S_URL", "https://"+e.Machines[0].IP+":6443")
-	r.WantEnv(k3sEnv, kenv, "K3S_TOKEN", strings.TrimSpace(string(e.pkiFile("k3s-token"))))
+	// The agent token, never the server's: that one reads K3s's bootstrap data.
+	r.WantEnv(k3sEnv, kenv, "K3S_TOKEN", strings.TrimSpace(string(e.pkiFile("k3s-agent-token"))))
+	server := strings.TrimSpace(string(e.pkiFile("k3s-token")))
+	for k, v := range kenv {
+		if v == server {
+			t.Errorf("%s: the agent holds the server token in %s", r.Name, k)
+		}
+	}
 	for k := range kenv {
 		if strings.HasPrefix(k, "K3S_DATASTORE") {
 			t.Errorf("%s: agent's k3s.env sets %s", m.Name, k)

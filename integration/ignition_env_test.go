@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -69,7 +72,7 @@ type ignEnv struct {
 	ProfilesDir string
 
 	Dir, Data, Assets, ConfigPath string
-	httpPort                      int
+	httpPort, httpsPort           int
 	tftpPort, dhcpPort, proxyPort int
 	Base                          string // http://127.0.0.1:PORT
 	flint                         *Proc
@@ -114,7 +117,7 @@ func newIgnEnv(t *testing.T) *ignEnv {
 	e.Data = filepath.Join(l.Dir, "data")
 	e.Assets = filepath.Join(l.Dir, "assets")
 	e.ConfigPath = filepath.Join(l.Dir, "flint.yaml")
-	e.httpPort = freePort(t, "tcp")
+	e.httpPort, e.httpsPort = freePort(t, "tcp"), freePort(t, "tcp")
 	e.tftpPort, e.dhcpPort, e.proxyPort = freePort(t, "udp"), freePort(t, "udp"), freePort(t, "udp")
 	e.Base = fmt.Sprintf("http://127.0.0.1:%d", e.httpPort)
 	// Small fake binaries; random content so no two tests share a hash.
@@ -133,6 +136,7 @@ server:
   address: 127.0.0.1
   listen: 127.0.0.1
   http_port: %d
+  https_port: %d
   tftp_port: %d
   dhcp_port: %d
   proxy_port: %d
@@ -146,7 +150,7 @@ boot:
   assets_dir: %s
 cluster:
   name: nucs
-`, e.httpPort, e.tftpPort, e.dhcpPort, e.proxyPort, ignPrefix, ignRouter, ignDNS, ignDomain, e.Assets)
+`, e.httpPort, e.httpsPort, e.tftpPort, e.dhcpPort, e.proxyPort, ignPrefix, ignRouter, ignDNS, ignDomain, e.Assets)
 	if e.SSHKey != "" {
 		fmt.Fprintf(&b, "  ssh_authorized_keys: [%q]\n", e.SSHKey)
 	}
@@ -216,14 +220,18 @@ func (e *ignEnv) Machine(name string) ignMachine {
 	return ignMachine{}
 }
 
-// Fetch GETs /ignition?mac=mac with the given Accept header ("" for none).
+// Fetch gets machine mac's config the way a node does, with the given
+// Accept header ("" for none): its iPXE script (a fresh boot token), the
+// pointer config over plain HTTP, then what the pointer names over HTTPS,
+// checked against the CA the pointer carries. A non-200 answer at any step
+// is returned as it is.
 func (e *ignEnv) Fetch(mac, accept string) (code int, ctype string, body []byte) {
 	e.t.Helper()
-	code, ctype, body, err := httpGet(e.Base+"/ignition?mac="+mac, accept)
+	code, ctype, body, err := fetchConfig(e.Base, mac, accept)
 	if err != nil {
-		e.t.Fatalf("GET /ignition?mac=%s: %v", mac, err)
+		e.t.Fatalf("fetch the config of %s: %v", mac, err)
 	}
-	e.lab.logf("GET /ignition?mac=%s (Accept %q): %d %s, %d bytes", mac, accept, code, ctype, len(body))
+	e.lab.logf("config of %s (Accept %q): %d %s, %d bytes", mac, accept, code, ctype, len(body))
 	return code, ctype, body
 }
 
@@ -232,9 +240,94 @@ func (e *ignEnv) MustFetch(mac, accept string) []byte {
 	e.t.Helper()
 	code, _, body := e.Fetch(mac, accept)
 	if code != 200 {
-		e.t.Fatalf("GET /ignition?mac=%s: %d, want 200: %s", mac, code, body)
+		e.t.Fatalf("config of %s: %d, want 200: %s", mac, code, body)
 	}
 	return body
+}
+
+var scriptTokenRE = regexp.MustCompile(`ignition\.config\.url=\S*[?&]token=([0-9a-f]{64})`)
+
+// fetchConfig is Fetch without a test: script, pointer, HTTPS.
+func fetchConfig(base, mac, accept string) (int, string, []byte, error) {
+	code, ctype, script, err := httpGet(base+"/machines/"+mac+"/boot.ipxe", "")
+	if err != nil || code != 200 {
+		// No script (an unknown MAC gets 404): ask for the config anyway, with
+		// a made-up token, to see what flint answers.
+		code, ctype, body, err2 := httpGet(base+"/ignition?mac="+mac+"&token="+strings.Repeat("0", 64), accept)
+		return code, ctype, body, errors.Join(err, err2)
+	}
+	m := scriptTokenRE.FindSubmatch(script)
+	if m == nil {
+		return 0, "", nil, fmt.Errorf("no boot token in the iPXE script of %s:\n%s", mac, script)
+	}
+	code, ctype, ptr, err := httpGet(base+"/ignition?mac="+mac+"&token="+string(m[1]), accept)
+	if err != nil || code != 200 {
+		return code, ctype, ptr, err
+	}
+	var p struct {
+		Ignition struct {
+			Config struct {
+				Replace struct{ Source string }
+			}
+			Security struct {
+				TLS struct {
+					CertificateAuthorities []struct{ Source string }
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(ptr, &p); err != nil || len(p.Ignition.Security.TLS.CertificateAuthorities) != 1 {
+		return 0, "", nil, fmt.Errorf("the pointer config of %s is not a pointer (%v): %s", mac, err, ptr)
+	}
+	if bytes.Contains(ptr, []byte("PRIVATE KEY")) {
+		return 0, "", nil, fmt.Errorf("the plain-HTTP pointer of %s carries a private key", mac)
+	}
+	ca, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(p.Ignition.Security.TLS.CertificateAuthorities[0].Source, "data:;base64,"))
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("the pointer's CA: %w", err)
+	}
+	return httpsGet(p.Ignition.Config.Replace.Source, accept, ca)
+}
+
+// httpsGet is a GET over TLS that trusts only caPEM.
+func httpsGet(url, accept string, caPEM []byte) (code int, ctype string, body []byte, err error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return 0, "", nil, fmt.Errorf("no certificate in the CA PEM")
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Content-Type"), body, err
+}
+
+// perDelivery matches the tokens each delivery writes into a config (after
+// "Bearer " in the report header and "token=" in the installed-config URL,
+// URL-escaped in data URLs).
+var perDelivery = regexp.MustCompile(`(Bearer%20|token%3D|token=)[0-9a-f]{64}`)
+
+// canonical replaces the per-delivery tokens of a config with flint's
+// placeholders (what `flint render` prints), so two deliveries compare equal.
+func canonical(cfg []byte) []byte {
+	return perDelivery.ReplaceAllFunc(cfg, func(m []byte) []byte {
+		prefix := m[:len(m)-64]
+		ph := "FLINT_PER_BOOT_REPORT_TOKEN_" + strings.Repeat("X", 36)
+		if !bytes.HasPrefix(prefix, []byte("Bearer")) {
+			ph = "FLINT_PER_BOOT_INSTALLED_TOKEN_" + strings.Repeat("X", 33)
+		}
+		return append(append([]byte{}, prefix...), ph...)
+	})
 }
 
 // KernelCmdline is the kernel command line flint's iPXE script gives m, with
@@ -254,9 +347,9 @@ func (e *ignEnv) KernelCmdline(m ignMachine) string {
 		ln, _, _ = strings.Cut(ln, " && ")
 		f := strings.Fields(ln)[2:] // "kernel URL args..."
 		cmdline := strings.ReplaceAll(strings.Join(f, " "), "${mac:hexhyp}", hex)
-		want := "ignition.config.url=" + e.Base + "/ignition?mac=" + hex
-		if !regexp.MustCompile(`(^| )` + regexp.QuoteMeta(want) + `( |$)`).MatchString(cmdline) {
-			t.Fatalf("the iPXE script's kernel line %q lacks %s", ln, want)
+		want := "ignition.config.url=" + e.Base + "/ignition?mac=" + hex + "&token="
+		if !regexp.MustCompile(`(^| )` + regexp.QuoteMeta(want) + `[0-9a-f]{64}( |$)`).MatchString(cmdline) {
+			t.Fatalf("the iPXE script's kernel line %q lacks %s<boot token>", ln, want)
 		}
 		return cmdline
 	}

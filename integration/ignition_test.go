@@ -51,28 +51,34 @@ func TestIgnitionRealClients(t *testing.T) {
 			if code != 200 || ctype != v3ContentType || ignitionVersion(t, v3) != "3.4.0" {
 				t.Errorf("%s: v3 client got %d %q, ignition.version %q; want 200 %q 3.4.0", m.Name, code, ctype, ignitionVersion(t, v3), v3ContentType)
 			}
-			if again := e.MustFetch(hex, acceptV3); !bytes.Equal(again, v3) {
-				t.Errorf("%s: two fetches of the same config differ", m.Name)
+			// Each boot gets its own report token; everything else is the same.
+			again := e.MustFetch(hex, acceptV3)
+			if bytes.Equal(again, v3) {
+				t.Errorf("%s: two boots got the same report token", m.Name)
 			}
-			if colon := e.MustFetch(m.MAC, acceptV3); !bytes.Equal(colon, v3) {
+			if !bytes.Equal(canonical(again), canonical(v3)) {
+				t.Errorf("%s: two fetches of the same config differ beyond their report tokens", m.Name)
+			}
+			if colon := e.MustFetch(m.MAC, acceptV3); !bytes.Equal(canonical(colon), canonical(v3)) {
 				t.Errorf("%s: ?mac=%s and ?mac=%s give different configs", m.Name, m.MAC, hex)
 			}
-			if none := e.MustFetch(hex, ""); !bytes.Equal(none, v3) {
+			if none := e.MustFetch(hex, ""); !bytes.Equal(canonical(none), canonical(v3)) {
 				t.Errorf("%s: a request without Accept did not get the spec 3 config", m.Name)
 			}
 			code, ctype, legacy := e.Fetch(hex, acceptLegacy)
 			if code != 200 || ctype != legacyContentType || ignitionVersion(t, legacy) != "2.3.0" {
 				t.Errorf("%s: legacy client got %d %q, ignition.version %q; want 200 %q 2.3.0", m.Name, code, ctype, ignitionVersion(t, legacy), legacyContentType)
 			}
-			if again := e.MustFetch(hex, acceptLegacy); !bytes.Equal(again, legacy) {
+			if again := e.MustFetch(hex, acceptLegacy); !bytes.Equal(canonical(again), canonical(legacy)) {
 				t.Errorf("%s: two fetches of the same legacy config differ", m.Name)
 			}
 		}
-		// `flint render` prints what the server serves (plus a final newline).
+		// `flint render` prints what the server serves (plus a final newline),
+		// with placeholders where each delivery's tokens go.
 		m := e.Machine("nuc1")
 		for _, spec := range []struct{ flag, accept string }{{"3", acceptV3}, {"2", acceptLegacy}} {
 			r := runFlint(t, "render", "--config", e.ConfigPath, "--data", e.Data, "--mac", m.MAC, "--spec", spec.flag)
-			if served := e.MustFetch(hexhyp(m.MAC), spec.accept); r.Code != 0 || strings.TrimSuffix(r.Stdout, "\n") != string(served) {
+			if served := e.MustFetch(hexhyp(m.MAC), spec.accept); r.Code != 0 || strings.TrimSuffix(r.Stdout, "\n") != string(canonical(served)) {
 				t.Errorf("flint render --spec %s (exit %d) differs from what flint serves", spec.flag, r.Code)
 			}
 		}
@@ -252,8 +258,8 @@ func TestIgnitionRealClients(t *testing.T) {
 func (e *ignEnv) configsOf() map[string][]byte {
 	out := map[string][]byte{}
 	for _, m := range e.Machines {
-		out[m.Name+"/v3"] = e.MustFetch(hexhyp(m.MAC), acceptV3)
-		out[m.Name+"/legacy"] = e.MustFetch(hexhyp(m.MAC), acceptLegacy)
+		out[m.Name+"/v3"] = canonical(e.MustFetch(hexhyp(m.MAC), acceptV3))
+		out[m.Name+"/legacy"] = canonical(e.MustFetch(hexhyp(m.MAC), acceptLegacy))
 	}
 	return out
 }
@@ -270,6 +276,10 @@ func (e *ignEnv) pkiSnapshot() map[string][]byte {
 func laidDown(r nodeRoot) map[string][]byte {
 	files := r.Walk()
 	delete(files, "/etc/.ignition-result.json")
+	// Each delivery has its own report token: compare the rest of the header.
+	if h, ok := files["/etc/flint/report.header"]; ok {
+		files["/etc/flint/report.header"] = regexp.MustCompile(`[0-9a-f]{64}`).ReplaceAll(h, []byte("TOKEN"))
+	}
 	return files
 }
 
@@ -454,8 +464,8 @@ func TestIgnitionBrokenProfile(t *testing.T) {
 
 				// Broken while flint runs: servers get 503 (Ignition retries) and
 				// flint's log names the line; the agent's profile is unaffected.
-				before := e.MustFetch(hexhyp(m.MAC), acceptV3)
-				agent := e.MustFetch(hexhyp(e.Machine("nuc4").MAC), acceptV3)
+				before := canonical(e.MustFetch(hexhyp(m.MAC), acceptV3))
+				agent := canonical(e.MustFetch(hexhyp(e.Machine("nuc4").MAC), acceptV3))
 				broken := strings.Replace(text, "    - path: /etc/flint-test\n", "    - path: etc/flint-test\n", 1)
 				writeTestFile(t, profile, []byte(broken), 0o644)
 				if code, _, body := e.Fetch(hexhyp(m.MAC), acceptV3); code != 503 {
@@ -465,11 +475,11 @@ func TestIgnitionBrokenProfile(t *testing.T) {
 				if !strings.Contains(e.flint.Stderr.String(), where) {
 					t.Errorf("flint's log does not name %s", where)
 				}
-				if got := e.MustFetch(hexhyp(e.Machine("nuc4").MAC), acceptV3); !bytes.Equal(got, agent) {
+				if got := canonical(e.MustFetch(hexhyp(e.Machine("nuc4").MAC), acceptV3)); !bytes.Equal(got, agent) {
 					t.Errorf("the agent's config changed when only the server profile broke")
 				}
 				writeTestFile(t, profile, []byte(text), 0o644)
-				if got := e.MustFetch(hexhyp(m.MAC), acceptV3); !bytes.Equal(got, before) {
+				if got := canonical(e.MustFetch(hexhyp(m.MAC), acceptV3)); !bytes.Equal(got, before) {
 					t.Errorf("nuc1's config after the profile was fixed differs from before")
 				}
 				return

@@ -31,7 +31,10 @@ const (
 	bridgeMAC = "02:00:c6:12:00:01"
 )
 
-var flintHTTP = fmt.Sprintf("http://%s:%d", flintIP, httpPort)
+var (
+	flintHTTP  = fmt.Sprintf("http://%s:%d", flintIP, httpPort)
+	flintHTTPS = fmt.Sprintf("https://%s:8443", flintIP) // server.https_port's default
+)
 
 func randHex(n int) string {
 	b := make([]byte, n)

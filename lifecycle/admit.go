@@ -171,7 +171,14 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 		return refuse(reason)
 	}
 	disk := m.cfg.InstallModeOf(mc) == config.InstallDisk
+	live := !disk
 	now := m.now()
+
+	// The install window (before the token: the answer an installed machine
+	// needs is that its window is closed).
+	if disk && !windowOpen(rec.State) {
+		return refuse(fmt.Sprintf("%s is %s: its install window is closed; run `flint reprovision %s` to reinstall it", mc.Hostname, rec.State, mc.Hostname))
+	}
 
 	// The token.
 	if !ValidToken(req.Token) {
@@ -205,11 +212,6 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 		return refuse(fmt.Sprintf("unknown stage %q", req.Stage))
 	}
 
-	// The install window.
-	live := m.cfg.InstallModeOf(mc) == config.InstallLive
-	if !live && !windowOpen(rec.State) {
-		return refuse(fmt.Sprintf("%s is %s: its install window is closed; run `flint reprovision %s` to reinstall it", mc.Hostname, rec.State, mc.Hostname))
-	}
 	if req.Pointer {
 		a.Verdict = Serve
 		return a
