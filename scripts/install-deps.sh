@@ -19,6 +19,7 @@ TEST=(
   dnsmasq-base    # the LAN's own DHCP server next to flint in proxy mode
   etcd-server     # real etcd members: member replacement and cluster convergence tests
   etcd-client     # etcdctl, to check what the tests did to the cluster
+  tcpdump         # captures a whole boot on the lab bridge: no secret crosses in clear
   # e2e suite (e2e/): real firmware in QEMU and the test OS it boots
   qemu-system-x86 # the VMs (always -accel tcg)
   ipxe-qemu       # QEMU's iPXE NIC ROMs (efi-virtio.rom, efi-e1000.rom)
