@@ -11,7 +11,7 @@ DATA    ?= ./flint-data
 # The real Ignition clients the tests apply configs with (scripts/build-ignition.sh).
 IGNITION_BIN := $(CURDIR)/.work/ignition-bin
 
-.PHONY: all build deps deps-lite vet test unit integration e2e lab lab-down run clean
+.PHONY: all build deps deps-lite vet test unit fuzz integration e2e lab lab-down run clean
 
 all: build
 
@@ -36,7 +36,13 @@ vet:
 test: deps vet
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/e2e')
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
+
+## fuzz: every Go fuzz target for FUZZTIME (default 10s) each, one at a time
+FUZZTIME ?= 10s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 ## unit: only the tests that need neither root nor Debian packages
 unit:

@@ -76,7 +76,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	cfg, err := config.Parse("test.yaml", []byte(testConfig))
 	if err != nil {
@@ -134,7 +134,7 @@ func (fakeRenderer) Render(req ignition.Request) ([]byte, error) {
 		req.Machine.Hostname, req.Profile, req.ClusterState, req.Boot.ReportToken, req.Boot.InstalledToken)), nil
 }
 
-func randomBytes(t *testing.T, n int) []byte {
+func randomBytes(t testing.TB, n int) []byte {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -143,7 +143,7 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-func writeFile(t *testing.T, path string, data []byte) {
+func writeFile(t testing.TB, path string, data []byte) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -170,6 +170,12 @@ func (f *fixture) doTLS(t *testing.T, method, target, body string, header ...str
 func (f *fixture) doSocket(t *testing.T, method, target, body string, header ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	return serveOn(f.s.HandlerSocket(), method, target, body, header...)
+}
+
+func serveRecorder(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
 }
 
 func serveOn(h http.Handler, method, target, body string, header ...string) *httptest.ResponseRecorder {

@@ -137,8 +137,8 @@ func fakePEM(kind, who string) []byte {
 	return []byte(fmt.Sprintf("-----BEGIN %s-----\n%s\n-----END %s-----\n", kind, body, kind))
 }
 
-func (fakeSecrets) CACertPEM() []byte { return fakePEM("CERTIFICATE", "ca") }
-func (fakeSecrets) K3sToken() string  { return "K10fake-k3s-token" }
+func (fakeSecrets) CACertPEM() []byte     { return fakePEM("CERTIFICATE", "ca") }
+func (fakeSecrets) K3sToken() string      { return "K10fake-k3s-token" }
 func (fakeSecrets) K3sAgentToken() string { return "fake-k3s-agent-token" }
 func (fakeSecrets) EtcdServer(n pki.Node) (pki.KeyPair, error) {
 	return pki.KeyPair{CertPEM: fakePEM("CERTIFICATE", n.Name+"-server"), KeyPEM: fakePEM("EC PRIVATE KEY", n.Name+"-server")}, nil
