@@ -88,6 +88,10 @@ func TestCluster(t *testing.T) {
 		return nil
 	}
 
+	// Everything on the bridge from here to the etcd-healthy reports: the
+	// whole boot of four machines, for the wire-capture proof below.
+	capture := startCapture(t, e.lab, e.lab.Srv, "br0")
+
 	// ---- before anything booted: every machine of the config is ready ----
 	for _, n := range e.nodes {
 		must(e.wantState(n.Name, "ready"))
@@ -250,6 +254,33 @@ func TestCluster(t *testing.T) {
 	for _, s := range servers {
 		must(s.report("etcd-healthy", "member "+s.Name+" answers /health"))
 	}
+
+	// ---- no secret crossed the wire in clear ------------------------------
+	t.Run("wire-capture", func(t *testing.T) {
+		w, err := readPcap(capture.stop(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var roots []string
+		for _, n := range e.nodes {
+			roots = append(roots, n.dir)
+		}
+		leaks, summary := checkWire(w, flintSecrets(t, e.data, roots))
+		t.Logf("wire capture of the whole boot: %s", summary)
+		for _, l := range leaks {
+			t.Errorf("in clear on the wire: %s", l)
+		}
+		// What does cross in clear: DHCP, the scripts, the pointer configs
+		// (flint's CA and the boot token, spent by then), the assets.
+		var sawPointer, sawHTTPS bool
+		for key, st := range w.tcp {
+			sawPointer = sawPointer || bytes.Contains(st, []byte(`"replace":{"source":"https://`))
+			sawHTTPS = sawHTTPS || (strings.Contains(key, ":8443>") && len(st) > 0 && st[0] == 0x16)
+		}
+		if !sawPointer || !sawHTTPS {
+			t.Errorf("the capture lacks the pointer configs (%v) or flint's TLS answers (%v): it did not see the boot", sawPointer, sawHTTPS)
+		}
+	})
 
 	t.Run("k3s-datastore", func(t *testing.T) {
 		var endpoints []string
