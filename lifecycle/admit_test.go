@@ -124,6 +124,12 @@ func TestBootTokens(t *testing.T) {
 			t.Fatalf("new report token: %v", err)
 		}
 	})
+	t.Run("refusals are counted", func(t *testing.T) {
+		c := f.m.Refusals()
+		if c["http script"] < 2 || c["ignition"] < 6 || c["node report"] < 2 {
+			t.Fatalf("refusal counts %v", c)
+		}
+	})
 	t.Run("unknown MAC", func(t *testing.T) {
 		if s := f.m.Script(mac("52:54:00:00:00:99"), ip4); s.Verdict != ScriptUnknown {
 			t.Fatalf("%+v", s)

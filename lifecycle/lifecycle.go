@@ -117,6 +117,8 @@ type Manager struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
+	refusals counter
+
 	mu        sync.Mutex
 	preparing map[config.MAC]bool      // a rejoin runs now (at most one per server)
 	failed    map[config.MAC]rejoinErr // last rejoin failure per server
@@ -169,8 +171,39 @@ func (m *Manager) record(mac config.MAC, from netip.Addr, event, detail string) 
 
 // refuse logs and records a refusal on the target machine's timeline.
 func (m *Manager) refuse(mc *config.Machine, from netip.Addr, what, reason string) {
+	m.refusals.Add(what)
 	m.log.Warn("refused "+what, "machine", mc.Hostname, "mac", mc.HW, "from", from, "reason", reason)
 	m.record(mc.HW, from, what+" refused", reason)
+}
+
+// Refusals counts refused requests by what was asked for ("http script",
+// "ignition", "ignition pointer", "node report EVENT"), for monitoring.
+func (m *Manager) Refusals() map[string]uint64 { return m.refusals.Snapshot() }
+
+// counter is a small map of counts, safe for concurrent use; its keys are
+// the few fixed kinds of request, never anything from the network.
+type counter struct {
+	mu sync.Mutex
+	n  map[string]uint64
+}
+
+func (c *counter) Add(k string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]uint64{}
+	}
+	c.n[k]++
+}
+
+func (c *counter) Snapshot() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]uint64, len(c.n))
+	for k, v := range c.n {
+		out[k] = v
+	}
+	return out
 }
 
 // machine reads mac's record by key.

@@ -44,7 +44,7 @@ func (m *Manager) NodeEvent(r NodeReport) error {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	refuse := func(reason string) error {
-		m.refuse(mc, from, "node report "+r.Event, reason)
+		m.refuse(mc, from, "node report", reason)
 		return fmt.Errorf("%w: %s", ErrRefused, reason)
 	}
 	if rec.Boot.Nonce == "" || !ValidToken(r.Token) || !equalToken(r.Token, m.derive(purposeReport, mc.HW, rec.Boot.Nonce)) {

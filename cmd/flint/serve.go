@@ -203,7 +203,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		first = cause
 	}
 	if first == nil {
-		log.Info("flint stopped")
+		log.Info("flint stopped", "refused_requests", lc.Refusals())
 	}
 	return first
 }
