@@ -289,27 +289,13 @@ func fetchConfig(base, mac, accept string) (int, string, []byte, error) {
 	return httpsGet(p.Ignition.Config.Replace.Source, accept, ca)
 }
 
-// httpsGet is a GET over TLS that trusts only caPEM.
+// httpsGet is httpGet over TLS, trusting only caPEM.
 func httpsGet(url, accept string, caPEM []byte) (code int, ctype string, body []byte, err error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return 0, "", nil, fmt.Errorf("no certificate in the CA PEM")
 	}
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, "", nil, err
-	}
-	defer resp.Body.Close()
-	body, err = io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header.Get("Content-Type"), body, err
+	return get(&http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}, url, accept)
 }
 
 // perDelivery matches the tokens each delivery writes into a config (after
@@ -557,6 +543,10 @@ func (r clientResult) Output() string {
 
 // httpGet is a plain GET with an optional Accept header.
 func httpGet(url, accept string) (code int, ctype string, body []byte, err error) {
+	return get(&http.Client{Timeout: 10 * time.Second}, url, accept)
+}
+
+func get(c *http.Client, url, accept string) (code int, ctype string, body []byte, err error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", nil, err
@@ -564,7 +554,6 @@ func httpGet(url, accept string) (code int, ctype string, body []byte, err error
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", nil, err
