@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,9 +36,12 @@ func vmTimeout(t *testing.T) time.Duration {
 
 // TestNetbootThreeMachines boots the lab's three machines from flint at the
 // same time and checks, per machine, everything flint and the machine itself
-// recorded: the reserved address, the first-stage file, the per-MAC script,
-// kernel and initrd, the Ignition config, the files Ignition wrote, and the
-// order of the boot timeline.
+// recorded: the reserved address, the first-stage file, the per-MAC script
+// with its boot token, kernel and initrd, the pointer config and the real
+// config over HTTPS, the files Ignition wrote, the node report over HTTPS
+// with the report token, and the order of the boot timeline. Then, as each
+// machine (its MAC and address, the machine being off), it fetches the
+// machine's config URLs again: the token the boot spent is refused.
 func TestNetbootThreeMachines(t *testing.T) {
 	suiteStart := time.Now()
 	needPrerequisites(t)
@@ -90,13 +94,27 @@ func TestNetbootThreeMachines(t *testing.T) {
 	}
 	wg.Wait()
 	bootDone := time.Now()
+	for _, r := range runs {
+		r.console = vlab.ParseConsole(readFile(r.SerialLog(dir)))
+	}
 
-	// What flint recorded, read once every machine is off.
-	leases, err := lab.Net.Leases()
+	// Each machine's config URLs fetched again, as the machine, now it is off.
+	replayStart := time.Now()
+	imp, err := lab.Impostor()
+	if err != nil {
+		t.Fatalf("impostor: %v", err)
+	}
+	for _, r := range runs {
+		r.replayStart = replayStart
+		r.replays, r.replayErr = replay(lab, imp, r)
+	}
+
+	// What flint recorded, read once every machine is off (admin socket).
+	leases, err := lab.Admin.Leases()
 	if err != nil {
 		t.Fatalf("leases: %v", err)
 	}
-	machines, err := lab.Net.Machines()
+	machines, err := lab.Admin.Machines()
 	if err != nil {
 		t.Fatalf("machines: %v", err)
 	}
@@ -106,8 +124,7 @@ func TestNetbootThreeMachines(t *testing.T) {
 				r.record = m
 			}
 		}
-		r.console = vlab.ParseConsole(readFile(r.SerialLog(dir)))
-		if r.events, err = lab.Net.Events(r.MAC); err != nil {
+		if r.events, err = lab.Admin.Events(r.MAC); err != nil {
 			t.Errorf("%s: events: %v", r.Name, err)
 		}
 	}
@@ -119,7 +136,7 @@ func TestNetbootThreeMachines(t *testing.T) {
 		ok := t.Run(r.Name, func(t *testing.T) { checkMachine(t, lab, r, leases, timeout) })
 		if !ok {
 			t.Logf("==== serial console of %s (%s), last 120 lines of %s ====\n%s",
-				r.Name, r.proc.State(), r.SerialLog(dir), tail(plainText(readFile(r.SerialLog(dir))), 120))
+				r.Name, r.proc.State(), r.SerialLog(dir), tail(redact(plainText(readFile(r.SerialLog(dir)))), 120))
 		}
 	}
 	t.Run("no address handed out twice", func(t *testing.T) { checkLeases(t, leases) })
@@ -145,6 +162,54 @@ type vmRun struct {
 	config     *ignitionConfig
 	configSize int // bytes of the rendered config, to compare with what flint logged serving
 	configErr  error
+	// The machine's config URLs fetched again after the boot, as the machine.
+	replayStart time.Time
+	replays     []vlab.Reply
+	replayErr   error
+}
+
+// hex64 is the shape of every token flint hands out.
+var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// bootToken is the token on the machine's kernel command line ("" if none).
+func (r *vmRun) bootToken() string {
+	tok, ok := strings.CutPrefix(r.console.IgnitionURL, vlab.FlintURL+"/ignition?mac="+r.HexHyp()+"&token=")
+	if !ok || !hex64.MatchString(tok) {
+		return ""
+	}
+	return tok
+}
+
+// secretURL is where the pointer config must send Ignition: the machine's
+// config over HTTPS, with the boot token of its kernel command line.
+func (r *vmRun) secretURL() string {
+	return vlab.FlintHTTPSURL + "/ignition?mac=" + r.HexHyp() + "&token=" + r.bootToken()
+}
+
+// replay fetches the machine's config URLs again once it is off: first the
+// HTTPS one (its config, which the boot's Ignition fetched once), then the
+// plain HTTP one of its kernel command line. It does so from the impostor,
+// which holds the machine's MAC and reserved address, so flint's
+// lease-address rule lets the requests through and only the token decides.
+func replay(lab *vlab.Lab, imp *vlab.Impostor, r *vmRun) ([]vlab.Reply, error) {
+	if r.bootToken() == "" || r.console.Done == "" {
+		// No token, or a boot that did not finish (checkMachine says why):
+		// nothing to replay, and a config a failed boot never fetched
+		// must not be served to the suite.
+		return nil, nil
+	}
+	if err := imp.Become(r.VM); err != nil {
+		return nil, err
+	}
+	var out []vlab.Reply
+	for _, u := range []struct{ url, ca string }{{r.secretURL(), lab.CACert()}, {r.console.IgnitionURL, ""}} {
+		rep, err := imp.Get(u.url, u.ca)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, rep)
+	}
+	return out, nil
 }
 
 func checkMachine(t *testing.T, lab *vlab.Lab, r *vmRun, leases []vlab.Lease, timeout time.Duration) {
@@ -198,16 +263,17 @@ func checkMachine(t *testing.T, lab *vlab.Lab, r *vmRun, leases []vlab.Lease, ti
 		t.Errorf("flint's machine record: lifecycle state %q, want installed after config-applied", r.record.State)
 	}
 
-	// 3. The Ignition URL flint's iPXE script put on the kernel command line.
-	wantURL := vlab.FlintURL + "/ignition?mac=" + r.HexHyp()
-	if c.IgnitionURL != wantURL {
-		t.Errorf("ignition.config.url=%q, want %q", c.IgnitionURL, wantURL)
+	// 3. The Ignition URL flint's iPXE script put on the kernel command line:
+	// plain HTTP, with a fresh boot token.
+	if r.bootToken() == "" {
+		t.Errorf("ignition.config.url=%q, want %s/ignition?mac=%s&token=<64 hex digits>", c.IgnitionURL, vlab.FlintURL, r.HexHyp())
 	}
 	for _, stage := range []string{"fetch", "files"} {
 		if !strings.HasPrefix(c.Stages[stage], "ok") {
 			t.Errorf("Ignition stage %s: %q, want ok", stage, c.Stages[stage])
 		}
 	}
+	checkIgnitionRequests(t, r)
 
 	// 4. The files Ignition laid down: what the role needs, and exactly what the config says.
 	checkRoleFiles(t, lab, r)
@@ -226,8 +292,102 @@ func checkMachine(t *testing.T, lab *vlab.Lab, r *vmRun, leases []vlab.Lease, ti
 		}
 	}
 
-	// 5. flint's timeline of the boot.
+	// 5. The node report: posted over HTTPS with the config's report token,
+	// to the URL the config's /opt/bin/flint-report names.
+	if want := vlab.FlintHTTPSURL + "/api/v1/events"; c.EventsURL != want {
+		t.Errorf("the config's /opt/bin/flint-report posts to %q, want %q", c.EventsURL, want)
+	}
+	if !slices.Contains(c.Events, "posted config-applied http=204") {
+		t.Errorf("test OS did not post config-applied (204 from flint); its report lines: %q", c.Events)
+	}
+
+	// 6. flint's timeline of the boot.
 	checkTimeline(t, r)
+
+	// 7. The token is spent: the same URLs again, as the machine, are refused.
+	checkReplay(t, r)
+}
+
+// checkIgnitionRequests checks, in the real Ignition client's own log, that
+// it followed flint's pointer: the plain HTTP URL of the kernel command line
+// (200), then the machine's config over HTTPS with the same token (200).
+// Ignition checks flint's certificate against the CA the pointer carried; a
+// certificate it did not trust would be a "GET error", never "OK".
+func checkIgnitionRequests(t *testing.T, r *vmRun) {
+	t.Helper()
+	c := r.console
+	pointer, secret := -1, -1
+	var log []string
+	for i, q := range c.Requests {
+		log = append(log, fmt.Sprintf("%s: %s %s %s -> %s", q.Stage, q.Method, q.URL, q.Attempt, q.Result))
+		if q.Stage != "fetch" {
+			continue
+		}
+		switch q.URL {
+		case c.IgnitionURL:
+			if q.Result == "OK" && pointer < 0 {
+				pointer = i
+			}
+		case r.secretURL():
+			if q.Result == "OK" && secret < 0 {
+				secret = i
+			}
+			if q.Result != "OK" {
+				t.Errorf("Ignition's GET of its config over HTTPS: %s (attempt %s)", q.Result, q.Attempt)
+			}
+		default:
+			t.Errorf("Ignition fetched %s in its fetch stage (%s): neither the pointer nor the config it names", q.URL, q.Result)
+		}
+	}
+	switch {
+	case pointer < 0:
+		t.Errorf("Ignition's log shows no GET %s with result OK (the pointer config); its requests:\n%s", c.IgnitionURL, strings.Join(log, "\n"))
+	case secret < 0:
+		t.Errorf("Ignition's log shows no GET %s with result OK (the config over HTTPS); its requests:\n%s", r.secretURL(), strings.Join(log, "\n"))
+	case secret < pointer:
+		t.Errorf("Ignition fetched the HTTPS config before the pointer that names it:\n%s", strings.Join(log, "\n"))
+	default:
+		t.Logf("Ignition's requests:\n  %s", strings.Join(log, "\n  "))
+	}
+}
+
+// checkReplay: fetched again as the machine after its boot, the machine's
+// config is refused (403) for the token's sake, over HTTPS and over plain
+// HTTP alike, and flint put both refusals on the machine's timeline. The
+// reason proves the requests passed the lease-address rule: flint checks the
+// address first and names it when it refuses for it.
+func checkReplay(t *testing.T, r *vmRun) {
+	t.Helper()
+	const spent = "the boot token is unknown, used or expired"
+	if r.replayErr != nil {
+		t.Errorf("fetch the config again as %s: %v", r.Name, r.replayErr)
+		return
+	}
+	if len(r.replays) != 2 {
+		t.Errorf("fetched the config URLs again %d times, want 2 (HTTPS config, pointer)", len(r.replays))
+		return
+	}
+	for _, rep := range r.replays {
+		if rep.Status != 403 || !strings.Contains(rep.Body, spent) {
+			t.Errorf("after the boot, as the machine: %v, want 403 %q", rep, spent)
+		} else {
+			t.Logf("after the boot, as the machine: %v", rep)
+		}
+	}
+	want := map[string]bool{"ignition refused": false, "ignition pointer refused": false}
+	for _, e := range r.events {
+		if e.At.Before(r.replayStart) {
+			continue
+		}
+		if _, ok := want[e.Event]; ok && e.IP == r.IP && strings.Contains(e.Detail, spent) {
+			want[e.Event] = true
+		}
+	}
+	for ev, seen := range want {
+		if !seen {
+			t.Errorf("timeline lacks %q from %s (%s) after the boot; got:\n%s", ev, r.IP, spent, r.timeline())
+		}
+	}
 }
 
 // checkRoleFiles checks the console summary for the files a server or an
@@ -256,6 +416,15 @@ func checkRoleFiles(t *testing.T, lab *vlab.Lab, r *vmRun) {
 	wantFile("/etc/hosts", "", "644", 0)
 	wantFile("/etc/systemd/network/00-flint.network", "", "644", 0)
 	wantFile("/opt/bin/k3s", asset("k3s/k3s"), "755", 0)
+	// What the node reports with: flint's own CA (the one its HTTPS server's
+	// certificate chains to), the report token, the reporter.
+	if ca, err := os.ReadFile(lab.CACert()); err != nil {
+		t.Errorf("flint's CA: %v", err)
+	} else {
+		wantFile("/etc/flint/ca.crt", sha256hex(ca), "644", 0)
+	}
+	wantFile(reportHeaderPath, "", "600", 0)
+	wantFile("/opt/bin/flint-report", "", "755", 0)
 	wantFile("/etc/rancher/k3s/k3s.env", "", "600", 0)
 	switch r.Role {
 	case "server":
@@ -293,8 +462,8 @@ func checkTimeline(t *testing.T, r *vmRun) {
 		"http script",
 		"http /assets/"+vlab.KernelAsset,
 		"http /assets/"+vlab.InitrdAsset,
-		"dhcp ACK", // the test OS's udhcpc
-		"ignition served",
+		"dhcp ACK",            // the test OS's udhcpc
+		"ignition served",     // over TLS (the pointer over plain HTTP is not on the timeline)
 		"node config-applied", // what a Flatcar node's flint-report-applied.service posts
 	)
 	// A failed transfer does not count as the step: OVMF's PXE first asks for
@@ -302,6 +471,16 @@ func checkTimeline(t *testing.T, r *vmRun) {
 	i := 0
 	for _, e := range r.events {
 		if i < len(steps) && e.Event == steps[i] && !strings.HasPrefix(e.Detail, "failed") {
+			switch e.Event {
+			case "ignition served":
+				if !strings.HasPrefix(e.Detail, "over TLS") || e.IP != r.IP {
+					t.Errorf("ignition served to %s: %q, want over TLS to %s", e.IP, e.Detail, r.IP)
+				}
+			case "node config-applied":
+				if e.IP != r.IP {
+					t.Errorf("node config-applied from %s, want %s", e.IP, r.IP)
+				}
+			}
 			i++
 		}
 	}
@@ -322,6 +501,10 @@ func checkTimeline(t *testing.T, r *vmRun) {
 		}
 		if strings.Contains(e.Event, "(unknown)") || strings.Contains(e.Event, "(waiting)") || strings.Contains(e.Event, "failed") {
 			t.Errorf("timeline entry %q (%s)", e.Event, e.Detail)
+		}
+		// Refusals are expected only of the fetches after the boot (checkReplay).
+		if strings.Contains(e.Event, "refused") && (r.replayStart.IsZero() || e.At.Before(r.replayStart)) {
+			t.Errorf("timeline entry %q during the boot (%s)", e.Event, e.Detail)
 		}
 	}
 }
@@ -395,6 +578,14 @@ var (
 	ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|[A-Za-z])`)
 	backspaces = regexp.MustCompile(`(\x08 \x08|\x08)+`)
 )
+
+// redact hides the report token the test OS prints (E2E-REPORT-HEADER) in
+// a console dump: it stays valid for reports after the boot.
+func redact(s string) string {
+	return reportHeaderLine.ReplaceAllString(s, "${1}<redacted>")
+}
+
+var reportHeaderLine = regexp.MustCompile(`(E2E-REPORT-HEADER Authorization: Bearer )[0-9a-f]{64}`)
 
 // plainText strips what firmware consoles send for a screen (ANSI escapes,
 // iPXE's backspace countdown, carriage returns) from a serial log.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -63,7 +64,8 @@ func (o owner) id() int {
 // renderIgnition is the config flint serves the machine, made by `flint
 // render` from the lab's config and data directory (same PKI, same assets).
 // The suite cannot simply GET /ignition again: in full DHCP mode flint
-// serves a config only to the address it leased to that MAC.
+// serves a config only to the address it leased to that MAC, and only once
+// per boot token (the boot spent it; checkReplay shows the 403).
 func renderIgnition(lab *vlab.Lab, vm vlab.VM) (*ignitionConfig, int, error) {
 	cmd := exec.Command(flintBin, "render", "--mac", vm.MAC, "--config", lab.ConfigPath, "--data", lab.DataDir)
 	var stderr bytes.Buffer
@@ -79,9 +81,19 @@ func renderIgnition(lab *vlab.Lab, vm vlab.VM) (*ignitionConfig, int, error) {
 	return &c, len(bytes.TrimSpace(out)), nil
 }
 
+// reportHeaderPath holds the one thing a served config has that `flint
+// render` cannot show: the report token, fresh for every delivery. render
+// prints a placeholder of the same length there.
+const reportHeaderPath = "/etc/flint/report.header"
+
+var (
+	servedReportHeader   = regexp.MustCompile(`^Authorization: Bearer [0-9a-f]{64}$`)
+	renderedReportHeader = regexp.MustCompile(`^Authorization: Bearer FLINT_PER_BOOT_REPORT_TOKEN_X+$`)
+)
+
 // checkConfigApplied compares every file, directory and unit of the served
 // config with the console's E2E-FILE/E2E-DIR lines: content (sha256), mode
-// and owner.
+// and owner, byte for byte, but for the report token (checkReportHeader).
 func checkConfigApplied(t *testing.T, lab *vlab.Lab, r *vmRun) {
 	t.Helper()
 	cfg, files, dirs := r.config, r.console.Files, r.console.Dirs
@@ -101,6 +113,10 @@ func checkConfigApplied(t *testing.T, lab *vlab.Lab, r *vmRun) {
 		want, err := sourceContent(*f.Contents.Source, f.Contents.Compression, lab.AssetsDir)
 		if err != nil {
 			t.Errorf("config file %s: %v", f.Path, err)
+			continue
+		}
+		if f.Path == reportHeaderPath {
+			checkReportHeader(t, r, got, string(want))
 			continue
 		}
 		if got.SHA256 != sha256hex(want) {
@@ -133,6 +149,25 @@ func checkConfigApplied(t *testing.T, lab *vlab.Lab, r *vmRun) {
 	sort.Strings(paths)
 	t.Logf("%d files, %d directories, %d units of the served config are on the machine as configured; its console lists: %s",
 		len(cfg.Storage.Files), len(cfg.Storage.Directories), len(cfg.Systemd.Units), strings.Join(paths, " "))
+}
+
+// checkReportHeader: render has the placeholder, the machine a 64-hex-digit
+// token in its place (the console's E2E-REPORT-HEADER line is the file: same
+// sha256). That flint took the token is checked by the node report itself.
+func checkReportHeader(t *testing.T, r *vmRun, got vlab.File, rendered string) {
+	t.Helper()
+	served := r.console.ReportHeader
+	if !renderedReportHeader.MatchString(rendered) || len(rendered) != len("Authorization: Bearer ")+64 {
+		t.Errorf("%s: flint render gives %q, want %q, the placeholder as long as a token", reportHeaderPath, rendered, renderedReportHeader)
+	}
+	switch {
+	case sha256hex([]byte(served)) != got.SHA256:
+		t.Errorf("%s: the console's E2E-REPORT-HEADER line is not the file (sha256 %s, file %s)", reportHeaderPath, sha256hex([]byte(served)), got.SHA256)
+	case !servedReportHeader.MatchString(served):
+		t.Errorf("%s on the machine: %q, want %q", reportHeaderPath, redact("E2E-REPORT-HEADER "+served), servedReportHeader)
+	case served == rendered:
+		t.Errorf("%s on the machine is render's placeholder: flint served no report token", reportHeaderPath)
+	}
 }
 
 func checkNode(t *testing.T, n node, got vlab.File, defaultMode int) {

@@ -2,8 +2,8 @@
 # Builds the small test OS the e2e suite boots from flint:
 #   CACHE/testos/KEY/vmlinuz          a Debian 6.1 kernel (apt-get download + dpkg -x)
 #   CACHE/testos/KEY/initrd.cpio.gz   busybox-static, the NIC modules, the real
-#                                     Ignition client (+ the shared libraries it
-#                                     needs) and e2e/testos/init as /init
+#                                     Ignition client, Debian's curl (+ the shared
+#                                     libraries both need) and e2e/testos/init as /init
 #   CACHE/testos/KEY/manifest.txt     the inputs KEY was computed from
 #
 #   e2e/testos/build.sh CACHE      prints the directory on its last line
@@ -11,9 +11,14 @@
 # The Ignition client comes from scripts/build-ignition.sh, built into
 # $FLINT_IGNITION_BIN (make test sets it) or CACHE/ignition-bin.
 #
+# curl is there because the test OS reports to flint the way a Flatcar node's
+# flint-report does: over HTTPS, checking flint's CA, with the report token the
+# config laid down (busybox wget cannot verify a certificate).
+#
 # KEY is a hash of every input (kernel package version, busybox version, the
-# Ignition binary, the scripts in this folder), so a rerun with nothing changed
-# returns at once and a changed input builds a new directory.
+# Ignition and curl binaries and their libraries, the scripts in this folder),
+# so a rerun with nothing changed returns at once and a changed input builds a
+# new directory.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
@@ -41,6 +46,8 @@ need() {
   fi
 }
 need apt-get apt-cache dpkg dpkg-deb cpio gzip strip sha256sum flock ldd
+CURL=/usr/bin/curl
+[ -x "$CURL" ] || { log "$CURL missing (Debian package curl)"; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { log "$BUSYBOX missing (Debian package busybox-static)"; exit 1; }
 if ldd "$BUSYBOX" >/dev/null 2>&1; then
@@ -76,14 +83,16 @@ manifest() {
   echo "kernel $KPKG $KVER"
   echo "busybox $(dpkg-query -W -f='${Version}' busybox-static)"
   echo "ignition $(sha256sum "$IGNITION" | cut -c1-64)"
-  for lib in $(ignition_libs); do echo "lib $lib $(sha256sum "$lib" | cut -c1-64)"; done
+  echo "curl $(dpkg-query -W -f='${Version}' curl) $(sha256sum "$CURL" | cut -c1-64)"
+  for lib in $(runtime_libs); do echo "lib $lib $(sha256sum "$lib" | cut -c1-64)"; done
   for f in build.sh init udhcpc.script; do echo "script $f $(sha256sum "$HERE/$f" | cut -c1-64)"; done
 }
 
-# ignition_libs lists the shared objects (and the loader) Ignition needs: it
-# links libblkid with cgo, and the initramfs has no glibc of its own.
-ignition_libs() {
-  ldd "$IGNITION" | awk '$3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u
+# runtime_libs lists the shared objects (and the loader) Ignition and curl
+# need: Ignition links libblkid with cgo, curl links libcurl and OpenSSL, and
+# the initramfs has no glibc of its own.
+runtime_libs() {
+  ldd "$IGNITION" "$CURL" | awk '$3 ~ /^\// {print $3} $1 ~ /^\/.*ld-linux/ {print $1}' | sort -u
 }
 
 MANIFEST=$(manifest)
@@ -133,7 +142,8 @@ done
 install -m 0755 "$HERE/init" "$ROOT/init"
 install -m 0755 "$HERE/udhcpc.script" "$ROOT/etc/udhcpc.script"
 strip -o "$ROOT/usr/bin/ignition" "$IGNITION"
-for lib in $(ignition_libs); do
+cp "$CURL" "$ROOT/usr/bin/curl"
+for lib in $(runtime_libs); do
   mkdir -p "$ROOT$(dirname "$lib")"
   cp -L "$lib" "$ROOT$lib"
 done

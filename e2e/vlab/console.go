@@ -15,12 +15,28 @@ type Console struct {
 	DHCPServer  string
 	IgnitionURL string            // E2E-IGNITION-URL: from the kernel command line
 	Stages      map[string]string // E2E-STAGE: fetch/files -> "ok 2s" or "failed rc=1"
+	Requests    []Request         // E2E-IGNITION-LOG: Ignition's HTTP(S) requests, in order
 	Files       map[string]File   // E2E-FILE: what Ignition wrote, by path
 	Dirs        map[string]File   // E2E-DIR
-	Hostname    string            // E2E-HOSTNAME
-	EventPosted bool              // E2E-EVENT posted
-	Done        string            // E2E-DONE detail ("" if not reached)
-	Fail        string            // E2E-FAIL detail
+	// ReportHeader is /etc/flint/report.header as Ignition wrote it
+	// (E2E-REPORT-HEADER): "Authorization: Bearer " and the report token.
+	ReportHeader string
+	Hostname     string   // E2E-HOSTNAME
+	EventsURL    string   // E2E-EVENTS-URL: where the test OS posted its report (from /opt/bin/flint-report)
+	Events       []string // E2E-EVENT lines: "posted config-applied http=204", "not posted ...", "failed to post ..."
+	EventPosted  bool     // an E2E-EVENT posted line
+	Done         string   // E2E-DONE detail ("" if not reached)
+	Fail         string   // E2E-FAIL detail
+}
+
+// Request is one HTTP(S) request of the real Ignition client, from its log
+// ("GET URL: attempt #N", then "GET result: OK" or "GET error: ...").
+type Request struct {
+	Stage   string // fetch or files
+	Method  string // GET or HEAD
+	URL     string
+	Attempt string // "#1"
+	Result  string // "OK", "Forbidden", ... (http.StatusText), or "error: ..."
 }
 
 // File is one entry Ignition laid down in the test OS's root.
@@ -58,6 +74,12 @@ func ParseConsole(log string) *Console {
 			if len(f) >= 2 {
 				c.Stages[f[0]] = strings.Join(f[1:], " ")
 			}
+		case "IGNITION-LOG": // STAGE LEVEL : [PREFIX: ]GET URL: attempt #N | GET result: STATUS | GET error: ERR
+			c.addRequest(rest)
+		case "REPORT-HEADER":
+			c.ReportHeader = rest
+		case "EVENTS-URL":
+			c.EventsURL = rest
 		case "FILE": // PATH SHA256 MODE UID GID SIZE
 			if len(f) == 6 {
 				c.Files[f[0]] = File{Path: f[0], SHA256: f[1], Mode: f[2], UID: atoi(f[3]), GID: atoi(f[4]), Size: int64(atoi(f[5]))}
@@ -69,6 +91,7 @@ func ParseConsole(log string) *Console {
 		case "HOSTNAME":
 			c.Hostname = rest
 		case "EVENT":
+			c.Events = append(c.Events, rest)
 			c.EventPosted = c.EventPosted || strings.HasPrefix(rest, "posted")
 		case "DONE":
 			c.Done = rest
@@ -80,6 +103,34 @@ func ParseConsole(log string) *Console {
 		}
 	}
 	return c
+}
+
+// addRequest reads one line of Ignition's log about an HTTP request.
+func (c *Console) addRequest(rest string) {
+	stage, msg, _ := strings.Cut(rest, " ")
+	for _, m := range []string{"GET", "HEAD"} {
+		i := strings.Index(msg, ": "+m+" ")
+		if i < 0 {
+			continue
+		}
+		what := msg[i+len(": "+m+" "):]
+		switch {
+		case strings.HasPrefix(what, "result: "):
+			if n := len(c.Requests); n > 0 && c.Requests[n-1].Result == "" {
+				c.Requests[n-1].Result = strings.TrimPrefix(what, "result: ")
+			}
+		case strings.HasPrefix(what, "error: "):
+			if n := len(c.Requests); n > 0 && c.Requests[n-1].Result == "" {
+				c.Requests[n-1].Result = what
+			}
+		default:
+			url, attempt, ok := strings.Cut(what, ": attempt ")
+			if ok {
+				c.Requests = append(c.Requests, Request{Stage: stage, Method: m, URL: url, Attempt: attempt})
+			}
+		}
+		return
+	}
 }
 
 // field returns the value of the first "key=value" item.

@@ -1,27 +1,42 @@
 package vlab
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
 
 // StartFlint runs `flint serve` in the namespace and waits until /healthz
-// answers (at most 15 s).
+// answers on all three of its listeners: plain HTTP and HTTPS (checked
+// against flint's CA) in the namespace, and the admin socket (at most 15 s).
 func (n *Network) StartFlint(flintBin, configPath, dataDir, logPath string, detached bool) (*Proc, error) {
 	cmd := n.Command(flintBin, "serve", "--config", configPath, "--data", dataDir, "--log-format", "text", "--log-level", "debug")
 	p, err := Start("flint", cmd, logPath, detached)
 	if err != nil {
 		return nil, err
 	}
+	admin := AdminOf(dataDir)
+	healthy := func() error {
+		if _, err := n.Get("/healthz"); err != nil {
+			return err
+		}
+		if _, err := n.Output(10*time.Second, "curl", "-sS", "--fail-with-body", "-m", "5", "--cacert", CACert(dataDir), FlintHTTPSURL+"/healthz"); err != nil {
+			return err
+		}
+		_, err := admin.Get("/healthz")
+		return err
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if p.Exited() {
 			return p, fmt.Errorf("flint exited during start-up (%s): see %s", p.State(), logPath)
 		}
-		if _, err := n.Get("/healthz"); err == nil {
+		if err := healthy(); err == nil {
 			return p, nil
 		} else if time.Now().After(deadline) {
 			_ = p.Stop(5 * time.Second)
@@ -31,8 +46,13 @@ func (n *Network) StartFlint(flintBin, configPath, dataDir, logPath string, deta
 	}
 }
 
-// Get fetches path from flint's HTTP server inside the namespace (the host
-// cannot reach the lab network) and fails on any status but 200.
+// CACert is flint's CA certificate in its data directory: what its HTTPS
+// certificate is checked against, and what a node's config lays down as
+// /etc/flint/ca.crt.
+func CACert(dataDir string) string { return filepath.Join(dataDir, "pki", "ca.crt") }
+
+// Get fetches path from flint's plain HTTP server inside the namespace (the
+// host cannot reach the lab network) and fails on any status but 200.
 func (n *Network) Get(path string) ([]byte, error) {
 	out, err := n.Output(10*time.Second, "curl", "-sS", "--fail-with-body", "-m", "5", FlintURL+path)
 	if err != nil {
@@ -41,9 +61,33 @@ func (n *Network) Get(path string) ([]byte, error) {
 	return out, nil
 }
 
-// GetJSON fetches path and decodes its JSON body into v.
-func (n *Network) GetJSON(path string, v any) error {
-	b, err := n.Get(path)
+// Admin reads flint's admin API the way an operator on flint's host does:
+// through the admin socket DATA/flint.sock (0600, no token). The admin API
+// is not on plain HTTP; a Unix socket needs no network namespace.
+type Admin struct {
+	Socket string
+}
+
+// AdminOf is the admin API of the flint serving data directory dataDir.
+func AdminOf(dataDir string) Admin { return Admin{Socket: filepath.Join(dataDir, "flint.sock")} }
+
+// Get fetches path over the admin socket and fails on any status but 200.
+func (a Admin) Get(path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "curl", "-sS", "--fail-with-body", "-m", "5", "--unix-socket", a.Socket, "http://flint"+path)
+	cmd.WaitDelay = time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("GET %s over %s: %v: %s %s", path, a.Socket, err, strings.TrimSpace(stderr.String()), strings.TrimSpace(stdout.String()))
+	}
+	return stdout.Bytes(), nil
+}
+
+// GetJSON fetches path over the admin socket and decodes its JSON body into v.
+func (a Admin) GetJSON(path string, v any) error {
+	b, err := a.Get(path)
 	if err != nil {
 		return err
 	}
@@ -85,25 +129,25 @@ type Machine struct {
 }
 
 // Machines returns flint's machine records.
-func (n *Network) Machines() ([]Machine, error) {
+func (a Admin) Machines() ([]Machine, error) {
 	var ms []Machine
-	return ms, n.GetJSON("/api/v1/machines", &ms)
+	return ms, a.GetJSON("/api/v1/machines", &ms)
 }
 
 // Leases returns flint's leases.
-func (n *Network) Leases() ([]Lease, error) {
+func (a Admin) Leases() ([]Lease, error) {
 	var ls []Lease
-	return ls, n.GetJSON("/api/v1/leases", &ls)
+	return ls, a.GetJSON("/api/v1/leases", &ls)
 }
 
 // Events returns the boot timeline of one machine, oldest first.
-func (n *Network) Events(mac string) ([]Event, error) {
+func (a Admin) Events(mac string) ([]Event, error) {
 	var ev []Event
-	return ev, n.GetJSON("/api/v1/machines/"+strings.ReplaceAll(mac, ":", "-")+"/events", &ev)
+	return ev, a.GetJSON("/api/v1/machines/"+strings.ReplaceAll(mac, ":", "-")+"/events", &ev)
 }
 
 // FlintMachinesCmd is the command that shows the lab's machines as flint sees
-// them (flint machines asks the running server, reachable only in the namespace).
-func (n *Network) FlintMachinesCmd(flintBin, dataDir string) *exec.Cmd {
-	return n.Command(flintBin, "machines", "--data", dataDir)
+// them: flint machines asks the running server through its admin socket.
+func FlintMachinesCmd(flintBin, dataDir string) *exec.Cmd {
+	return exec.Command(flintBin, "machines", "--data", dataDir)
 }

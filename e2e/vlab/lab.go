@@ -1,11 +1,13 @@
 // Package vlab is flint's virtual lab: a network namespace with a bridge,
-// flint serving DHCP, TFTP and HTTP on it, and QEMU machines that boot from
-// the network through tap devices on the bridge. The e2e tests and
-// `make lab` (cmd/flint-lab) share it.
+// flint serving DHCP, TFTP, HTTP and HTTPS on it, and QEMU machines that boot
+// from the network through tap devices on the bridge. The e2e tests and
+// `make lab` (cmd/flint-lab) share it. flint's admin API is read through its
+// Unix socket (Admin); an Impostor namespace can stand in for a machine that
+// is off.
 //
-// Everything lives inside one namespace: the bridge, the taps, flint and the
-// QEMU processes (started with `ip netns exec`), so the host's own network is
-// never touched. Only 198.18.0.0/15 addresses are used and nothing is routed.
+// Everything lives inside one namespace (and the impostor's, linked to the
+// bridge): the bridge, the taps, flint and the QEMU processes (started with
+// `ip netns exec`), so the host's own network is never touched. Only 198.18.0.0/15 addresses are used and nothing is routed.
 package vlab
 
 import (
@@ -20,14 +22,19 @@ import (
 
 // The lab network.
 const (
-	Bridge   = "br0"
-	FlintIP  = "198.18.0.1"
-	Subnet   = "198.18.0.0/24"
-	HTTPPort = 8080
+	Bridge    = "br0"
+	FlintIP   = "198.18.0.1"
+	Subnet    = "198.18.0.0/24"
+	HTTPPort  = 8080
+	HTTPSPort = 8443
 )
 
-// FlintURL is flint's HTTP base URL inside the lab.
-var FlintURL = fmt.Sprintf("http://%s:%d", FlintIP, HTTPPort)
+// FlintURL is flint's plain HTTP base URL inside the lab (firmware, iPXE,
+// the pointer config); FlintHTTPSURL its HTTPS one (configs, node reports).
+var (
+	FlintURL      = fmt.Sprintf("http://%s:%d", FlintIP, HTTPPort)
+	FlintHTTPSURL = fmt.Sprintf("https://%s:%d", FlintIP, HTTPSPort)
+)
 
 // Network is the lab's namespace with its bridge and one tap per machine.
 type Network struct {

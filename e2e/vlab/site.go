@@ -30,11 +30,12 @@ var FakeAssets = map[string]string{
 // a reserved one.
 func ConfigYAML(vms []VM, assetsDir string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `# flint's virtual lab (e2e/vlab): flint is the only DHCP, TFTP and HTTP server on %s.
+	fmt.Fprintf(&b, `# flint's virtual lab (e2e/vlab): flint is the only DHCP, TFTP and HTTP(S) server on %s.
 server:
   interface: %s
   address: %s
   http_port: %d
+  https_port: %d
 dhcp:
   mode: full
   subnet: %s
@@ -51,7 +52,7 @@ boot:
 cluster:
   name: e2e
 machines:
-`, Bridge, Bridge, FlintIP, HTTPPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
+`, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
 		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, v.Desc)
 	}

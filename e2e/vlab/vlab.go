@@ -31,7 +31,9 @@ type Lab struct {
 	AssetsDir  string
 	FlintLog   string
 	Flint      *Proc
+	Admin      Admin            // flint's admin API, over its socket
 	VMProcs    map[string]*Proc // by VM name
+	impostor   *Impostor
 }
 
 // Up creates the network, writes flint's config and assets, and starts flint.
@@ -42,6 +44,7 @@ func Up(o Options) (*Lab, error) {
 		DataDir:   filepath.Join(o.Dir, "data"),
 		AssetsDir: filepath.Join(o.Dir, "data", "assets"),
 		FlintLog:  filepath.Join(o.Dir, "flint.log"),
+		Admin:     AdminOf(filepath.Join(o.Dir, "data")),
 		VMProcs:   map[string]*Proc{},
 	}
 	if err := os.MkdirAll(l.AssetsDir, 0o755); err != nil {
@@ -91,11 +94,31 @@ func (l *Lab) StartVM(v VM) (*Proc, error) {
 	return p, nil
 }
 
-// Down stops the machines and flint (by PID) and deletes the namespace.
+// Impostor returns the lab's impostor (made on first use; Down deletes it).
+func (l *Lab) Impostor() (*Impostor, error) {
+	if l.impostor == nil {
+		im, err := l.Net.NewImpostor()
+		if err != nil {
+			return nil, err
+		}
+		l.impostor = im
+	}
+	return l.impostor, nil
+}
+
+// CACert is flint's CA certificate, to check its HTTPS server against.
+func (l *Lab) CACert() string { return CACert(l.DataDir) }
+
+// Down stops the machines and flint (by PID) and deletes the namespaces.
 func (l *Lab) Down() error {
 	var errs []error
 	for _, p := range l.VMProcs {
 		errs = append(errs, p.Stop(3*time.Second))
+	}
+	if l.impostor != nil && l.impostor.Exists() {
+		if err := l.impostor.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("delete the impostor's namespace: %w", err))
+		}
 	}
 	if l.Flint != nil {
 		errs = append(errs, l.Flint.Stop(10*time.Second))

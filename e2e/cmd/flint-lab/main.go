@@ -139,22 +139,23 @@ func up(dir, flintBin string) error {
 		return p
 	}
 	fmt.Printf(`
-flint lab is up in network namespace %s: bridge %s, flint at %s
-  flint   pid %-7d log %s, config %s
-`, namespace, vlab.Bridge, vlab.FlintURL, st.FlintPID, rel(lab.FlintLog), rel(lab.ConfigPath))
+flint lab is up in network namespace %s: bridge %s, flint at %s and %s
+  flint   pid %-7d log %s, config %s, admin socket %s
+`, namespace, vlab.Bridge, vlab.FlintURL, vlab.FlintHTTPSURL, st.FlintPID, rel(lab.FlintLog), rel(lab.ConfigPath), rel(lab.Admin.Socket))
 	for i, v := range vlab.Machines {
 		fmt.Printf("  %-7s pid %-7d %s %s %s  %s\n          serial console: tail -f %s\n",
 			v.Name, st.VMs[i].PID, v.Hostname, v.MAC, v.IP, v.Desc, rel(st.VMs[i].Serial))
 	}
 	fmt.Printf(`
 The machines boot now (about a minute without KVM) and power off once
-Ignition has applied their configs. flint keeps running. Watch them:
-  watch -n1 ip netns exec %[1]s %[2]s machines --data %[3]s
-  ip netns exec %[1]s curl -s %[4]s/api/v1/machines/%[5]s/events     (one machine's boot timeline)
+Ignition has applied their configs. flint keeps running. Watch them, as root
+(flint's admin API is on its socket, 0600, not on plain HTTP):
+  watch -n1 %[1]s machines --data %[2]s
+  curl -s --unix-socket %[3]s http://flint/api/v1/machines/%[4]s/events     (one machine's boot timeline)
   go run ./e2e/cmd/flint-lab status
-Stop it all (VMs, flint, namespace; logs stay in %[6]s):
+Stop it all (VMs, flint, namespace; logs stay in %[5]s):
   make lab-down
-`, namespace, rel(flintBin), rel(lab.DataDir), vlab.FlintURL, vlab.Machines[1].HexHyp(), rel(dir))
+`, rel(flintBin), rel(lab.DataDir), rel(lab.Admin.Socket), vlab.Machines[1].HexHyp(), rel(dir))
 	return nil
 }
 
@@ -205,7 +206,6 @@ func status(dir string) error {
 	if err != nil {
 		return err
 	}
-	n := &vlab.Network{NS: st.NS}
 	for _, v := range st.VMs {
 		state := "powered off"
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", v.PID)); err == nil {
@@ -226,7 +226,7 @@ func status(dir string) error {
 		fmt.Printf("%-6s pid %-7d %-12s %s\n", v.Name, v.PID, state, progress)
 	}
 	fmt.Println()
-	cmd := n.FlintMachinesCmd(st.FlintBin, st.DataDir)
+	cmd := vlab.FlintMachinesCmd(st.FlintBin, st.DataDir)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()
 }
