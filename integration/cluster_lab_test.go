@@ -57,7 +57,19 @@ type clusterEnv struct {
 	data, assets, configPath string
 	flint                    *Flint
 	nodes                    []*clNode
+
+	// Optional, set before start (TestAttack); the zero values are
+	// TestCluster's: full DHCP mode, every machine installed to disk,
+	// Debian's iPXE binaries, nothing more in the config.
+	dhcpMode     string            // "" or "full": flint leases; "proxy": another server does
+	installModes map[string]string // machines[].install_mode by hostname
+	ipxeDir      string            // ipxe.directory; "" is /usr/lib/ipxe
+	extraYAML    string            // appended to the config (security:, limits:)
 }
+
+// proxy reports whether flint runs in proxy DHCP mode (dnsmasq hands out
+// the addresses).
+func (e *clusterEnv) proxy() bool { return e.dhcpMode == "proxy" }
 
 // newClusterEnv checks the prerequisites and prepares (does not start) the lab.
 func newClusterEnv(t *testing.T) *clusterEnv {
@@ -149,8 +161,16 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 // yaml is flint's config: full DHCP mode on the lab bridge, a pool for
-// strangers, every machine installed to disk.
+// strangers, every machine installed to disk (unless dhcpMode, installModes,
+// ipxeDir or extraYAML say otherwise).
 func (e *clusterEnv) yaml() string {
+	mode, pool, ipxeDir := "full", fmt.Sprintf("\n  pool: {start: %s, end: %s}", poolStart, poolEnd), "/usr/lib/ipxe"
+	if e.proxy() {
+		mode, pool = "proxy", "" // the LAN's DHCP server owns the addresses
+	}
+	if e.ipxeDir != "" {
+		ipxeDir = e.ipxeDir
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# written by flint's cluster test (integration/cluster_test.go)
 server:
@@ -161,16 +181,15 @@ server:
   dhcp_port: 67
   proxy_port: 4011
 dhcp:
-  mode: full
+  mode: %s
   subnet: %s
   router: %s
   dns: [%s]
   domain: lab.test
   lease_time: 1h
-  offer_hold: 30s
-  pool: {start: %s, end: %s}
+  offer_hold: 30s%s
 ipxe:
-  directory: /usr/lib/ipxe
+  directory: %s
 boot:
   assets_dir: %s
   kernel_args: ["console=ttyS0,115200n8"]
@@ -182,10 +201,15 @@ cluster:
   install_mode: disk
   install_disk: %s
 machines:
-`, flintIP, httpPort, subnet, routerIP, dnsIP, poolStart, poolEnd, e.assets, clFlatcarVersion, clClusterName, clInstallDisk)
+`, flintIP, httpPort, mode, subnet, routerIP, dnsIP, pool, ipxeDir, e.assets, clFlatcarVersion, clClusterName, clInstallDisk)
 	for _, n := range e.nodes {
+		if im := e.installModes[n.Name]; im != "" {
+			fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s, install_mode: %s}\n", n.MAC, n.Name, n.IP, n.Role, im)
+			continue
+		}
 		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s}\n", n.MAC, n.Name, n.IP, n.Role)
 	}
+	b.WriteString(e.extraYAML)
 	return b.String()
 }
 

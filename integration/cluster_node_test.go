@@ -37,6 +37,18 @@ type clNode struct {
 	lease    map[string]string // what udhcpc's script got on bound
 	etcd     *Proc
 	etcdRuns int
+
+	// took is how long the last run of a step took: "dhcp-LABEL" (udhcpc),
+	// "ignition-PLATFORM" (Ignition's fetch stage: the configs over the
+	// network). Written by the node's own goroutine only.
+	took map[string]time.Duration
+}
+
+func (n *clNode) setTook(step string, d time.Duration) {
+	if n.took == nil {
+		n.took = map[string]time.Duration{}
+	}
+	n.took[step] = d
 }
 
 func (n *clNode) logf(format string, args ...any) {
@@ -107,6 +119,7 @@ esac
 	}
 	args := append([]string{"-f", "-q", "-n", "-t", "5", "-T", "1", "-i", "eth0", "-s", script}, extra...)
 	r := n.run(nil, 30*time.Second, "udhcpc", args...)
+	n.setTook("dhcp-"+label, r.Dur)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		return fmt.Errorf("%s: udhcpc (%s) got no lease: %v\n%s", n.Name, label, err, r)
@@ -119,8 +132,12 @@ esac
 	case n.IP != "" && got != n.IP:
 		return fmt.Errorf("%s: udhcpc (%s) got %s, want its reservation %s", n.Name, label, got, n.IP)
 	}
-	if got := n.lease["serverid"]; got != flintIP {
-		return fmt.Errorf("%s: lease from server %s, want flint at %s", n.Name, got, flintIP)
+	server, who := flintIP, "flint"
+	if n.env.proxy() {
+		server, who = routerIP, "the LAN's DHCP server (dnsmasq)"
+	}
+	if got := n.lease["serverid"]; got != server {
+		return fmt.Errorf("%s: lease from server %s, want %s at %s", n.Name, got, who, server)
 	}
 	// The address is really on the interface: the guard will see it.
 	addr := n.run(nil, 10*time.Second, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
@@ -137,17 +154,29 @@ var udhcpcIPXE = []string{"-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:
 
 // netboot is what iPXE does: DHCP, GET /boot.ipxe, chain to the machine's
 // own script. It returns that script.
+//
+// In proxy mode the address comes from the LAN's DHCP server and the boot
+// file from flint's proxy offer, which iPXE merges and udhcpc cannot: the
+// node asks as a plain client (flint sees its broadcast REQUEST name the
+// address) and goes on with the boot file flint offers iPXE.
 func (n *clNode) netboot() (string, error) {
-	if err := n.dhcp("ipxe", udhcpcIPXE...); err != nil {
-		return "", err
+	bootFile := flintHTTP + "/boot.ipxe"
+	if n.env.proxy() {
+		if err := n.dhcp("ipxe"); err != nil {
+			return "", err
+		}
+	} else {
+		if err := n.dhcp("ipxe", udhcpcIPXE...); err != nil {
+			return "", err
+		}
+		if got := n.lease["boot_file"]; got != bootFile {
+			return "", fmt.Errorf("%s: iPXE's DHCP got boot file %q, want %q", n.Name, got, bootFile)
+		}
 	}
-	if got, want := n.lease["boot_file"], flintHTTP+"/boot.ipxe"; got != want {
-		return "", fmt.Errorf("%s: iPXE's DHCP got boot file %q, want %q", n.Name, got, want)
-	}
-	code, r := n.env.lab.Curl(n.host.NS, n.lease["boot_file"])
+	code, r := n.env.lab.Curl(n.host.NS, bootFile)
 	n.record(r)
 	if code != "200" {
-		return "", fmt.Errorf("%s: GET %s: %s", n.Name, n.lease["boot_file"], code)
+		return "", fmt.Errorf("%s: GET %s: %s", n.Name, bootFile, code)
 	}
 	var chain string
 	for _, ln := range strings.Split(r.Stdout, "\n") {
@@ -232,6 +261,9 @@ func (n *clNode) ignition(work, root, platform, cmdline, configFile string, time
 			"-config-cache", filepath.Join(work, "config.json"), "-state-file", filepath.Join(work, "state"),
 			"-neednet", filepath.Join(work, "neednet"))
 		out.WriteString(r.Stdout + r.Stderr)
+		if stage == "fetch" {
+			n.setTook("ignition-"+platform, r.Dur)
+		}
 		if r.Code != 0 {
 			return out.String(), fmt.Errorf("%s: ignition -platform %s -stage %s failed (exit %d): the end of its output:\n%s", n.Name, platform, stage, r.Code, tail(r.Stdout+r.Stderr, 3000))
 		}
@@ -372,7 +404,9 @@ func (n *clNode) checkInstallTimeline(since time.Time) error {
 	}
 	var seq []string
 	for _, e := range ev {
-		if e.At.Before(since) {
+		// Refusals (others asking for its config, forged reports) are on
+		// its timeline too, but they are not this install's steps.
+		if e.At.Before(since) || strings.HasSuffix(e.Event, " refused") {
 			continue
 		}
 		switch {
