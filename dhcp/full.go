@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -157,11 +158,15 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	return reply, clientDest(req, peer, false)
 }
 
+// nakMessage is what a NAK tells the client (option 56). It is broadcast, so
+// it never names who holds the address; flint's log does.
+const nakMessage = "the requested address is not available to this client"
+
 func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	reply := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
-		dhcpv4.WithOption(dhcpv4.OptMessage(why)),
+		dhcpv4.WithOption(dhcpv4.OptMessage(nakMessage)),
 	)
 	if _, relayed := addrOf(req.GatewayIPAddr); relayed {
 		reply.SetBroadcast() // the relay must broadcast it: the client's address is wrong
@@ -186,12 +191,16 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		return
 	}
 	if !ok || !s.alloc.boundTo(mac, ip) {
-		log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip, "peer", peer)
+		if !s.tampered(log, ci, "RELEASE", fmt.Sprintf("of %s from %s, which it does not hold", ip, peerAddr(peer)), "ip", ip, "peer", peer) {
+			log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip, "peer", peer)
+		}
 		return
 	}
 	if !sentFrom(req, peer, ip, false) {
-		s.complain(log, "release spoofed "+mac, slog.LevelWarn, "ignored: RELEASE of a lease not sent from the leased address (spoofed?); lease kept (logged once a minute)",
-			"ip", ip, "peer", peer)
+		if !s.tampered(log, ci, "RELEASE", fmt.Sprintf("of %s sent from %s, not from the leased address", ip, peerAddr(peer)), "ip", ip, "peer", peer) {
+			s.complain(log, "release spoofed "+mac, slog.LevelWarn, "ignored: RELEASE of a lease not sent from the leased address (spoofed?); lease kept (logged once a minute)",
+				"ip", ip, "peer", peer)
+		}
 		return
 	}
 	if s.alloc.isReservation(mac, ip) {
@@ -220,8 +229,10 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		return
 	}
 	if !sentFrom(req, peer, ip, true) {
-		s.complain(log, "decline spoofed "+ci.MAC.String(), slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
-			"ip", ip, "peer", peer)
+		if !s.tampered(log, ci, "DECLINE", fmt.Sprintf("of %s sent from %s, another host's address", ip, peerAddr(peer)), "ip", ip, "peer", peer) {
+			s.complain(log, "decline spoofed "+ci.MAC.String(), slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
+				"ip", ip, "peer", peer)
+		}
 		return
 	}
 	if m, known := s.machine(ci.MAC); known && ip == m.IPAddr {
@@ -319,4 +330,11 @@ func (s *Server) leaseReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr n
 		mods = append(mods, withBoot(dec), dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier))
 	}
 	return newReply(req, mods...)
+}
+
+func peerAddr(p *net.UDPAddr) string {
+	if p == nil {
+		return "an unknown address"
+	}
+	return p.IP.String()
 }

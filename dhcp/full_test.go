@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -792,5 +793,37 @@ func TestFullSightingsNameTheAddressTaken(t *testing.T) {
 		if sg.Event != step.event || sg.IP != step.ip || sg.DHCPAddr != step.dhcpAddr || !sg.At.Equal(c.Now()) {
 			t.Errorf("%s: sighting %q ip %v DHCPAddr %v at %s, want %q ip %v DHCPAddr %v now", step.name, sg.Event, sg.IP, sg.DHCPAddr, sg.At, step.event, step.ip, step.dhcpAddr)
 		}
+	}
+}
+
+// TestSpoofedReleaseOfAMachineIsOnItsTimeline: a RELEASE for a machine of the
+// config that its holder did not send changes nothing and says so on that
+// machine's timeline, once a minute however often it comes.
+func TestSpoofedReleaseOfAMachineIsOnItsTimeline(t *testing.T) {
+	s, st, clk := fullServer(t, "198.18.0.100", "198.18.0.100")
+	ip := dora(t, s, nuc1MAC)
+	stranger := &net.UDPAddr{IP: ipOf(netip.MustParseAddr("198.18.0.66")), Port: 68}
+	for range 50 {
+		exchangeVia(t, s, packet(nuc1MAC, dhcpv4.MessageTypeRelease, ciaddr(ip), serverID(flintIP)), stranger, viaDHCP)
+	}
+	count := func() int {
+		n := 0
+		for _, sg := range st.sightingsOf(nuc1MAC) {
+			if sg.Event == "dhcp RELEASE ignored" && sg.TimelineOnly && strings.Contains(sg.Detail, "sent from 198.18.0.66") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("%d timeline entries for 50 spoofed RELEASEs in a minute, want 1", n)
+	}
+	clk.Advance(2 * time.Minute)
+	exchangeVia(t, s, packet(nuc1MAC, dhcpv4.MessageTypeRelease, ciaddr(ip), serverID(flintIP)), stranger, viaDHCP)
+	if n := count(); n != 2 {
+		t.Fatalf("after a minute: %d entries, want 2", n)
+	}
+	if l, ok := st.lease(ip); !ok || l.MAC != nuc1MAC {
+		t.Fatalf("nuc1's lease: %+v %v", l, ok)
 	}
 }

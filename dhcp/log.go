@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/flint-boot/flint/store"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -65,4 +66,26 @@ func (s *Server) complain(log pktLog, key string, level slog.Level, msg string, 
 		args = append(args, "suppressed_lines", suppressed)
 	}
 	log.write(level, msg, args)
+}
+
+// tampered reports a packet that tried to change the lease of a machine of
+// the config without being its holder (a spoofed RELEASE or DECLINE): in
+// the log, and on that machine's timeline, at most once a minute per
+// machine and kind. Unknown MACs only get the ordinary complaint.
+func (s *Server) tampered(log pktLog, ci clientInfo, kind, detail string, args ...any) bool {
+	m, known := s.machine(ci.MAC)
+	if !known {
+		return false
+	}
+	if ok, suppressed := s.tamper.allow(kind+" "+m.MAC, s.now()); ok {
+		if suppressed > 0 {
+			args = append(args, "suppressed_lines", suppressed)
+		}
+		log.write(slog.LevelWarn, "ignored: "+kind+" for "+m.Hostname+": "+detail+" (spoofed?); nothing changed", args)
+		err := s.st.RecordSighting(store.Sighting{MAC: m.MAC, At: s.now(), Event: "dhcp " + kind + " ignored", Detail: detail + " (spoofed?)", TimelineOnly: true})
+		if err != nil {
+			log.write(slog.LevelWarn, "record a spoofed packet on the timeline", []any{"err", err})
+		}
+	}
+	return true
 }

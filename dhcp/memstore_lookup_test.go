@@ -13,7 +13,9 @@ func (m *memStore) Lease(ip netip.Addr) (store.Lease, bool, error) {
 }
 
 // Machine implements store.Store (records are not kept by these tests).
-func (m *memStore) Machine(mac string) (store.Machine, bool, error) { return store.Machine{}, false, nil }
+func (m *memStore) Machine(mac string) (store.Machine, bool, error) {
+	return store.Machine{}, false, nil
+}
 
 // ClaimRebuild and ReleaseRebuild implement store.Store (lifecycle is not the DHCP server's business).
 func (m *memStore) ClaimRebuild(mac string, fn func(*store.Machine) error) (store.Machine, error) {

@@ -45,7 +45,11 @@ type Server struct {
 	alloc *allocator
 	now   func() time.Time
 
-	quiet   quietLog
+	quiet quietLog
+	// tamper limits what spoofed packets about machines of the config put in
+	// the log and on their timelines: once a minute per machine and kind,
+	// with a budget of its own, so a flood of made-up MACs cannot hide them.
+	tamper  quietLog
 	records sync.WaitGroup // sightings on their way to the store
 	pending chan struct{}  // counts them, up to maxPendingRecords
 

@@ -45,8 +45,9 @@ const (
 	idleTimeout    = time.Minute
 	maxHeaderBytes = 16 << 10
 	// shutdownGrace is how long Serve lets running downloads finish once its
-	// context is done; then it closes the remaining connections.
-	shutdownGrace = 5 * time.Second
+	// context is done; then it closes the remaining connections (flint stops
+	// within a second of SIGTERM; a node retries its download).
+	shutdownGrace = 800 * time.Millisecond
 )
 
 // Lifecycle decides about machines (*lifecycle.Manager).

@@ -59,7 +59,7 @@ func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 		m.recordSighting(mc, from, EventScriptLocal, "")
 		return Script{Verdict: ScriptLocal, Machine: mc, Reason: fmt.Sprintf("%s is %s", mc.Hostname, rec.State)}
 	}
-	reason, err := m.ownAddress(mc, rec, from)
+	reason, err := m.ownAddress(mc, rec, from, true)
 	if err != nil {
 		m.log.Error("cannot check the requester's address; failing closed", "machine", mc.Hostname, "err", err)
 		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot read its state; retry"}
@@ -163,7 +163,7 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 	if err != nil {
 		return wait("flint cannot read its state; retry", err)
 	}
-	reason, err := m.ownAddress(mc, rec, req.From)
+	reason, err := m.ownAddress(mc, rec, req.From, false)
 	if err != nil {
 		return wait("flint cannot read its state; retry", err)
 	}

@@ -115,6 +115,14 @@ func TestBootTokens(t *testing.T) {
 			t.Fatalf("expired token: %v %q", a.Verdict, a.Reason)
 		}
 	})
+	t.Run("a lease not taken recently opens no script", func(t *testing.T) {
+		// nuc4 is off; its lease runs on. Whoever takes its address gets nothing.
+		f.clock.Advance(f.cfg.Security.TokenTTL.Duration + time.Minute)
+		if s := f.m.Script(nuc4, ip4); s.Verdict != ScriptRefuse || !strings.Contains(s.Reason, "last took its lease") {
+			t.Fatalf("stale lease: %+v", s)
+		}
+		f.dhcp(t, nuc4, ip4) // it boots: DHCP first
+	})
 	t.Run("a new delivery retires the old report token", func(t *testing.T) {
 		b := f.deliver(t, nuc4, ip4, f.script(t, nuc4, ip4), StageBoot)
 		if err := f.report(nuc4, ip4, a.Boot.ReportToken, EventK3sUp); !errors.Is(err, ErrRefused) {

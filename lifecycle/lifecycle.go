@@ -221,10 +221,15 @@ func (m *Manager) machine(mac config.MAC) (store.Machine, error) {
 }
 
 // ownAddress says why from is not mc's own address ("" when it is); err is a
-// store failure (the caller fails closed).
-func (m *Manager) ownAddress(mc *config.Machine, rec store.Machine, from netip.Addr) (string, error) {
+// store failure (the caller fails closed). With booting set (a script, which
+// issues a boot token) the machine must also have taken its address from DHCP
+// within the token lifetime: a machine that is booting just did, and the
+// lease of one that has been off for a while opens nothing to whoever takes
+// its address.
+func (m *Manager) ownAddress(mc *config.Machine, rec store.Machine, from netip.Addr, booting bool) (string, error) {
 	from = from.Unmap()
 	now := m.now()
+	ttl := m.cfg.Security.TokenTTL.Duration
 	switch m.cfg.DHCP.Mode {
 	case config.ModeFull:
 		l, ok, err := m.st.Lease(mc.IPAddr)
@@ -237,8 +242,10 @@ func (m *Manager) ownAddress(mc *config.Machine, rec store.Machine, from netip.A
 		if from != mc.IPAddr {
 			return fmt.Sprintf("request from %s, but flint leased %s to %s", from, mc.IPAddr, mc.MAC), nil
 		}
+		if booting && now.Sub(l.Start) > ttl {
+			return fmt.Sprintf("request from %s, but %s last took its lease %s ago: a booting machine asks for it first (boot it from the network)", from, mc.MAC, now.Sub(l.Start).Round(time.Second)), nil
+		}
 	case config.ModeProxy:
-		ttl := m.cfg.Security.TokenTTL.Duration
 		if !rec.DHCPAddr.IsValid() || now.Sub(rec.DHCPAddrAt) > ttl {
 			return fmt.Sprintf("request from %s, but flint has not seen %s ask its DHCP server for an address in the last %s (boot it from the network on a segment flint listens on)", from, mc.MAC, ttl), nil
 		}

@@ -93,20 +93,8 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 	defer cancel()
 	err := m.prepare(ctx, mc)
 	healthy := errors.Is(err, ErrMemberHealthy)
-	if healthy {
-		// Someone asked for a running member's config. Nothing changed in
-		// etcd; a live server goes back to installed and frees the slot (its
-		// next real reboot arms it again). An operator's arm stays.
-		if m.cfg.InstallModeOf(mc) == config.InstallLive {
-			_, rerr := m.st.ReleaseRebuild(mc.MAC, func(r *store.Machine) error {
-				r.State, r.StateChanged, r.Rebuilding = store.StateInstalled, m.now(), false
-				return nil
-			})
-			if rerr != nil {
-				m.log.Error("could not release the rebuild slot", "machine", mc.Hostname, "err", rerr)
-			}
-		}
-	}
+	// Remember the outcome before the slot is freed: a config request in
+	// between must find the refusal, not arm the member again.
 	m.mu.Lock()
 	delete(m.preparing, mc.HW)
 	if err != nil {
@@ -119,6 +107,18 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 		delete(m.failed, mc.HW)
 	}
 	m.mu.Unlock()
+	if healthy && m.cfg.InstallModeOf(mc) == config.InstallLive {
+		// Someone asked for a running member's config. Nothing changed in
+		// etcd; a live server goes back to installed and frees the slot (its
+		// next real reboot arms it again). An operator's arm stays.
+		_, rerr := m.st.ReleaseRebuild(mc.MAC, func(r *store.Machine) error {
+			r.State, r.StateChanged, r.Rebuilding = store.StateInstalled, m.now(), false
+			return nil
+		})
+		if rerr != nil {
+			m.log.Error("could not release the rebuild slot", "machine", mc.Hostname, "err", rerr)
+		}
+	}
 	switch {
 	case healthy:
 		m.log.Warn("config request for a running etcd member refused; its member was not touched", "machine", mc.Hostname, "from", from, "err", err)

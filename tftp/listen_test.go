@@ -5,6 +5,7 @@ package tftp
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,3 +118,49 @@ func TestInterfaceBinding(t *testing.T) {
 		}
 	})
 }
+
+// TestStopWithinASecond: a client that asks for a file and never answers
+// holds a transfer for its retries; flint still stops within a second.
+func TestStopWithinASecond(t *testing.T) {
+	root := t.TempDir()
+	if err := writeFileErr(filepath.Join(root, "ipxe.efi"), make([]byte, 100_000)); err != nil {
+		t.Fatal(err)
+	}
+	s := New(root, Options{}, nil)
+	addr := "127.0.0.1:" + freeUDPPort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, addr) }()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	server, _ := net.ResolveUDPAddr("udp4", addr)
+	buf := make([]byte, 2048)
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		conn.WriteTo(append([]byte{0, 1}, "ipxe.efi\x00octet\x00"...), server)
+		conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if n, _, err := conn.ReadFrom(buf); err == nil && n > 4 && buf[1] == 3 {
+			break // DATA 1 came; it is never acknowledged
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no DATA from the server")
+		}
+	}
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Serve took %v to stop with an unanswered transfer, want at most 1 s", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+func writeFileErr(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }

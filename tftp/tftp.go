@@ -211,11 +211,23 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 		}
 		return fmt.Errorf("tftp: serve on %s: %w", where, err)
 	case <-ctx.Done():
-		srv.Shutdown()
-		<-done
+		// pin/tftp's Shutdown waits for every transfer, and a client that
+		// stopped answering holds one for its retries: flint stops within a
+		// second instead, leaving such transfers to end on their own.
+		stopped := make(chan struct{})
+		go func() { srv.Shutdown(); <-done; close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(shutdownWait):
+			s.log.Warn("tftp: stopped without waiting for transfers whose clients stopped answering", "active", s.Stats().Active)
+		}
 		return nil
 	}
 }
+
+// shutdownWait bounds how long Serve waits for running transfers once its
+// context is done.
+const shutdownWait = 800 * time.Millisecond
 
 // listen opens the request socket. With no host in addr and iface set, the
 // socket is bound to the interface as well as the port; where says which
