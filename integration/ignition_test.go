@@ -472,8 +472,15 @@ func TestIgnitionBrokenProfile(t *testing.T) {
 					t.Errorf("nuc1 while its profile is broken: %d %.200q, want 503", code, body)
 				}
 				where := fmt.Sprintf("%s:%d: nuc1", profile, lineOf(t, broken, "path: etc/flint-test"))
-				if !strings.Contains(e.flint.Stderr.String(), where) {
-					t.Errorf("flint's log does not name %s", where)
+				// The line is logged before the 503 goes out, but reaches the
+				// test through a pipe: give it a moment.
+				if err := eventually(3*time.Second, 20*time.Millisecond, func() error {
+					if !strings.Contains(e.flint.Stderr.String(), where) {
+						return fmt.Errorf("flint's log does not name %s", where)
+					}
+					return nil
+				}); err != nil {
+					t.Error(err)
 				}
 				if got := canonical(e.MustFetch(hexhyp(e.Machine("nuc4").MAC), acceptV3)); !bytes.Equal(got, agent) {
 					t.Errorf("the agent's config changed when only the server profile broke")
