@@ -37,7 +37,7 @@ func (s *Server) apiMachines(c echo.Context) error {
 		ms = []store.Machine{} // an empty list, not null
 	}
 	for i := range ms {
-		ms[i].Boot = store.Boot{} // token hashes stay inside flint
+		ms[i] = ms[i].Public()
 	}
 	return writeJSON(c, ms)
 }

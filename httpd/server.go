@@ -229,8 +229,10 @@ func (s *Server) Serve(ctx context.Context, l Listen) error {
 		"base_url", s.Config.HTTPBaseURL(), "tls_url", s.Config.HTTPSBaseURL(), "assets", s.AssetsDir)
 
 	var first error
+	pending := len(servers)
 	select {
 	case first = <-done:
+		pending--
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -241,19 +243,12 @@ func (s *Server) Serve(ctx context.Context, l Listen) error {
 			sv.hs.Close()
 		}
 	}
-	for range len(servers) - boolInt(first != nil || ctx.Err() == nil) {
+	for ; pending > 0; pending-- {
 		if err := <-done; err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // accessLog logs every request once it is answered. It renders errors itself

@@ -232,6 +232,13 @@ type Store interface {
 	Close() error
 }
 
+// Public is the record as flint shows it (admin API, flint machines): the
+// boot record's token hashes and nonce stay inside flint.
+func (m Machine) Public() Machine {
+	m.Boot = Boot{}
+	return m
+}
+
 // Apply folds a sighting into a machine record.
 func (m *Machine) Apply(s Sighting) {
 	if m.MAC == "" {

@@ -106,7 +106,11 @@ func readMachines(dataDir string) ([]store.Machine, error) {
 	st, err := store.OpenBolt(dataDir, true)
 	if err == nil {
 		defer st.Close()
-		return st.Machines()
+		ms, err := st.Machines()
+		for i := range ms {
+			ms[i] = ms[i].Public()
+		}
+		return ms, err
 	}
 	if !errors.Is(err, store.ErrLocked) {
 		return nil, err
