@@ -284,7 +284,9 @@ type failingStore struct{ store.Store }
 
 var errDisk = errors.New("disk on fire")
 
-func (failingStore) Machine(string) (store.Machine, bool, error) { return store.Machine{}, false, errDisk }
+func (failingStore) Machine(string) (store.Machine, bool, error) {
+	return store.Machine{}, false, errDisk
+}
 
 // TestFailClosed: with the store unreadable, an installed disk machine boots
 // its disk and configs wait.
@@ -302,5 +304,26 @@ func TestFailClosed(t *testing.T) {
 	live := newFixtureWith(t, "off", "live", func(s store.Store) store.Store { return failingStore{s} })
 	if s := live.m.Script(nuc4, ip4); s.Verdict != ScriptWait {
 		t.Fatalf("live machine: %+v", s)
+	}
+}
+
+// TestRefusalFloodIsBounded: a flood of refused requests for one machine is
+// counted in full but costs the log and the timeline only a few writes a
+// minute.
+func TestRefusalFloodIsBounded(t *testing.T) {
+	f := newFixture(t, "full", "live")
+	for range 500 {
+		f.m.Script(nuc4, ipX)
+	}
+	if n := f.m.Refusals()["http script"]; n != 500 {
+		t.Fatalf("%d refusals counted, want 500", n)
+	}
+	if n := strings.Count(f.events(t, nuc4), "http script refused"); n != refusalBurst {
+		t.Fatalf("%d refusals on the timeline, want %d", n, refusalBurst)
+	}
+	f.clock.Advance(time.Minute)
+	f.m.Script(nuc4, ipX)
+	if ev := f.events(t, nuc4); !strings.Contains(ev, "(and 480 more refusals not recorded)") {
+		t.Fatalf("the next recorded refusal does not say how many were left out:\n%s", ev)
 	}
 }

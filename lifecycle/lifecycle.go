@@ -117,7 +117,8 @@ type Manager struct {
 	cancel context.CancelFunc
 	bg     sync.WaitGroup
 
-	refusals counter
+	refusals   counter
+	refusalLog perMachine
 
 	mu        sync.Mutex
 	preparing map[config.MAC]bool      // a rejoin runs now (at most one per server)
@@ -170,10 +171,63 @@ func (m *Manager) record(mac config.MAC, from netip.Addr, event, detail string) 
 }
 
 // refuse logs and records a refusal on the target machine's timeline.
+// Every refusal is counted; the log and the machine's timeline get at most
+// refusalBurst a minute per machine (a flood of refused requests for one
+// machine must not become a flood of fsynced writes), with the number left
+// out in between.
 func (m *Manager) refuse(mc *config.Machine, from netip.Addr, what, reason string) {
 	m.refusals.Add(what)
+	ok, skipped := m.refusalLog.allow(mc.HW, m.now())
+	if !ok {
+		return
+	}
+	if skipped > 0 {
+		reason = fmt.Sprintf("%s (and %d more refusals not recorded)", reason, skipped)
+	}
 	m.log.Warn("refused "+what, "machine", mc.Hostname, "mac", mc.HW, "from", from, "reason", reason)
 	m.record(mc.HW, from, what+" refused", reason)
+}
+
+// refusalBurst is how many refusals a minute per machine reach the log and
+// the timeline.
+const refusalBurst = 20
+
+// perMachine is a token bucket per machine of the config (so bounded by it).
+type perMachine struct {
+	mu      sync.Mutex
+	buckets map[config.MAC]*machineBucket
+}
+
+type machineBucket struct {
+	tokens  float64
+	last    time.Time
+	skipped uint64
+}
+
+// allow takes a token of mac's bucket; skipped is how many were refused since
+// the last one allowed.
+func (p *perMachine) allow(mac config.MAC, now time.Time) (ok bool, skipped uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.buckets == nil {
+		p.buckets = map[config.MAC]*machineBucket{}
+	}
+	b := p.buckets[mac]
+	if b == nil {
+		b = &machineBucket{tokens: refusalBurst, last: now}
+		p.buckets[mac] = b
+	}
+	if dt := now.Sub(b.last); dt > 0 {
+		b.tokens = min(refusalBurst, b.tokens+dt.Minutes()*refusalBurst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		b.skipped++
+		return false, 0
+	}
+	b.tokens--
+	skipped, b.skipped = b.skipped, 0
+	return true, skipped
 }
 
 // Refusals counts refused requests by what was asked for ("http script",
