@@ -220,6 +220,9 @@ type Limits struct {
 	UnknownEventsPerMinute int `yaml:"unknown_events_per_minute"`
 	// TimelineEvents bounds each machine's boot timeline; the oldest go first.
 	TimelineEvents int `yaml:"timeline_events"`
+	// PendingEvents bounds the timeline events waiting for their batch
+	// write; beyond it they are dropped and counted.
+	PendingEvents int `yaml:"pending_events"`
 	// TFTPTransfers caps concurrent TFTP transfers; TFTPTransfersPerClient
 	// caps those of one client address.
 	TFTPTransfers          int `yaml:"tftp_transfers"`

@@ -36,6 +36,7 @@ const (
 	DefaultDiscoveredMachines       = 1000
 	DefaultUnknownEventsPerMinute   = 120
 	DefaultTimelineEvents           = 500
+	DefaultPendingEvents            = 8192
 	DefaultTFTPTransfers            = 64
 	DefaultTFTPTransfersPerClient   = 4
 	DefaultHTTPConnections          = 1024
@@ -219,6 +220,7 @@ func (cfg *Config) applyDefaults() {
 		{&l.DiscoveredMachines, DefaultDiscoveredMachines},
 		{&l.UnknownEventsPerMinute, DefaultUnknownEventsPerMinute},
 		{&l.TimelineEvents, DefaultTimelineEvents},
+		{&l.PendingEvents, DefaultPendingEvents},
 		{&l.TFTPTransfers, DefaultTFTPTransfers},
 		{&l.TFTPTransfersPerClient, DefaultTFTPTransfersPerClient},
 		{&l.HTTPConnections, DefaultHTTPConnections},
@@ -488,6 +490,7 @@ func (cfg *Config) validateSecurity(c *checker) {
 		{"limits.discovered_machines", l.DiscoveredMachines, 1, 1_000_000},
 		{"limits.unknown_events_per_minute", l.UnknownEventsPerMinute, 1, 1_000_000},
 		{"limits.timeline_events", l.TimelineEvents, 10, 100_000},
+		{"limits.pending_events", l.PendingEvents, 16, 1_000_000},
 		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},
 		{"limits.tftp_transfers_per_client", l.TFTPTransfersPerClient, 1, 100_000},
 		{"limits.http_connections", l.HTTPConnections, 1, 1_000_000},

@@ -57,7 +57,6 @@ machines: [{mac: "02:00:c6:12:00:0a", hostname: nuc1, ip: 198.18.0.10, role: ser
 				}
 			})
 			b.StopTimer()
-			s.records.Wait()
 		})
 	}
 }

@@ -67,7 +67,6 @@ func TestFullKnownMachineGetsReservationAndBootInfo(t *testing.T) {
 		t.Fatalf("stored lease %+v (found %v), want bound to %s as nuc1 until %s", l, ok, nuc1MAC, t0.Add(time.Hour))
 	}
 
-	s.records.Wait()
 	if got := st.events(nuc1MAC); fmt.Sprint(got) != "[dhcp ACK dhcp OFFER]" {
 		t.Errorf("sightings %v, want OFFER and ACK", got)
 	}
@@ -593,7 +592,6 @@ func TestFullLeasesSurviveRestart(t *testing.T) {
 	s, _ := newTestServer(t, cfg, st)
 	first := dora(t, s, macN(1))
 	second := dora(t, s, macN(2))
-	s.records.Wait()
 	st.Close()
 
 	st, err = store.OpenBolt(dir, false)
@@ -602,7 +600,6 @@ func TestFullLeasesSurviveRestart(t *testing.T) {
 	}
 	defer st.Close()
 	s, _ = newTestServer(t, testConfig(t, cfgOpts{poolStart: "198.18.0.100", poolEnd: "198.18.0.199"}), st)
-	t.Cleanup(s.records.Wait)
 	// A newcomer must not get either address, even though the scan starts over.
 	if got := offerFor(t, s, macN(3)); got == first || got == second {
 		t.Errorf("newcomer offered %s, leased before the restart", got)
@@ -616,7 +613,6 @@ func TestFullLeasesSurviveRestart(t *testing.T) {
 	// Renewing across the restart works too.
 	ack, _ := exchange(t, s, packet(macN(2), dhcpv4.MessageTypeRequest, ciaddr(second)))
 	wantType(t, ack, dhcpv4.MessageTypeAck)
-	s.records.Wait()
 }
 
 func TestFullExpiredLeasesAreDroppedOnLoad(t *testing.T) {
@@ -634,7 +630,6 @@ func TestFullExpiredLeasesAreDroppedOnLoad(t *testing.T) {
 	if got := offerFor(t, s, macN(1)); got != old {
 		t.Errorf("offered %s, want the expired lease's %s", got, old)
 	}
-	s.records.Wait()
 }
 
 func TestFullNoPoolUnknownMACGetsNothing(t *testing.T) {
@@ -643,7 +638,6 @@ func TestFullNoPoolUnknownMACGetsNothing(t *testing.T) {
 	wantNoReply(t, reply)
 	reply, _ = exchange(t, s, packet(macN(1), dhcpv4.MessageTypeDiscover, pxe(7)))
 	wantNoReply(t, reply)
-	s.records.Wait()
 	ev := st.events(macN(1))
 	if len(ev) != 2 || ev[0] != "dhcp DISCOVER (ignored: unknown machine, no pool)" {
 		t.Errorf("sightings %q: unknown MACs must be recorded as discovered", ev)
@@ -683,7 +677,6 @@ func TestFullMovedClientLosesOldLease(t *testing.T) {
 	st := newMemStore()
 	s, _ := newTestServer(t, testConfig(t, cfgOpts{poolStart: "198.18.0.100", poolEnd: "198.18.0.199"}), st)
 	old := dora(t, s, macN(1))
-	s.records.Wait()
 	// The pool moves (config change and restart): the client gets a new
 	// address and its old record goes, instead of blocking the old address.
 	s, _ = newTestServer(t, testConfig(t, cfgOpts{poolStart: "198.18.0.150", poolEnd: "198.18.0.199"}), st)
@@ -784,7 +777,6 @@ func TestFullSightingsNameTheAddressTaken(t *testing.T) {
 	for _, step := range steps {
 		c.Advance(time.Second)
 		exchangeVia(t, s, step.req, step.peer, viaDHCP)
-		s.records.Wait()
 		sgs := st.sightingsOf(step.mac)
 		if len(sgs) == 0 {
 			t.Fatalf("%s: nothing recorded", step.name)

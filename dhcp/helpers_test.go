@@ -205,7 +205,6 @@ func newTestServer(t *testing.T, cfg *config.Config, st store.Store) (*Server, *
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(s.records.Wait)
 	return s, c
 }
 

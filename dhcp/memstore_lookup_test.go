@@ -36,3 +36,13 @@ func (m *memStore) Record(s store.Sighting, fn func(*store.Machine) error) (stor
 	}
 	return m.UpdateMachine(s.MAC, fn)
 }
+
+// RecordSightings implements store.Store.
+func (m *memStore) RecordSightings(ss []store.Sighting) error {
+	for _, s := range ss {
+		if err := m.RecordSighting(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -49,9 +49,10 @@ type Server struct {
 	// tamper limits what spoofed packets about machines of the config put in
 	// the log and on their timelines: once a minute per machine and kind,
 	// with a budget of its own, so a flood of made-up MACs cannot hide them.
-	tamper  quietLog
-	records sync.WaitGroup // sightings on their way to the store
-	pending chan struct{}  // counts them, up to maxPendingRecords
+	tamper quietLog
+	// notes takes informational sightings off the reply path (the
+	// events.Recorder flint serves with); nil writes them at once.
+	notes noter
 
 	// unknownEvents admits sightings of MACs that are not in the config:
 	// limits.unknown_events_per_minute for DHCP as a whole (spoofed DISCOVERs
@@ -103,8 +104,10 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		addr:          cfg.Server.AddressIP,
 		alloc:         newAllocator(cfg),
 		now:           now,
-		pending:       make(chan struct{}, maxPendingRecords),
 		unknownEvents: tokenBucket{perPeriod: perMinute, period: time.Minute},
+	}
+	if n, ok := st.(noter); ok {
+		s.notes = n
 	}
 	if mode == config.ModeFull {
 		leases, err := st.Leases()
@@ -195,7 +198,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	handlers.Wait()
-	s.records.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -321,17 +323,23 @@ func (s *Server) record(ci clientInfo, ip netip.Addr, event string) {
 	s.recordSighting(s.sighting(ci, ip, event), ci.MAC)
 }
 
-// recordSighting stores a sighting in the background: the bbolt store batches
-// concurrent writes, and the reply should not wait for them.
+// noter is what a store offers to take sightings in the background
+// (events.Recorder.Note): queued for its next batch, false when full.
+type noter interface {
+	Note(store.Sighting) bool
+}
+
+// recordSighting records a sighting without making the reply wait: it is
+// queued for the timeline writer's next batch.
 //
 // Every packet can name a new MAC, so what the store keeps of MACs that are
 // not in the config is bounded: limits.unknown_events_per_minute of them (for
-// DHCP as a whole), and no more than maxPendingRecords waiting; the others are
-// dropped and counted (DroppedSightings). The config's machines are never
-// dropped: the lifecycle relies on their sightings. When the queue is full
-// their handler writes the sighting itself; handlers are bounded by
-// maxInFlight, so a flood naming them ends up waiting in the socket buffer
-// rather than in memory.
+// DHCP as a whole); the timeline writer's queue is bounded too. Those that do
+// not fit are dropped and counted (DroppedSightings). The config's machines
+// are never dropped: when the queue is full their sighting is written at
+// once. In proxy mode the address a machine of the config asks its DHCP
+// server for is written at once: the lifecycle checks script and config
+// requests against it moments later.
 func (s *Server) recordSighting(sg store.Sighting, mac net.HardwareAddr) {
 	_, known := s.machine(mac)
 	if !known {
@@ -343,21 +351,16 @@ func (s *Server) recordSighting(sg store.Sighting, mac net.HardwareAddr) {
 			return
 		}
 	}
-	select {
-	case s.pending <- struct{}{}:
-	default:
-		if known {
-			s.writeSighting(sg)
-			return
-		}
-		s.dropSighting(sg, "the store is behind")
-		return
-	}
-	s.records.Add(1)
-	go func() {
-		defer func() { <-s.pending; s.records.Done() }()
+	durable := known && sg.DHCPAddr && s.cfg.DHCP.Mode == config.ModeProxy
+	switch {
+	case s.notes == nil || durable:
 		s.writeSighting(sg)
-	}()
+	case s.notes.Note(sg):
+	case known:
+		s.writeSighting(sg)
+	default:
+		s.dropSighting(sg, "the timeline writer is behind")
+	}
 }
 
 func (s *Server) writeSighting(sg store.Sighting) {

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ func TestRecordFromIPAttributesToLastSeenMAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := New(st, Options{}, nil)
+	defer r.Stop()
 	r.RecordFromIP(netip.MustParseAddr("::ffff:198.18.0.60"), "tftp ipxe.efi", "850528 bytes")
 	r.RecordFromIP(netip.MustParseAddr("198.18.0.99"), "tftp ipxe.efi", "") // nobody: dropped
 
@@ -28,6 +30,7 @@ func TestRecordFromIPAttributesToLastSeenMAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.RecordFromIP(ip, "http asset flatcar/kernel", "")
+	r.Flush()
 
 	ev1, _ := st.Events("52:54:00:00:00:01")
 	if len(ev1) != 1 || ev1[0].Event != "tftp ipxe.efi" || ev1[0].Detail != "850528 bytes" || ev1[0].IP != ip {
@@ -39,5 +42,69 @@ func TestRecordFromIPAttributesToLastSeenMAC(t *testing.T) {
 	}
 	if ms, _ := st.Machines(); len(ms) != 2 {
 		t.Fatalf("unattributed event created a machine: %+v", ms)
+	}
+}
+
+// countingStore counts the transactions of batched writes.
+type countingStore struct {
+	store.Store
+	batches, sightings int
+}
+
+func (c *countingStore) RecordSightings(ss []store.Sighting) error {
+	c.batches++
+	c.sightings += len(ss)
+	return c.Store.RecordSightings(ss)
+}
+
+// TestNotesAreBatched: a burst of notes costs a transaction or two, not one
+// each; what does not fit the queue is dropped and counted; Stop writes what
+// is left.
+func TestNotesAreBatched(t *testing.T) {
+	bolt, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	st := &countingStore{Store: bolt}
+	r := New(st, Options{Pending: 1000, FlushEvery: time.Hour}, nil)
+	t0 := time.Now()
+	for i := range 1200 {
+		r.Note(store.Sighting{MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256), At: t0, Event: "dhcp OFFER"})
+	}
+	if r.Dropped() != 200 {
+		t.Fatalf("dropped %d of 1200 with room for 1000, want 200", r.Dropped())
+	}
+	r.Stop()
+	if st.sightings != 1000 || st.batches != 1 {
+		t.Fatalf("%d sightings in %d transactions, want 1000 in 1", st.sightings, st.batches)
+	}
+	ms, _ := bolt.Machines()
+	if len(ms) != 1000 {
+		t.Fatalf("%d records, want 1000", len(ms))
+	}
+	if r.Note(store.Sighting{MAC: "02:00:00:00:ff:ff", At: t0}) {
+		t.Fatal("a note after Stop was queued")
+	}
+}
+
+// TestOneMachinesBurstIsOneUpdate: many notes about one machine in a batch
+// fold into its record once, with every event on its timeline.
+func TestOneMachinesBurstIsOneUpdate(t *testing.T) {
+	bolt, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	r := New(bolt, Options{FlushEvery: time.Hour}, nil)
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	for i := range 10 {
+		r.Note(store.Sighting{MAC: "52:54:00:00:00:09", At: t0.Add(time.Duration(i) * time.Second), IP: netip.MustParseAddr("198.18.0.9"), Event: fmt.Sprintf("e%d", i)})
+	}
+	r.Stop()
+	m, ok, _ := bolt.Machine("52:54:00:00:00:09")
+	ev, _ := bolt.Events("52:54:00:00:00:09")
+	if !ok || m.Events != 10 || m.LastEvent != "e9" || !m.FirstSeen.Equal(t0) || len(ev) != 10 {
+		t.Fatalf("record %+v (%v), %d events", m, ok, len(ev))
 	}
 }

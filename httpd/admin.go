@@ -28,6 +28,7 @@ func (s *Server) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 
 // apiMachines lists the machine records.
 func (s *Server) apiMachines(c echo.Context) error {
+	s.State.Flush()
 	ms, err := s.State.Machines()
 	if err != nil {
 		s.log.Error("admin API: read machines", "err", err)
@@ -61,6 +62,7 @@ func (s *Server) apiMachineEvents(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.State.Flush()
 	ev, err := s.State.Events(mac.String())
 	if err != nil {
 		s.log.Error("admin API: read events", "err", err)

@@ -105,6 +105,7 @@ func newFixture(t testing.TB) *fixture {
 
 	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.rec = events.New(st, events.Options{UnknownPerMinute: 5}, log)
+	t.Cleanup(f.rec.Stop)
 	if err := st.SyncConfig([]store.KnownMachine{{MAC: "52:54:00:12:34:56", Hostname: "nuc1", Role: "server", ReservedIP: netip.MustParseAddr("198.18.0.11")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +218,7 @@ func get(t *testing.T, srv *httptest.Server, method, path string, header ...stri
 
 func (f *fixture) machines(t *testing.T) []store.Machine {
 	t.Helper()
+	f.rec.Flush() // what the timeline writer still holds
 	rec := f.doSocket(t, "GET", "/api/v1/machines", "")
 	if rec.Code != http.StatusOK {
 		t.Fatalf("/api/v1/machines: %d %s", rec.Code, rec.Body)

@@ -64,11 +64,13 @@ type Renderer interface {
 	Render(req ignition.Request) ([]byte, error)
 }
 
-// State is what the admin API reads (store.Store).
+// State is what the admin API reads (*events.Recorder over the store).
 type State interface {
 	Machines() ([]store.Machine, error)
 	Leases() ([]store.Lease, error)
 	Events(mac string) ([]store.Event, error)
+	// Flush writes the timeline events still queued, so a read sees them.
+	Flush()
 }
 
 // Timeline records what the lifecycle does not (*events.Recorder).

@@ -156,6 +156,58 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 	return err
 }
 
+// RecordSightings implements Store.
+func (s *Bolt) RecordSightings(ss []Sighting) error {
+	if len(ss) == 0 {
+		return nil
+	}
+	// Fold per MAC, keeping each MAC's sightings in the order they came.
+	order := make([]string, 0, len(ss))
+	byMAC := make(map[string][]Sighting, len(ss))
+	for _, sg := range ss {
+		if sg.MAC == "" {
+			continue
+		}
+		if _, seen := byMAC[sg.MAC]; !seen {
+			order = append(order, sg.MAC)
+		}
+		byMAC[sg.MAC] = append(byMAC[sg.MAC], sg)
+	}
+	return s.write(func(tx *bolt.Tx) error {
+		for _, mac := range order {
+			m, existed, err := getMachine(tx, mac)
+			if err != nil {
+				return err
+			}
+			wasKnown, touched := m.Known, false
+			for _, sg := range byMAC[mac] {
+				if sg.TimelineOnly {
+					continue
+				}
+				m.Apply(sg)
+				if m.State == "" {
+					m.State, m.StateChanged = StateDiscovered, sg.At
+				}
+				touched = true
+			}
+			if touched {
+				if err := s.putMachine(tx, &m, existed, wasKnown); err != nil {
+					return err
+				}
+			}
+			for _, sg := range byMAC[mac] {
+				if sg.Event == "" {
+					continue
+				}
+				if err := s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
 // Record implements Store.
 func (s *Bolt) Record(sg Sighting, fn func(m *Machine) error) (Machine, error) {
 	if sg.MAC == "" {

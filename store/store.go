@@ -201,6 +201,9 @@ type Store interface {
 	// RecordSighting updates (or creates) the machine record of s.MAC and
 	// appends the exchange to its timeline.
 	RecordSighting(s Sighting) error
+	// RecordSightings records many sightings in one transaction, each
+	// machine's record read and written once (the timeline gets every event).
+	RecordSightings(ss []Sighting) error
 	// Record is RecordSighting and UpdateMachine in one transaction: the
 	// sighting is folded in, then fn runs on the record (an error from fn
 	// changes nothing), then the event goes on the timeline. A TimelineOnly

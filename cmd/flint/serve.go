@@ -117,7 +117,9 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	rec := events.New(st, events.Options{
 		UnknownPerMinute: cfg.Limits.UnknownEventsPerMinute,
 		MaxAddresses:     len(cfg.Machines) + cfg.Limits.DiscoveredMachines,
+		Pending:          cfg.Limits.PendingEvents,
 	}, log.With("service", "events"))
+	defer rec.Stop() // writes what is queued, before the store closes
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
 		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
 		ReportKey: secrets.ReportKey(),
