@@ -10,14 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The lab of TestAttack: TestCluster's four NUCs (three servers running live,
@@ -394,42 +391,18 @@ func macsIn(text, except string) []string {
 // dialFrom dials TCP addr from namespace ns with source address src (the
 // socket keeps the namespace it was made in).
 func dialFrom(ns, src, addr string, timeout time.Duration) (net.Conn, error) {
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	home, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		return nil, err
-	}
-	defer home.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
+	var c net.Conn
+	err := inNetns("/var/run/netns/"+ns, func() error {
 		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.DialContext(context.Background(), "tcp", addr)
-		if rerr := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); rerr != nil {
-			if c != nil {
-				c.Close()
-			}
-			ch <- result{nil, rerr} // stay locked: the thread ends with this goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		var err error
+		c, err = d.DialContext(context.Background(), "tcp", addr)
+		return err
+	})
+	if err != nil && c != nil {
+		c.Close()
+		c = nil
+	}
+	return c, err
 }
 
 // udpSocketsIn opens n UDP sockets on any port in namespace ns.

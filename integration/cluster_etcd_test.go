@@ -13,14 +13,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // clUnit is the [Service] section of a systemd unit Ignition laid down.
@@ -257,52 +254,28 @@ func (d *clDatastore) leader() (string, uint64, map[string]uint64, error) {
 
 // --- a writer that stands in for K3s: puts every ~100 ms -----------------
 
-// nsDialer dials from inside a network namespace: the dial runs on an OS
-// thread that joins the namespace and goes back to the test's own (home)
-// before it is unlocked. The socket keeps the namespace it was created in.
-//
-// The thread must survive: a Go thread ends when a goroutine locked to it
-// returns, and a thread's end sends PDEATHSIG to every process forked from
-// it -- the lab starts etcd, flint and the clients with PDEATHSIG=SIGKILL.
-func nsDialer(target, home *os.File) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	to, back := int(target.Fd()), int(home.Fd())
+// nsDialer dials from the network namespace at nsPath (see inNetns).
+func nsDialer(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		type result struct {
-			c   net.Conn
-			err error
-		}
-		ch := make(chan result, 1)
-		go func() {
-			runtime.LockOSThread()
-			if err := unix.Setns(to, unix.CLONE_NEWNET); err != nil {
-				runtime.UnlockOSThread() // still in its home namespace
-				ch <- result{nil, fmt.Errorf("setns: %w", err)}
-				return
-			}
+		var c net.Conn
+		err := inNetns(nsPath, func() error {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, network, addr)
-			if rerr := unix.Setns(back, unix.CLONE_NEWNET); rerr != nil {
-				// Stuck in the node's namespace: stay locked, so the
-				// thread ends with this goroutine instead of serving others.
-				if c != nil {
-					c.Close()
-				}
-				ch <- result{nil, fmt.Errorf("setns back to the test's namespace: %w", rerr)}
-				return
-			}
-			runtime.UnlockOSThread()
-			ch <- result{c, err}
-		}()
-		r := <-ch
-		return r.c, r.err
+			var err error
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		if err != nil && c != nil {
+			c.Close()
+			c = nil
+		}
+		return c, err
 	}
 }
 
 // clGateway talks to etcd's JSON gateway (/v3/kv/...) with a node's K3s
 // datastore credentials, from the node's namespace.
 type clGateway struct {
-	ns, home *os.File
-	client   *http.Client
+	client *http.Client
 }
 
 func newGateway(d *clDatastore) (*clGateway, error) {
@@ -318,29 +291,17 @@ func newGateway(d *clDatastore) (*clGateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	ns, err := os.Open("/run/netns/" + d.node.host.NS)
-	if err != nil {
-		return nil, err
-	}
-	// Every thread of the test process is in this namespace (nsDialer keeps it so).
-	home, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		ns.Close()
-		return nil, err
-	}
 	tr := &http.Transport{
-		DialContext:         nsDialer(ns, home),
+		DialContext:         nsDialer("/run/netns/" + d.node.host.NS),
 		TLSClientConfig:     &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 2,
 		ForceAttemptHTTP2:   false,
 	}
-	return &clGateway{ns: ns, home: home, client: &http.Client{Transport: tr}}, nil
+	return &clGateway{client: &http.Client{Transport: tr}}, nil
 }
 
 func (g *clGateway) Close() {
 	g.client.CloseIdleConnections()
-	g.ns.Close()
-	g.home.Close()
 }
 
 // put writes key=value through endpoint.

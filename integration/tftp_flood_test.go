@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -368,38 +367,10 @@ func linkBytes(t *testing.T, l *Lab, ns, dir string) int64 {
 	return n
 }
 
-// inNamespace runs f on an OS thread that has joined namespace ns, then
-// returns the thread to the test's namespace; sockets f creates stay in ns.
-// (As nsDialer: the thread must survive, or PDEATHSIG kills the lab's processes.)
+// inNamespace runs f in lab namespace ns (see inNetns).
 func inNamespace(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	target, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer target.Close()
-	home, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer home.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back: %w", err) // stay locked: the thread ends with this goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	if err := <-errc; err != nil {
+	if err := inNetns("/var/run/netns/"+ns, f); err != nil {
 		t.Fatal(err)
 	}
 }
