@@ -223,6 +223,9 @@ type Limits struct {
 	// PendingEvents bounds the timeline events waiting for their batch
 	// write; beyond it they are dropped and counted.
 	PendingEvents int `yaml:"pending_events"`
+	// RenderedConfigs bounds the rendered Ignition configs kept in memory;
+	// others are rendered when asked for.
+	RenderedConfigs int `yaml:"rendered_configs"`
 	// TFTPTransfers caps concurrent TFTP transfers; TFTPTransfersPerClient
 	// caps those of one client address.
 	TFTPTransfers          int `yaml:"tftp_transfers"`

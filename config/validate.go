@@ -37,6 +37,7 @@ const (
 	DefaultUnknownEventsPerMinute   = 120
 	DefaultTimelineEvents           = 500
 	DefaultPendingEvents            = 8192
+	DefaultRenderedConfigs          = 4096
 	DefaultTFTPTransfers            = 64
 	DefaultTFTPTransfersPerClient   = 4
 	DefaultHTTPConnections          = 1024
@@ -221,6 +222,7 @@ func (cfg *Config) applyDefaults() {
 		{&l.UnknownEventsPerMinute, DefaultUnknownEventsPerMinute},
 		{&l.TimelineEvents, DefaultTimelineEvents},
 		{&l.PendingEvents, DefaultPendingEvents},
+		{&l.RenderedConfigs, DefaultRenderedConfigs},
 		{&l.TFTPTransfers, DefaultTFTPTransfers},
 		{&l.TFTPTransfersPerClient, DefaultTFTPTransfersPerClient},
 		{&l.HTTPConnections, DefaultHTTPConnections},
@@ -491,6 +493,7 @@ func (cfg *Config) validateSecurity(c *checker) {
 		{"limits.unknown_events_per_minute", l.UnknownEventsPerMinute, 1, 1_000_000},
 		{"limits.timeline_events", l.TimelineEvents, 10, 100_000},
 		{"limits.pending_events", l.PendingEvents, 16, 1_000_000},
+		{"limits.rendered_configs", l.RenderedConfigs, 1, 1_000_000},
 		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},
 		{"limits.tftp_transfers_per_client", l.TFTPTransfersPerClient, 1, 100_000},
 		{"limits.http_connections", l.HTTPConnections, 1, 1_000_000},

@@ -36,7 +36,7 @@ func FuzzProfile(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(e.profilesDir, "agent.yaml"), []byte(tmpl), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		r, err := NewRenderer(e.cfg, fakeSecrets{}, e.assetsDir, nil)
+		r, err := NewRenderer(e.cfg, fakeSecrets{}, e.assetsDir, RenderOptions{})
 		if err != nil {
 			return // the set does not load (e.g. a part that does not parse): flint says so at start-up
 		}

@@ -111,7 +111,7 @@ func (e *testEnv) writeProfile(t testing.TB, name, content string) {
 
 func (e *testEnv) renderer(t testing.TB, s Secrets) *Renderer {
 	t.Helper()
-	r, err := NewRenderer(e.cfg, s, e.assetsDir, nil)
+	r, err := NewRenderer(e.cfg, s, e.assetsDir, RenderOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ machines:
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRenderer(cfg, realPKI(t), e.assetsDir, nil)
+	r, err := NewRenderer(cfg, realPKI(t), e.assetsDir, RenderOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,6 @@ package ignition
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,9 +29,11 @@ import (
 var ErrUnknownMachine = errors.New("no machine with this MAC in the config")
 
 // Renderer renders and caches machines' Ignition configs. It is safe for
-// concurrent use. Profiles and assets are re-read on every render (a stat
-// and a small directory read), so edits take effect without a restart and
-// the cache never serves a config built from old files.
+// concurrent use. Profiles and assets are checked on every render (a stat
+// per asset, the overlay directory's files), so edits take effect without a
+// restart and the cache never serves a config built from old files; a cached
+// config costs a map lookup and the tokens written in. The cache is bounded
+// (RenderOptions.MaxCached) and renders on demand.
 //
 // What a render depends on besides the config comes in as arguments (the
 // Request): the lifecycle decides the profile, the etcd state and the
@@ -52,8 +51,25 @@ type Renderer struct {
 
 	mu     sync.Mutex
 	parsed *parsedSet
-	cache  map[config.MAC]map[variant]cached // MAC -> spec+profile -> last render
+	cache  *configCache
+	now    func() time.Time
 }
+
+// RenderOptions tune a Renderer; zero values take the defaults.
+type RenderOptions struct {
+	Log *slog.Logger
+	// MaxCached bounds the rendered configs kept (config limits.rendered_configs).
+	MaxCached int
+	// MaxAge is how long a rendered config is served before it is rendered
+	// again (its certificates renewed if due). Default an hour.
+	MaxAge time.Duration
+}
+
+// Default cache bounds.
+const (
+	DefaultMaxCached = 4096
+	DefaultMaxAge    = time.Hour
+)
 
 // parsedSet is a profile set with its templates parsed, per profile, lazily.
 type parsedSet struct {
@@ -62,24 +78,26 @@ type parsedSet struct {
 	errs      map[string]error
 }
 
-type cached struct {
-	key    string
-	config []byte
-}
-
 // NewRenderer makes a renderer for cfg. It checks that the profiles load;
 // problems in them surface per render and from ValidateAll.
-func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slog.Logger) (*Renderer, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, o RenderOptions) (*Renderer, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.MaxCached <= 0 {
+		o.MaxCached = DefaultMaxCached
+	}
+	if o.MaxAge <= 0 {
+		o.MaxAge = DefaultMaxAge
 	}
 	r := &Renderer{
 		cfg:       cfg,
 		secrets:   secrets,
 		assetsDir: assetsDir,
-		log:       log,
+		log:       o.Log,
 		hasher:    newHasher(),
-		cache:     map[config.MAC]map[variant]cached{},
+		cache:     newConfigCache(o.MaxCached, o.MaxAge),
+		now:       time.Now,
 	}
 	if _, err := r.profileSet(); err != nil {
 		return nil, err
@@ -88,19 +106,14 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, log *slo
 }
 
 // Invalidate drops every cached config.
-func (r *Renderer) Invalidate() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cache = map[config.MAC]map[variant]cached{}
-}
+func (r *Renderer) Invalidate() { r.cache.dropAll() }
 
 // InvalidateMachine drops the cached configs of one machine, e.g. after its
 // credentials changed.
-func (r *Renderer) InvalidateMachine(mac config.MAC) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.cache, mac)
-}
+func (r *Renderer) InvalidateMachine(mac config.MAC) { r.cache.dropMachine(mac) }
+
+// Cached is how many rendered configs are kept now.
+func (r *Renderer) Cached() int { return r.cache.len() }
 
 // InstallerProfile is what a disk-mode machine's PXE-booted live system runs.
 const InstallerProfile = "installer"
@@ -137,12 +150,6 @@ const (
 	ReportTokenPlaceholder    = profiles.PlaceholderPrefix + "REPORT_TOKEN_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
 	InstalledTokenPlaceholder = profiles.PlaceholderPrefix + "INSTALLED_TOKEN_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX"
 )
-
-// variant is one cached render of a machine.
-type variant struct {
-	spec    Spec
-	profile string
-}
 
 // Render returns the Ignition config of req.Machine in req.Spec. Errors:
 // *AssetError (a missing asset), *ProfileError (the profile or what it
@@ -207,50 +214,23 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset,
 	if state != ClusterStateNew && state != ClusterStateExisting {
 		return nil, fmt.Errorf("%s: cluster state %q is neither %q nor %q", m.Hostname, state, ClusterStateNew, ClusterStateExisting)
 	}
+	key := cacheKey{mac: m.HW, spec: spec, profile: profile, state: state}
+	inputs := inputsOf(ps.set.Digest(), assets)
+	if out, ok := r.cache.get(key, inputs, r.now()); ok {
+		return out, nil
+	}
 	data, err := buildData(r.cfg, m, dataInputs{secrets: r.secrets, assets: assets, clusterState: state, profile: profile})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.Hostname, err)
 	}
-
-	key, err := cacheKey(ps.set, profile, spec, data)
-	if err != nil {
-		return nil, err
-	}
-	mac := m.HW
-	r.mu.Lock()
-	if c, ok := r.cache[mac][variant{spec, profile}]; ok && c.key == key {
-		r.mu.Unlock()
-		return c.config, nil
-	}
-	r.mu.Unlock()
-
 	r.translations.Add(1)
 	out, err := r.translate(ps, m, profile, spec, data)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	if r.cache[mac] == nil {
-		r.cache[mac] = map[variant]cached{}
-	}
-	r.cache[mac][variant{spec, profile}] = cached{key: key, config: out}
-	r.mu.Unlock()
+	r.cache.put(key, cached{inputs: inputs, at: r.now(), config: out})
 	r.log.Debug("rendered ignition config", "machine", m.Hostname, "profile", profile, "spec", spec.String(), "bytes", len(out), "took", time.Since(start))
 	return out, nil
-}
-
-// cacheKey covers everything a render depends on: the template files, the
-// profile, the spec and the full template data (config values, secrets,
-// asset hashes, cluster state).
-func cacheKey(set *profiles.Set, profile string, spec Spec, data *Data) (string, error) {
-	j, err := json.Marshal(data) // map keys are sorted: deterministic
-	if err != nil {
-		return "", err
-	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%d\x00", set.Digest(), profile, spec)
-	h.Write(j)
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // profileSet loads the current profiles and reuses the parsed templates

@@ -63,7 +63,7 @@ get etcd keys.`,
 			if err != nil {
 				return fmt.Errorf("open the PKI in %s: %w", data, err)
 			}
-			r, err := ignition.NewRenderer(cfg, secrets, assetsDirOf(cfg, data), log)
+			r, err := ignition.NewRenderer(cfg, secrets, assetsDirOf(cfg, data), ignition.RenderOptions{Log: log})
 			if err != nil {
 				return err
 			}

@@ -101,7 +101,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return err
 	}
-	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, log.With("service", "ignition"))
+	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, ignition.RenderOptions{Log: log.With("service", "ignition"), MaxCached: cfg.Limits.RenderedConfigs})
 	if err != nil {
 		return err
 	}
