@@ -49,6 +49,8 @@ type Renderer struct {
 	// translations counts pipeline runs (cache misses), for tests.
 	translations atomic.Int64
 
+	profiles *profiles.Loader
+
 	mu     sync.Mutex
 	parsed *parsedSet
 	cache  *configCache
@@ -97,6 +99,7 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, o Render
 		log:       o.Log,
 		hasher:    newHasher(),
 		cache:     newConfigCache(o.MaxCached, o.MaxAge),
+		profiles:  profiles.NewLoader(cfg.Cluster.ProfilesDir),
 		now:       time.Now,
 	}
 	if _, err := r.profileSet(); err != nil {
@@ -236,7 +239,7 @@ func (r *Renderer) render(m *config.Machine, spec Spec, assets map[string]Asset,
 // profileSet loads the current profiles and reuses the parsed templates
 // while the files are unchanged.
 func (r *Renderer) profileSet() (*parsedSet, error) {
-	set, err := profiles.Load(r.cfg.Cluster.ProfilesDir)
+	set, err := r.profiles.Load()
 	if err != nil {
 		return nil, err
 	}

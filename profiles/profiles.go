@@ -25,6 +25,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"text/template"
 
 	"github.com/flint-boot/flint/config"
@@ -96,6 +98,67 @@ func Load(overlayDir string) (*Set, error) {
 		}
 	}
 	return newSet(files), nil
+}
+
+// Loader loads the set of one overlay directory and keeps it while the
+// directory's files stay the same (by name, size, modification time and
+// inode: a stat each, no read), so a render asks for the set at the cost of
+// one directory listing, and the embedded files are read once.
+type Loader struct {
+	dir string
+
+	mu    sync.Mutex
+	stamp string
+	set   *Set
+}
+
+// NewLoader makes a loader for overlayDir ("" for the embedded files only).
+func NewLoader(overlayDir string) *Loader { return &Loader{dir: overlayDir} }
+
+// Load returns the current set, reloading it when the overlay changed.
+func (l *Loader) Load() (*Set, error) {
+	stamp, err := l.stampOf()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set != nil && stamp == l.stamp {
+		return l.set, nil
+	}
+	set, err := Load(l.dir)
+	if err != nil {
+		return nil, err
+	}
+	l.set, l.stamp = set, stamp
+	return set, nil
+}
+
+func (l *Loader) stampOf() (string, error) {
+	if l.dir == "" {
+		return "", nil
+	}
+	entries, err := os.ReadDir(l.dir)
+	if err != nil {
+		return "", fmt.Errorf("cluster.profiles_dir: %w", err)
+	}
+	var b strings.Builder
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, Ext) {
+			continue
+		}
+		st, err := os.Stat(filepath.Join(l.dir, name)) // follows symlinks, like Load
+		if err != nil {
+			continue
+		}
+		var ino uint64
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			ino = sys.Ino
+		}
+		fmt.Fprintf(&b, "%s\x00%d\x00%d\x00%d\x00", name, st.Size(), st.ModTime().UnixNano(), ino)
+	}
+	return b.String(), nil
 }
 
 // NewSet makes a set from in-memory files (name -> content), e.g. for tests.

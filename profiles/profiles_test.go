@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flint-boot/flint/config"
 )
@@ -152,5 +153,43 @@ b: "{{dataurl .S}}"
 		if !errors.As(NewSet(nil).ExecError(err), &pe) || pe.Line != 2 || !strings.Contains(pe.Message, "env: value of K") {
 			t.Errorf("env %q: %v", bad["V"], err)
 		}
+	}
+}
+
+// TestLoaderReloadsOnlyOnChange: the set is kept while the overlay's files
+// are the same, and reloaded when one is added, edited or removed.
+func TestLoaderReloadsOnlyOnChange(t *testing.T) {
+	dir := t.TempDir()
+	l := NewLoader(dir)
+	a, err := l.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := l.Load(); b != a {
+		t.Fatal("an unchanged overlay was loaded again")
+	}
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "gpu.yaml"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("variant: flatcar\n")
+	b, _ := l.Load()
+	if b == a || b.Digest() == a.Digest() {
+		t.Fatal("an added profile was not loaded")
+	}
+	time.Sleep(10 * time.Millisecond) // another modification time
+	write("variant: flatcaR\n")       // same size
+	c, _ := l.Load()
+	if c.Digest() == b.Digest() {
+		t.Fatal("an edited profile of the same size was not loaded")
+	}
+	os.Remove(filepath.Join(dir, "gpu.yaml"))
+	if d, _ := l.Load(); d.Digest() != a.Digest() {
+		t.Fatal("a removed profile is still in the set")
+	}
+	if _, err := NewLoader(filepath.Join(dir, "missing")).Load(); err == nil || !strings.Contains(err.Error(), "cluster.profiles_dir") {
+		t.Fatalf("a missing overlay: %v", err)
 	}
 }
