@@ -163,11 +163,22 @@ func (m *Manager) Close() {
 
 // record puts an event on mac's timeline only: the requester may be another
 // machine, whose address must not become mac's.
+// When the store is flint's timeline writer (events.Recorder), the event goes
+// into its next batch: it explains a decision but changes no state, so it is
+// not worth an fsync of its own.
 func (m *Manager) record(mac config.MAC, from netip.Addr, event, detail string) {
-	err := m.st.RecordSighting(store.Sighting{MAC: mac.String(), At: m.now(), IP: from, Event: event, Detail: detail, TimelineOnly: true})
-	if err != nil {
+	sg := store.Sighting{MAC: mac.String(), At: m.now(), IP: from, Event: event, Detail: detail, TimelineOnly: true}
+	if n, ok := m.st.(noter); ok && n.Note(sg) {
+		return
+	}
+	if err := m.st.RecordSighting(sg); err != nil {
 		m.log.Warn("could not record event", "mac", mac, "event", event, "err", err)
 	}
+}
+
+// noter is the timeline writer's batched path (events.Recorder.Note).
+type noter interface {
+	Note(store.Sighting) bool
 }
 
 // refuse logs and records a refusal on the target machine's timeline.
