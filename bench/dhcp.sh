@@ -18,7 +18,7 @@
 # Reports DORA/s, p50/p99 latency per DORA, server CPU ms per DORA
 # (/proc/PID/stat utime+stime), NAKs, lost DORAs and duplicates (one address
 # ACKed to two MACs: must be 0), medians of ROUNDS, servers alternated. After
-# each flint run it counts flint's leases over /api/v1/leases, kills flint with
+# each flint run it counts flint's leases over /api/v1/leases (admin socket), kills flint with
 # SIGKILL, reads the machine records offline with `flint machines` and
 # restarts flint on the same data directory to count the leases it reloaded.
 # Appends the table to bench/README.md. Run as root:
@@ -172,7 +172,8 @@ machines:
 EOF
 	ip netns exec "$NS_SRV" "$WORK/flint" serve --log-level warn --config "$d/flint.yaml" --data "$d/data" >>"$d/flint.out" 2>&1 &
 	SERVER_PID=$!
-	wait_udp67 "$SERVER_PID" && wait_http "http://$SRV_IP:$HTTP_PORT/api/v1/leases" || { cat "$d/flint.out" >&2; return 1; }
+	wait_udp67 "$SERVER_PID" && wait_http "http://$SRV_IP:$HTTP_PORT/healthz" || { cat "$d/flint.out" >&2; return 1; }
+	FLINT_SOCK="$d/data/flint.sock"
 }
 
 start_kea() { # DIR
@@ -225,8 +226,8 @@ count_leases() { # SERVER DIR
 	esac
 }
 
-api_bound() { # count bound leases flint reports
-	ip netns exec "$NS_SRV" curl -fsS "http://$SRV_IP:$HTTP_PORT/api/v1/leases" | grep -o '"state":"bound"' | wc -l
+api_bound() { # count bound leases flint reports (admin API over its socket)
+	curl -fsS --unix-socket "$FLINT_SOCK" http://flint/api/v1/leases | grep -o '"state":"bound"' | wc -l
 }
 
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
