@@ -34,6 +34,12 @@
 #
 #   bench/ignition.sh
 #
+# SERVERS="matchbox flint floor" adds the floor (bench/cfgload/floor.go): a
+# stand-in for flint that does only what the protocol itself costs in Go (new
+# connections, a full TLS 1.3 handshake with an ECDSA P-256 certificate, an
+# in-memory single-use token, flint's agent config from memory), measured
+# like flint: the best flint's delivery could do on this machine.
+#
 # Knobs: DURATION=10 (seconds per measurement), ROUNDS=3, CLIENTS="1 8 32",
 # SERVERS="matchbox flint", NO_README=1 (print only), FLINT_BIN=path (another
 # flint binary), KEEPALIVE=1 (reuse plain-HTTP connections; by default every
@@ -56,9 +62,17 @@ README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 CACHE="$ROOT/.work/matchbox-$MATCHBOX_VERSION"
 
+for srv in $SERVERS; do
+	case $srv in
+	matchbox | flint | floor) ;;
+	*) echo "bench/ignition.sh: unknown server $srv in SERVERS (matchbox, flint, floor)" >&2; exit 2 ;;
+	esac
+done
+
 WORK=""
 FLINT_PID=""
 MATCHBOX_PID=""
+FLOOR_PID=""
 PPROF_SRC=""
 stop_pid() { # PID: TERM, wait up to 10 s, then KILL
 	local pid=$1
@@ -74,6 +88,7 @@ cleanup() {
 	# Only the processes this script started, by PID.
 	stop_pid "$FLINT_PID"
 	stop_pid "$MATCHBOX_PID"
+	stop_pid "$FLOOR_PID"
 	if [ -n "$PPROF_SRC" ]; then rm -rf "$PPROF_SRC"; fi
 	if [ -n "$WORK" ]; then rm -rf "$WORK"; fi
 }
@@ -604,14 +619,27 @@ for i in 1 4; do
 done
 log "configs: $SIZES"
 
+if grep -qw floor <<<"$SERVERS"; then
+	FLOOR_HTTP=$(free_port)
+	FLOOR_TLS=$(free_port)
+	"$WORK/cfgload" -serve-floor "127.0.0.1:$FLOOR_HTTP,127.0.0.1:$FLOOR_TLS,$WORK/flint-4.json" >"$WORK/floor.out" 2>&1 &
+	FLOOR_PID=$!
+	FLOOR_URL="http://127.0.0.1:$FLOOR_HTTP"
+	wait_http "$FLOOR_URL/healthz" "$FLOOR_PID" 10 || { cat "$WORK/floor.out" >&2; exit 1; }
+fi
+
 # --- warm-up: one delivery per machine on each server -----------------------
 KA=""
 [ -n "${KEEPALIVE:-}" ] && KA="-keepalive"
 load() { # SERVER CLIENTS [cfgload flags...]
 	local srv=$1 c=$2 url pid
 	shift 2
-	if [ "$srv" = flint ]; then url=$FLINT_URL pid=$FLINT_PID; else url=$MATCHBOX_URL pid=$MATCHBOX_PID; fi
-	"$WORK/cfgload" -mode "$srv" -url "$url" -macs "$WORK/macs.txt" -c "$c" -pid "$pid" $KA "$@"
+	case $srv in
+	flint) url=$FLINT_URL pid=$FLINT_PID mode=flint ;;
+	floor) url=$FLOOR_URL pid=$FLOOR_PID mode=flint ;;
+	matchbox) url=$MATCHBOX_URL pid=$MATCHBOX_PID mode=matchbox ;;
+	esac
+	"$WORK/cfgload" -mode "$mode" -label "$srv" -url "$url" -macs "$WORK/macs.txt" -c "$c" -pid "$pid" $KA "$@"
 }
 for srv in $SERVERS; do
 	out=$(load "$srv" 8 -n $NMACHINES)
@@ -629,7 +657,11 @@ for r in $(seq 1 "$ROUNDS"); do
 		# Alternate which server goes first, so drift favours neither.
 		[ $((r % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
 		for srv in $order; do
-			if [ "$srv" = flint ]; then pid=$FLINT_PID; else pid=$MATCHBOX_PID; fi
+			case $srv in
+			flint) pid=$FLINT_PID ;;
+			floor) pid=$FLOOR_PID ;;
+			matchbox) pid=$MATCHBOX_PID ;;
+			esac
 			echo 5 >"/proc/$pid/clear_refs" # reset VmHWM to the current RSS
 			prof_pid=""
 			if [ "$srv" = flint ] && [ -n "$PPROF_ADDR" ] && [ -z "$PROFILED" ] && [ "$c" = "$PROFILE_CLIENTS" ]; then
@@ -667,7 +699,7 @@ MATCHBOX_PID=""
 # --- report ----------------------------------------------------------------
 col() { grep . <<<"${RES[$1,$2]}" | while read -r l; do field "$l" "$3"; done | median; }
 sum() { grep . <<<"${RES[$1,$2]}" | while read -r l; do field "$l" "$3"; done | awk '{s += $1} END {print s + 0}'; }
-TABLE="| clients | server | deliveries/s | flint/matchbox | p50 ms | p90 ms | p99 ms | server CPU ms/delivery | matchbox/flint CPU | cfgload CPU ms/delivery | peak RSS | errors |
+TABLE="| clients | server | deliveries/s | vs matchbox | p50 ms | p90 ms | p99 ms | server CPU ms/delivery | CPU vs matchbox | cfgload CPU ms/delivery | peak RSS | errors |
 |--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 TARGETS=""
 STEPS=""
@@ -678,7 +710,7 @@ for c in $CLIENTS; do
 		rate=$(col "$srv" "$c" rate)
 		cpu=$(col "$srv" "$c" cpu_ms)
 		ratio="-" cratio="-"
-		if [ "$srv" = flint ] && [ -n "$mrate" ]; then
+		if [ "$srv" != matchbox ] && [ -n "$mrate" ]; then
 			ratio=$(awk -v a="$rate" -v b="$mrate" 'BEGIN {if (b > 0) printf "%.1fx", a / b; else print "-"}')
 			cratio=$(awk -v a="$cpu" -v b="$mcpu" 'BEGIN {if (a > 0) printf "%.1fx", b / a; else print "-"}')
 		fi
@@ -686,8 +718,11 @@ for c in $CLIENTS; do
 		TABLE+="
 | $c | $srv | $rate | $ratio | $(col "$srv" "$c" p50_ms) | $(col "$srv" "$c" p90_ms) | $(col "$srv" "$c" p99_ms) | $cpu | $cratio | $(col "$srv" "$c" client_cpu_ms) | $(awk -v k="$rss" 'BEGIN {printf "%.0f MiB", k / 1024}') | $(sum "$srv" "$c" errors) |"
 	done
+	for srv in flint floor; do
+		grep -qw $srv <<<"$SERVERS" || continue
+		STEPS+="$srv c=$c: script $(col $srv "$c" script_p50_ms), pointer $(col $srv "$c" pointer_p50_ms), TLS config $(col $srv "$c" tls_config_p50_ms) ms; "
+	done
 	if grep -qw flint <<<"$SERVERS"; then
-		STEPS+="c=$c: script $(col flint "$c" script_p50_ms), pointer $(col flint "$c" pointer_p50_ms), TLS config $(col flint "$c" tls_config_p50_ms) ms; "
 		if [ -n "$mrate" ]; then
 			ok=$(awk -v a="$(col flint "$c" rate)" -v b="$mrate" 'BEGIN {print (b > 0 && a >= 50 * b) ? "met" : "missed"}')
 			case $c in
@@ -709,14 +744,14 @@ Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). Servers and cfglo
 Load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers; the ratio less so).
 Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), matchbox $MATCHBOX_VERSION.
 Machines: $NMACHINES (nuc1-3 servers, nuc4-100 agents, all install_mode live; no node reports, so every machine stays installing and gets its config on every delivery; after the run: $STATES).
-Delivery: flint = iPXE script (fresh boot token) + pointer + config over TLS; matchbox = one GET /ignition. $CONN.
+Delivery: flint = iPXE script (fresh boot token) + pointer + config over TLS; matchbox = one GET /ignition; $CONN.
 Configs: ${SIZES}flint started in ${FLINT_START_S}s (renders every machine first) and stopped ${FLINT_STOP_S}s after SIGTERM (matchbox: ${MATCHBOX_STOP_S}s); idle RSS flint $((FLINT_IDLE_KIB / 1024)) MiB, matchbox $((MATCHBOX_IDLE_KIB / 1024)) MiB.
 ${DURATION}s per measurement, medians of $ROUNDS rounds (servers alternated); errors summed; peak RSS the highest of the rounds.
-CPU per delivery from /proc/PID/stat (10 ms ticks; loopback receive work is charged to the sender). matchbox/flint CPU is how many flint deliveries one matchbox request's CPU pays for: the rate ratio if each had the cores to itself. cfgload (the load generator: TLS client, new connections, JSON) shares the same cores, so its CPU per delivery bounds the rates too.
+CPU per delivery from /proc/PID/stat (10 ms ticks; loopback receive work is charged to the sender). CPU vs matchbox is matchbox's CPU per request over the server's CPU per delivery: the rate ratio if each server had the cores to itself. cfgload (the load generator: TLS client, new connections, JSON) shares the same cores, so its CPU per delivery bounds the rates too.
 
 $TABLE
 
-flint's steps (p50): ${STEPS%; }.
+Steps (p50): ${STEPS%; }.
 Targets (flint's whole delivery vs matchbox's single request): ${TARGETS%; }.
 "
 echo

@@ -21,6 +21,9 @@
 // ignition.version 3.x. Two deliveries of one machine never overlap: each
 // script's token is spent by its own delivery, never by a concurrent one.
 //
+// With -serve-floor it is the server instead: a stand-in for flint that does
+// only what the protocol itself costs (floor.go).
+//
 // It prints one line of key=value pairs: deliveries per second, p50/p90/p99/max
 // of the whole delivery, errors, the server's CPU time per delivery with -pid
 // (utime+stime from /proc/PID/stat), its own CPU per delivery (it shares the
@@ -69,7 +72,12 @@ func main() {
 	pids := flag.String("pid", "", "comma-separated server PIDs whose CPU time is measured")
 	label := flag.String("label", "", "printed as server=LABEL (default: the mode)")
 	cpuprofile := flag.String("cpuprofile", "", "write cfgload's own CPU profile here (what the client costs)")
+	floorSpec := flag.String("serve-floor", "", "HTTP_ADDR,TLS_ADDR,CONFIG_FILE: instead of loading, serve the floor (floor.go): -mode flint's protocol with nothing else")
 	flag.Parse()
+	if *floorSpec != "" {
+		runFloor(*floorSpec)
+		return
+	}
 	if *base == "" || *macsFile == "" || *conc <= 0 || (*mode != "flint" && *mode != "matchbox") {
 		flag.Usage()
 		os.Exit(2)
