@@ -632,7 +632,7 @@ fi
 KA=""
 [ -n "${KEEPALIVE:-}" ] && KA="-keepalive"
 load() { # SERVER CLIENTS [cfgload flags...]
-	local srv=$1 c=$2 url pid
+	local srv=$1 c=$2 url pid mode
 	shift 2
 	case $srv in
 	flint) url=$FLINT_URL pid=$FLINT_PID mode=flint ;;
@@ -738,6 +738,7 @@ MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1024 / 1024}' /proc/meminfo)
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 CONN="every request on a new TCP connection (as a booting node), flint's config on a new TLS connection (full handshake, HTTP/1.1)"
 [ -n "$KA" ] && CONN="plain-HTTP requests on kept-alive connections, flint's config on a new TLS connection (full handshake, HTTP/1.1)"
+TARGETS=${TARGETS%; }
 REPORT="### ignition.sh: $DATE, $(hostname)
 
 Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). Servers and cfgload share the cores; loopback.
@@ -752,7 +753,7 @@ CPU per delivery from /proc/PID/stat (10 ms ticks; loopback receive work is char
 $TABLE
 
 Steps (p50): ${STEPS%; }.
-Targets (flint's whole delivery vs matchbox's single request): ${TARGETS%; }.
+Targets (flint's whole delivery vs matchbox's single request): ${TARGETS:-not checked (they need flint and matchbox at 8 or 32 clients)}.
 "
 echo
 echo "$REPORT"
