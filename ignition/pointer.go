@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 
 	legacyparse "github.com/flatcar/ignition/config/v2_4"
 )
@@ -33,7 +34,13 @@ func Pointer(butaneVersion string, spec Spec, replaceURL string, caPEM []byte) (
 	if err != nil {
 		return nil, err
 	}
-	// Checked with the parser of the exact spec the client reads, like every config flint serves.
+	// Checked with the parser of the exact spec the client reads, like every
+	// config flint serves: once per spec version, since only the URL (an
+	// https URL of a MAC and a token, JSON-escaped) and the CA change.
+	key := version + "\x00" + string(caPEM)
+	if _, ok := pointerChecked.Load(key); ok {
+		return out, nil
+	}
 	if spec == SpecLegacy {
 		err = validateLegacyPointer(out, replaceURL)
 	} else {
@@ -42,8 +49,13 @@ func Pointer(butaneVersion string, spec Spec, replaceURL string, caPEM []byte) (
 	if err != nil {
 		return nil, fmt.Errorf("ignition pointer: %w", err)
 	}
+	pointerChecked.Store(key, true)
 	return out, nil
 }
+
+// pointerChecked remembers the spec versions (and CAs) whose pointer passed
+// the parser.
+var pointerChecked sync.Map
 
 type source struct {
 	Source string `json:"source"`

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
@@ -37,8 +38,7 @@ const (
 )
 
 // Script decides machine mac's iPXE script, asked from address from. An
-// install script gets a fresh boot token, recorded (as a hash) before the
-// answer goes out.
+// install script gets a fresh boot token; issuing it writes nothing.
 func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 	mc, ok := m.cfg.MachineByMAC(mac)
 	if !ok {
@@ -68,17 +68,9 @@ func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 		m.refuse(mc, from, "http script", reason)
 		return Script{Verdict: ScriptRefuse, Machine: mc, Reason: reason}
 	}
-	tok := newToken()
 	now := m.now()
-	_, err = m.st.Record(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: EventScript}, func(r *store.Machine) error {
-		issue(&r.Boot, tok, from, now, m.cfg.Security.TokenTTL.Duration)
-		return nil
-	})
-	if err != nil {
-		m.log.Error("cannot record the boot token; the script is not served", "machine", mc.Hostname, "err", err)
-		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot record the boot; retry"}
-	}
-	return Script{Verdict: ScriptInstall, Machine: mc, Token: tok}
+	m.note(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: EventScript})
+	return Script{Verdict: ScriptInstall, Machine: mc, Token: m.issueBootToken(mc.HW, from, now)}
 }
 
 func (m *Manager) recordSighting(mc *config.Machine, from netip.Addr, event, detail string) {
@@ -127,9 +119,9 @@ type Admission struct {
 	ClusterState string // ETCD_INITIAL_CLUSTER_STATE of a server: new or existing
 	Boot         ignition.BootSecrets
 
-	req       ConfigRequest
-	tokenHash string // the config token presented (StageBoot)
-	nonce     string // the delivery this config belongs to
+	req    ConfigRequest
+	issued time.Time // the boot token's issue time (StageBoot)
+	nonce  string    // the delivery this config belongs to
 }
 
 // AdmitConfig decides a config request. It changes nothing but, for an etcd
@@ -186,14 +178,18 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 	}
 	switch req.Stage {
 	case StageBoot:
-		i := findToken(rec.Boot.Tokens, req.Token, now)
-		if i < 0 {
+		issued, ok := m.checkBootToken(req.Token, mc.HW, req.From, now)
+		if !ok {
+			reason := "the boot token is unknown, used or expired: boot the machine from the network again for a new one"
+			if m.cfg.DHCP.Mode == config.ModeOff {
+				reason = "the boot token is unknown or expired, or its script went to another address: boot the machine from the network again for a new one"
+			}
+			return refuse(reason)
+		}
+		if !issued.After(rec.Boot.SpentBefore) {
 			return refuse("the boot token is unknown, used or expired: boot the machine from the network again for a new one")
 		}
-		if m.cfg.DHCP.Mode == config.ModeOff && rec.Boot.Tokens[i].IP != req.From {
-			return refuse(fmt.Sprintf("request from %s, but the boot token went to %s", req.From, rec.Boot.Tokens[i].IP))
-		}
-		a.tokenHash = rec.Boot.Tokens[i].Hash
+		a.issued = issued
 		a.nonce = newToken()
 	case StageInstalled:
 		if req.Pointer || !disk {
@@ -260,8 +256,8 @@ var ErrSpent = errors.New("the token was used by another request just now")
 
 // Delivered spends what admitted a secret config and moves the machine into
 // installing, in one transaction, before the config is sent: of two requests
-// racing with one token only one gets it. All config tokens of that boot are
-// spent: one boot, one delivery.
+// racing with one token only one gets it. Every boot token issued before it
+// is spent: one boot, one delivery.
 func (m *Manager) Delivered(a Admission, detail string) error {
 	if a.Verdict != Serve || a.Machine == nil || a.req.Pointer {
 		return errors.New("lifecycle: Delivered called without a served secret config")
@@ -275,14 +271,14 @@ func (m *Manager) Delivered(a Admission, detail string) error {
 	_, err := m.st.Record(store.Sighting{MAC: mc.MAC, At: now, IP: a.req.From, Event: event, Detail: "over TLS" + detail}, func(r *store.Machine) error {
 		switch a.req.Stage {
 		case StageBoot:
-			found := false
-			for _, t := range r.Boot.Tokens {
-				found = found || equalToken(t.Hash, a.tokenHash)
-			}
-			if !found {
+			if !a.issued.After(r.Boot.SpentBefore) {
 				return ErrSpent
 			}
-			r.Boot = store.Boot{Nonce: a.nonce, Delivered: now, DeliveredTo: a.req.From}
+			spent := now
+			if a.issued.After(spent) {
+				spent = a.issued // a clock stepped back: the token must still count as spent
+			}
+			r.Boot = store.Boot{SpentBefore: spent, Nonce: a.nonce, Delivered: now, DeliveredTo: a.req.From}
 		case StageInstalled:
 			if r.Boot.Nonce != a.nonce || r.Boot.InstalledSpent {
 				return ErrSpent

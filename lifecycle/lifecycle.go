@@ -15,8 +15,10 @@
 //     ask its DHCP server for (within security.token_ttl); off mode has no
 //     DHCP to learn it from, so the token binds the address its script went to;
 //   - it carries a boot token that flint put in that machine's iPXE script:
-//     random (256 bits), unexpired (security.token_ttl), and unused. The first
-//     secret config spends every token of that boot;
+//     256 bits, self-verifying (an HMAC with flint's report key over the MAC
+//     and its issue time, so issuing one writes nothing), unexpired
+//     (security.token_ttl), and unused: the first secret config spends every
+//     token issued before it;
 //   - the machine's install window is open: ready, installing or reprovision
 //     for disk installs; live machines (which run from RAM) on every boot, and a
 //     live etcd member only once etcdadmin confirms its old member is down.
@@ -163,16 +165,19 @@ func (m *Manager) Close() {
 
 // record puts an event on mac's timeline only: the requester may be another
 // machine, whose address must not become mac's.
-// When the store is flint's timeline writer (events.Recorder), the event goes
-// into its next batch: it explains a decision but changes no state, so it is
-// not worth an fsync of its own.
 func (m *Manager) record(mac config.MAC, from netip.Addr, event, detail string) {
-	sg := store.Sighting{MAC: mac.String(), At: m.now(), IP: from, Event: event, Detail: detail, TimelineOnly: true}
+	m.note(store.Sighting{MAC: mac.String(), At: m.now(), IP: from, Event: event, Detail: detail, TimelineOnly: true})
+}
+
+// note records an event that explains a decision but changes no state: when
+// the store is flint's timeline writer (events.Recorder) it goes into its
+// next batch, not worth an fsync of its own.
+func (m *Manager) note(sg store.Sighting) {
 	if n, ok := m.st.(noter); ok && n.Note(sg) {
 		return
 	}
 	if err := m.st.RecordSighting(sg); err != nil {
-		m.log.Warn("could not record event", "mac", mac, "event", event, "err", err)
+		m.log.Warn("could not record event", "mac", sg.MAC, "event", sg.Event, "err", err)
 	}
 }
 

@@ -215,7 +215,9 @@ func Reprovision(st store.Store, cfg *config.Config, name string, confirm bool, 
 	}
 	arm := func(r *store.Machine) error {
 		r.State, r.StateChanged = store.StateReprovision, now
-		r.Boot = store.Boot{} // a new install: nothing of the old boot counts
+		// A new install: nothing of the old boot counts, not even a boot
+		// token issued before the arm.
+		r.Boot = store.Boot{SpentBefore: now}
 		if target.Role == config.RoleServer {
 			r.Rebuilding, r.EtcdRejoin = true, false
 		}

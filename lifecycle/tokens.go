@@ -5,20 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"net/netip"
 	"time"
 
 	"github.com/flint-boot/flint/config"
-	"github.com/flint-boot/flint/store"
 )
 
 // TokenLen is the length of every token flint hands out: 64 hex digits (256 bits).
 const TokenLen = 64
-
-// maxBootTokens bounds the unspent config tokens one machine holds (a script
-// fetched again, by iPXE retrying, issues another one).
-const maxBootTokens = 4
 
 // ValidToken reports whether s has the shape of a token: exactly TokenLen
 // lower-case hex digits. Anything else is refused before any lookup.
@@ -35,17 +31,68 @@ func ValidToken(s string) bool {
 	return true
 }
 
-// newToken is 256 random bits in hex.
+// newToken is 256 random bits in hex (the nonce of a delivery).
 func newToken() string {
 	b := make([]byte, TokenLen/2)
 	rand.Read(b) // never fails (crypto/rand panics rather than return short)
 	return hex.EncodeToString(b)
 }
 
-// hashToken is what the store keeps of a token.
-func hashToken(tok string) string {
-	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
+// A boot token carries what proves it, so issuing one writes nothing: its
+// issue time (8 bytes), 8 random bytes, and the first 16 bytes of an HMAC
+// (flint's report key) over the MAC it was issued for, the issue time, the
+// random bytes and, in off mode, the address the script went to. It is
+// valid until security.token_ttl after its issue time, and spent once the
+// machine's config was delivered after it was issued (Boot.Delivered): the
+// first delivery spends every token of that boot.
+const (
+	bootIssuedLen = 8
+	bootNonceLen  = 8
+	bootMACLen    = TokenLen/2 - bootIssuedLen - bootNonceLen
+)
+
+// issueBootToken makes machine mac's boot token, issued now (bound to ip in
+// off mode, where ip is the address its script goes to).
+func (m *Manager) issueBootToken(mac config.MAC, ip netip.Addr, now time.Time) string {
+	b := make([]byte, TokenLen/2)
+	binary.BigEndian.PutUint64(b, uint64(now.UnixNano()))
+	rand.Read(b[bootIssuedLen : bootIssuedLen+bootNonceLen])
+	copy(b[bootIssuedLen+bootNonceLen:], m.bootMAC(mac, ip, b[:bootIssuedLen+bootNonceLen]))
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) bootMAC(mac config.MAC, ip netip.Addr, issuedAndNonce []byte) []byte {
+	h := hmac.New(sha256.New, m.reportKey)
+	h.Write([]byte("boot\x00" + mac.String() + "\x00"))
+	if m.cfg.DHCP.Mode == config.ModeOff {
+		h.Write(ip.AsSlice())
+	}
+	h.Write([]byte{0})
+	h.Write(issuedAndNonce)
+	return h.Sum(nil)[:bootMACLen]
+}
+
+// checkBootToken verifies tok for machine mac asked from ip: issued by this
+// flint for mac (and, in off mode, to ip), unexpired; it returns its issue
+// time. Whether it is spent is the caller's to check against the record.
+func (m *Manager) checkBootToken(tok string, mac config.MAC, ip netip.Addr, now time.Time) (time.Time, bool) {
+	if !ValidToken(tok) {
+		return time.Time{}, false
+	}
+	b, err := hex.DecodeString(tok)
+	if err != nil || len(b) != TokenLen/2 {
+		return time.Time{}, false
+	}
+	want := m.bootMAC(mac, ip, b[:bootIssuedLen+bootNonceLen])
+	if subtle.ConstantTimeCompare(want, b[bootIssuedLen+bootNonceLen:]) != 1 {
+		return time.Time{}, false
+	}
+	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b)))
+	ttl := m.cfg.Security.TokenTTL.Duration
+	if issued.After(now.Add(time.Minute)) || now.Sub(issued) >= ttl {
+		return issued, false // from the future (a clock stepped back) or expired
+	}
+	return issued, true
 }
 
 // derive makes the token of a given purpose from the report key, the MAC and
@@ -66,33 +113,4 @@ const (
 // equalToken compares in constant time.
 func equalToken(a, b string) bool {
 	return len(a) == len(b) && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}
-
-// findToken returns the index of tok among the unexpired issued tokens, or
-// -1. Every entry is compared, so the time taken does not say which matched.
-func findToken(tokens []store.BootToken, tok string, now time.Time) int {
-	h := hashToken(tok)
-	found := -1
-	for i, t := range tokens {
-		if equalToken(t.Hash, h) && now.Before(t.Expires) && found < 0 {
-			found = i
-		}
-	}
-	return found
-}
-
-// issue adds a token to the boot record: expired ones are dropped and at most
-// maxBootTokens stay (the oldest go).
-func issue(b *store.Boot, tok string, ip netip.Addr, now time.Time, ttl time.Duration) {
-	kept := b.Tokens[:0]
-	for _, t := range b.Tokens {
-		if now.Before(t.Expires) {
-			kept = append(kept, t)
-		}
-	}
-	kept = append(kept, store.BootToken{Hash: hashToken(tok), IP: ip, Issued: now, Expires: now.Add(ttl)})
-	if len(kept) > maxBootTokens {
-		kept = kept[len(kept)-maxBootTokens:]
-	}
-	b.Tokens = append([]store.BootToken(nil), kept...)
 }

@@ -92,13 +92,14 @@ type Machine struct {
 	Boot Boot `json:"boot,omitzero"`
 }
 
-// Boot holds the per-boot credentials of one machine, as hashes and the
-// nonce their derived tokens come from. The tokens themselves exist only in
-// what flint sent the machine.
+// Boot is what flint keeps of a machine's network boots (package
+// lifecycle). Boot tokens carry their own proof (an HMAC and their issue
+// time), so nothing of them is stored: only when they stop counting.
 type Boot struct {
-	// Tokens are the config tokens iPXE scripts carried, oldest first; each
-	// can fetch the machine's config once before it expires.
-	Tokens []BootToken `json:"tokens,omitempty"`
+	// SpentBefore: boot tokens issued at or before it are spent (the first
+	// config delivered in a boot spends every token of that boot; arming a
+	// reprovision voids those issued before).
+	SpentBefore time.Time `json:"spent_before,omitzero"`
 	// Nonce identifies the last delivery of the machine's secret config; the
 	// node's report token and (for a disk install) its installed-config token
 	// are derived from it.
@@ -109,14 +110,6 @@ type Boot struct {
 	// InstalledSpent says the installed-system config of that delivery was
 	// fetched (it is fetched once).
 	InstalledSpent bool `json:"installed_spent,omitempty"`
-}
-
-// BootToken is one issued config token.
-type BootToken struct {
-	Hash    string     `json:"hash"` // hex SHA-256 of the token
-	IP      netip.Addr `json:"ip"`   // the address the script went to
-	Issued  time.Time  `json:"issued"`
-	Expires time.Time  `json:"expires"`
 }
 
 // State is where a machine is in its lifecycle.
