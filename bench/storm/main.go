@@ -7,7 +7,8 @@
 //     own address;
 //  3. DHCP again as iPXE (option 77 "iPXE"): http://FLINT/boot.ipxe;
 //  4. GET /boot.ipxe, then the per-MAC script it chains to;
-//  5-6. GET the kernel and the initrd the script names;
+//  5. GET the kernel the script names;
+//  6. GET the initrd, over the same keep-alive connection;
 //  7. GET the pointer config named by ignition.config.url (plain HTTP);
 //  8. GET the HTTPS config it names, trusting only the pointer's CA;
 //  9. GET the config's remote files (k3s; etcd and etcdctl on servers):
@@ -427,4 +428,3 @@ func capacity(u string, streams int, dur time.Duration) (float64, error) {
 	}
 	return float64(total.Load()) / el.Seconds(), nil
 }
-
