@@ -35,7 +35,8 @@
 # START_TIMEOUT=1800 (seconds flint may take to start with N machines),
 # FLINT_BIN=path (another flint binary), PPROF=127.0.0.1:6060 (that binary's
 # pprof address inside the server namespace: a CPU profile of PPROF_SECONDS=20
-# starting PPROF_DELAY=1 s into the storm goes to PPROF_OUT=/tmp/storm-cpu.pprof),
+# starting PPROF_DELAY=1 s into the storm goes to PPROF_OUT=/tmp/storm-cpu.pprof,
+# heap profiles before and after the storm to PPROF_OUT.heap-start and .heap),
 # STORM_PROFILE=file (the load generator's own CPU profile of the storm).
 set -euo pipefail
 
@@ -240,6 +241,9 @@ if [ -n "$PPROF" ]; then
 	) &
 	PPROF_PID=$!
 fi
+if [ -n "$PPROF" ]; then
+	ip netns exec "$NS_SRV" curl -fsS -o "$PPROF_OUT.heap-start" "http://$PPROF/debug/pprof/heap" || true
+fi
 log "storm: $N NUCs, ramp $RAMP"
 OUT=$(ip netns exec "$NS_CLI" "$WORK/storm" run -n "$N" -iface "$IF_CLI" -pid "$FLINT_PID" -ramp "$RAMP" -max "$MAX" \
 	-ipxe-file "$WORK/ipxe/ipxe.efi" -kernel-file "$KERNEL" -initrd-file "$INITRD" \
@@ -250,6 +254,23 @@ PHASES=$(sed -n '/^| phase/,/^$/p' <<<"$OUT")
 FAILURES=$(sed -n '/^Failures:/,$p' <<<"$OUT")
 log "$SUMMARY"
 field() { tr ' ' '\n' <<<"$SUMMARY" | awk -F= -v k="$1" '$1 == k {print $2}'; }
+
+# Kernel counters of both namespaces (since they were created): datagrams
+# dropped at a full socket receive buffer (flint's DHCP and TFTP sockets on the
+# server side, the NUCs' on the client side), listen queue overflows.
+counter() { # NS FILE PREFIX FIELD
+	ip netns exec "$1" cat "$2" | awk -v p="$3:" -v f="$4" '$1 == p {
+		if (!h) { for (i = 2; i <= NF; i++) name[i] = $i; h = 1; next }
+		for (i = 2; i <= NF; i++) if (name[i] == f) print $i
+		exit }'
+}
+SRV_UDP_DROPS=$(counter "$NS_SRV" /proc/net/snmp Udp RcvbufErrors)
+CLI_UDP_DROPS=$(counter "$NS_CLI" /proc/net/snmp Udp RcvbufErrors)
+SRV_LISTEN_OVF=$(counter "$NS_SRV" /proc/net/netstat TcpExt ListenOverflows)
+SRV_RETRANS=$(counter "$NS_SRV" /proc/net/snmp Tcp RetransSegs)
+if [ -n "$PPROF" ]; then
+	ip netns exec "$NS_SRV" curl -fsS -o "$PPROF_OUT.heap" "http://$PPROF/debug/pprof/heap" && log "heap profile in $PPROF_OUT.heap"
+fi
 
 # flint's own view: machines that reported config-applied are installed
 # (live mode); WARN/ERROR lines in its log.
@@ -274,7 +295,7 @@ Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). flint, the floor 
 Load average before the run: $LOAD_BEFORE (other work on the machine skews absolute numbers; the ratio less so).
 Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), iPXE $IPXE_V.
 Storm: $N NUCs (3 servers, $((N - 3)) agents, install_mode live), power-on ramp $RAMP; SCALE=$SCALE: $SIZES. flint ready ${STARTUP}s after start (${STARTUP_CPU}s CPU; config with $N machines, fresh data dir), limits tftp_transfers $TFTP_CAP, http_connections $CONN_CAP.
-Floor: bytes the NUCs received up to their configs (TFTP + HTTP bodies) over the link's capacity (the better of $CAP_STREAMS parallel plain downloads for $CAP_TIME before and after the storm); ratio = time to the last config / floor. Through the reports (all bytes incl. Ignition's files): last report at $(field last_report_s) s, floor $(field floor_all_s) s, ratio $(field ratio_all). flint's own count afterwards: $INSTALLED machines installed (reported config-applied); $LOGLINES WARN/ERROR lines in its log besides the expected one about live etcd members.
+Floor: bytes the NUCs received up to their configs (TFTP + HTTP bodies) over the link's capacity (the better of $CAP_STREAMS parallel plain downloads for $CAP_TIME before and after the storm); ratio = time to the last config / floor. Through the reports (all bytes incl. Ignition's files): last report at $(field last_report_s) s, floor $(field floor_all_s) s, ratio $(field ratio_all). flint's own count afterwards: $INSTALLED machines installed (reported config-applied); $LOGLINES WARN/ERROR lines in its log besides the expected one about live etcd members. Kernel counters: $SRV_UDP_DROPS datagrams dropped at full UDP receive buffers on flint's side (DHCP, TFTP), $CLI_UDP_DROPS on the NUCs' side; $SRV_LISTEN_OVF listen queue overflows, $SRV_RETRANS TCP segments retransmitted by the server side (floor transfers included).
 
 $TABLE
 
