@@ -3,6 +3,7 @@ package httpd
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -83,6 +84,16 @@ type cappedConn struct {
 	l    *capListener
 	ip   netip.Addr
 	once sync.Once
+}
+
+// ReadFrom hands the copy to the TCP connection, so net/http's file
+// responses still go out with sendfile (the wrapper would otherwise hide it
+// and every asset byte would pass through user space).
+func (c *cappedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(writerOnly{c.Conn}, r)
 }
 
 func (c *cappedConn) Close() error {

@@ -177,3 +177,39 @@ func isReset(err error) bool {
 	var ne *net.OpError
 	return errors.As(err, &ne)
 }
+
+// TestCappedConnKeepsSendfile: the connection cap's wrapper must pass
+// io.ReaderFrom through to the TCP connection, or net/http copies every asset
+// byte through user space instead of sendfile.
+func TestCappedConnKeepsSendfile(t *testing.T) {
+	ln, err := listenTCP("127.0.0.1:0", 8, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Fatal("the capped connection hides io.ReaderFrom")
+	}
+	f, err := os.CreateTemp(t.TempDir(), "asset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(make([]byte, 1<<20))
+	f.Seek(0, 0)
+	n, err := c.(io.ReaderFrom).ReadFrom(f)
+	if err != nil || n != 1<<20 {
+		t.Fatalf("ReadFrom: %d %v", n, err)
+	}
+}
