@@ -174,6 +174,10 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		socks = append(socks, socket{conn, via})
+		if got := receiveBufferOf(conn); got < receiveBuffer {
+			s.log.Warn("dhcp: the kernel gave a smaller receive buffer than asked: a boot storm may lose requests; run flint as root or raise net.core.rmem_max",
+				"port", port, "bytes", got, "wanted", receiveBuffer)
+		}
 	}
 	if s.cfg.Server.Interface == "" {
 		s.log.Warn("dhcp listens on all interfaces: broadcast replies leave by the default route; set server.interface on hosts with several NICs")
