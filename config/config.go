@@ -226,6 +226,9 @@ type Limits struct {
 	// RenderedConfigs bounds the rendered Ignition configs kept in memory;
 	// others are rendered when asked for.
 	RenderedConfigs int `yaml:"rendered_configs"`
+	// RenderedConfigMiB bounds the bytes of those configs, in MiB: a profile
+	// that embeds large files makes each config big.
+	RenderedConfigMiB int `yaml:"rendered_config_mib"`
 	// TFTPTransfers caps concurrent TFTP transfers; TFTPTransfersPerClient
 	// caps those of one client address.
 	TFTPTransfers          int `yaml:"tftp_transfers"`

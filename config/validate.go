@@ -38,9 +38,10 @@ const (
 	DefaultTimelineEvents           = 500
 	DefaultPendingEvents            = 8192
 	DefaultRenderedConfigs          = 4096
-	DefaultTFTPTransfers            = 64
+	DefaultRenderedConfigMiB        = 64
+	DefaultTFTPTransfers            = 512
 	DefaultTFTPTransfersPerClient   = 4
-	DefaultHTTPConnections          = 1024
+	DefaultHTTPConnections          = 4096
 	DefaultHTTPConnectionsPerClient = 64
 )
 
@@ -223,6 +224,7 @@ func (cfg *Config) applyDefaults() {
 		{&l.TimelineEvents, DefaultTimelineEvents},
 		{&l.PendingEvents, DefaultPendingEvents},
 		{&l.RenderedConfigs, DefaultRenderedConfigs},
+		{&l.RenderedConfigMiB, DefaultRenderedConfigMiB},
 		{&l.TFTPTransfers, DefaultTFTPTransfers},
 		{&l.TFTPTransfersPerClient, DefaultTFTPTransfersPerClient},
 		{&l.HTTPConnections, DefaultHTTPConnections},
@@ -494,6 +496,7 @@ func (cfg *Config) validateSecurity(c *checker) {
 		{"limits.timeline_events", l.TimelineEvents, 10, 100_000},
 		{"limits.pending_events", l.PendingEvents, 16, 1_000_000},
 		{"limits.rendered_configs", l.RenderedConfigs, 1, 1_000_000},
+		{"limits.rendered_config_mib", l.RenderedConfigMiB, 1, 65_536},
 		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},
 		{"limits.tftp_transfers_per_client", l.TFTPTransfersPerClient, 1, 100_000},
 		{"limits.http_connections", l.HTTPConnections, 1, 1_000_000},

@@ -28,14 +28,19 @@ type cached struct {
 	config []byte
 }
 
-// configCache is a bounded LRU of rendered configs: a site with 10,000
-// machines keeps the ones booting now, not all of them.
+// configCache is a bounded LRU of rendered configs, by count and by bytes:
+// a site with 10,000 machines keeps the ones booting now, not all of them.
+// Each machine's variants are indexed, so forgetting one machine does not
+// walk the cache.
 type configCache struct {
-	mu      sync.Mutex
-	max     int
-	maxAge  time.Duration
-	entries map[cacheKey]*list.Element
-	order   *list.List // front: most recently used
+	mu       sync.Mutex
+	max      int
+	maxBytes int
+	bytes    int
+	maxAge   time.Duration
+	entries  map[cacheKey]*list.Element
+	byMAC    map[config.MAC]map[cacheKey]struct{}
+	order    *list.List // front: most recently used
 }
 
 type cacheItem struct {
@@ -43,8 +48,17 @@ type cacheItem struct {
 	val cached
 }
 
-func newConfigCache(max int, maxAge time.Duration) *configCache {
-	return &configCache{max: max, maxAge: maxAge, entries: map[cacheKey]*list.Element{}, order: list.New()}
+func newConfigCache(max, maxBytes int, maxAge time.Duration) *configCache {
+	c := &configCache{max: max, maxBytes: maxBytes, maxAge: maxAge}
+	c.reset()
+	return c
+}
+
+func (c *configCache) reset() {
+	c.entries = map[cacheKey]*list.Element{}
+	c.byMAC = map[config.MAC]map[cacheKey]struct{}{}
+	c.order = list.New()
+	c.bytes = 0
 }
 
 // get returns the config cached under k if it was made from inputs and is
@@ -58,27 +72,48 @@ func (c *configCache) get(k cacheKey, inputs string, now time.Time) ([]byte, boo
 	}
 	it := e.Value.(*cacheItem)
 	if it.val.inputs != inputs || now.Sub(it.val.at) >= c.maxAge {
-		c.order.Remove(e)
-		delete(c.entries, k)
+		c.remove(e)
 		return nil, false
 	}
 	c.order.MoveToFront(e)
 	return it.val.config, true
 }
 
+// put keeps v under k, evicting the least recently used beyond the bounds.
+// A config larger than the whole byte bound is not kept.
 func (c *configCache) put(k cacheKey, v cached) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[k]; ok {
-		e.Value.(*cacheItem).val = v
-		c.order.MoveToFront(e)
+		c.remove(e)
+	}
+	if len(v.config) > c.maxBytes {
 		return
 	}
 	c.entries[k] = c.order.PushFront(&cacheItem{key: k, val: v})
-	for c.order.Len() > c.max {
-		last := c.order.Back()
-		c.order.Remove(last)
-		delete(c.entries, last.Value.(*cacheItem).key)
+	c.bytes += len(v.config)
+	vs := c.byMAC[k.mac]
+	if vs == nil {
+		vs = map[cacheKey]struct{}{}
+		c.byMAC[k.mac] = vs
+	}
+	vs[k] = struct{}{}
+	for c.order.Len() > c.max || c.bytes > c.maxBytes {
+		c.remove(c.order.Back())
+	}
+}
+
+// remove forgets one entry; c.mu is held.
+func (c *configCache) remove(e *list.Element) {
+	it := e.Value.(*cacheItem)
+	c.order.Remove(e)
+	delete(c.entries, it.key)
+	c.bytes -= len(it.val.config)
+	if vs := c.byMAC[it.key.mac]; vs != nil {
+		delete(vs, it.key)
+		if len(vs) == 0 {
+			delete(c.byMAC, it.key.mac)
+		}
 	}
 }
 
@@ -86,11 +121,8 @@ func (c *configCache) put(k cacheKey, v cached) {
 func (c *configCache) dropMachine(mac config.MAC) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for k, e := range c.entries {
-		if k.mac == mac {
-			c.order.Remove(e)
-			delete(c.entries, k)
-		}
+	for k := range c.byMAC[mac] {
+		c.remove(c.entries[k])
 	}
 }
 
@@ -98,14 +130,13 @@ func (c *configCache) dropMachine(mac config.MAC) {
 func (c *configCache) dropAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.entries = map[cacheKey]*list.Element{}
-	c.order.Init()
+	c.reset()
 }
 
-func (c *configCache) len() int {
+func (c *configCache) len() (entries, bytes int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.order.Len()
+	return c.order.Len(), c.bytes
 }
 
 // inputsOf is what a render depends on that may change while flint runs:

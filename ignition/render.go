@@ -60,8 +60,11 @@ type Renderer struct {
 // RenderOptions tune a Renderer; zero values take the defaults.
 type RenderOptions struct {
 	Log *slog.Logger
-	// MaxCached bounds the rendered configs kept (config limits.rendered_configs).
-	MaxCached int
+	// MaxCached bounds the rendered configs kept (config
+	// limits.rendered_configs), MaxCachedBytes their size
+	// (limits.rendered_config_mib).
+	MaxCached      int
+	MaxCachedBytes int
 	// MaxAge is how long a rendered config is served before it is rendered
 	// again (its certificates renewed if due). Default an hour.
 	MaxAge time.Duration
@@ -69,8 +72,9 @@ type RenderOptions struct {
 
 // Default cache bounds.
 const (
-	DefaultMaxCached = 4096
-	DefaultMaxAge    = time.Hour
+	DefaultMaxCached      = 4096
+	DefaultMaxCachedBytes = 64 << 20
+	DefaultMaxAge         = time.Hour
 )
 
 // parsedSet is a profile set with its templates parsed, per profile, lazily.
@@ -89,6 +93,9 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, o Render
 	if o.MaxCached <= 0 {
 		o.MaxCached = DefaultMaxCached
 	}
+	if o.MaxCachedBytes <= 0 {
+		o.MaxCachedBytes = DefaultMaxCachedBytes
+	}
 	if o.MaxAge <= 0 {
 		o.MaxAge = DefaultMaxAge
 	}
@@ -98,7 +105,7 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, o Render
 		assetsDir: assetsDir,
 		log:       o.Log,
 		hasher:    newHasher(),
-		cache:     newConfigCache(o.MaxCached, o.MaxAge),
+		cache:     newConfigCache(o.MaxCached, o.MaxCachedBytes, o.MaxAge),
 		profiles:  profiles.NewLoader(cfg.Cluster.ProfilesDir),
 		now:       time.Now,
 	}
@@ -115,8 +122,8 @@ func (r *Renderer) Invalidate() { r.cache.dropAll() }
 // credentials changed.
 func (r *Renderer) InvalidateMachine(mac config.MAC) { r.cache.dropMachine(mac) }
 
-// Cached is how many rendered configs are kept now.
-func (r *Renderer) Cached() int { return r.cache.len() }
+// Cached is how many rendered configs are kept now, and their bytes.
+func (r *Renderer) Cached() (configs, bytes int) { return r.cache.len() }
 
 // InstallerProfile is what a disk-mode machine's PXE-booted live system runs.
 const InstallerProfile = "installer"

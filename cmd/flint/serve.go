@@ -101,7 +101,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return err
 	}
-	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, ignition.RenderOptions{Log: log.With("service", "ignition"), MaxCached: cfg.Limits.RenderedConfigs})
+	renderer, err := ignition.NewRenderer(cfg, secrets, assetsDir, ignition.RenderOptions{Log: log.With("service", "ignition"), MaxCached: cfg.Limits.RenderedConfigs, MaxCachedBytes: cfg.Limits.RenderedConfigMiB << 20})
 	if err != nil {
 		return err
 	}
