@@ -18,8 +18,11 @@ type Data struct {
 	Cluster ClusterData
 	// Machine is the node being rendered.
 	Machine MachineData
-	// Hosts lists every configured machine, servers and agents, in config
-	// order: the source of /etc/hosts.
+	// Hosts is the source of /etc/hosts: the servers, in config order, and
+	// the machine itself if it is not one. Not every machine: a node needs the
+	// servers' names (etcd, K3s), and a config that grows with the site makes
+	// every render and download of a 10,000-machine site slower and tells each
+	// agent the name of every other machine.
 	Hosts []Host
 	// Servers lists the machines with role server (the etcd members and K3s
 	// servers), in config order.
@@ -295,12 +298,10 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 	for _, a := range cfg.DHCP.DNSIPs {
 		d.Machine.DNS = append(d.Machine.DNS, a.String())
 	}
-	for i := range cfg.Machines {
-		d.Hosts = append(d.Hosts, host(cfg, &cfg.Machines[i]))
-	}
 	var members, endpoints []string
 	for _, s := range cfg.Servers() {
 		d.Servers = append(d.Servers, host(cfg, &s))
+		d.Hosts = append(d.Hosts, host(cfg, &s))
 		members = append(members, fmt.Sprintf("%s=https://%s:2380", s.Hostname, s.IPAddr))
 		endpoints = append(endpoints, fmt.Sprintf("https://%s:2379", s.IPAddr))
 	}
@@ -316,6 +317,8 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 	}
 	if m.Role == config.RoleServer {
 		d.K3s.Token = in.secrets.K3sToken()
+	} else {
+		d.Hosts = append(d.Hosts, host(cfg, m))
 	}
 
 	pw, err := in.secrets.NodePassword(m.Hostname)

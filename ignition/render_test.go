@@ -214,9 +214,9 @@ func TestServerConfig(t *testing.T) {
 	if got := c.wantRootFile(t, "/etc/systemd/network/00-flint.network", 0o644); got != wantNetwork {
 		t.Errorf("network unit:\n%s\nwant:\n%s", got, wantNetwork)
 	}
+	// The servers only: nuc1 is one of them, and the agents are not its business.
 	wantHosts := "127.0.0.1 localhost\n::1 localhost\n" +
-		"198.18.0.60 nuc1.lab.test nuc1\n198.18.0.61 nuc2.lab.test nuc2\n198.18.0.62 nuc3.lab.test nuc3\n" +
-		"198.18.0.70 nuc4.lab.test nuc4\n198.18.0.71 nuc5.lab.test nuc5\n"
+		"198.18.0.60 nuc1.lab.test nuc1\n198.18.0.61 nuc2.lab.test nuc2\n198.18.0.62 nuc3.lab.test nuc3\n"
 	if got := c.wantRootFile(t, "/etc/hosts", 0o644); got != wantHosts {
 		t.Errorf("hosts:\n%s", got)
 	}
@@ -362,6 +362,13 @@ func TestAgentConfig(t *testing.T) {
 	}
 	if got := c.wantRootFile(t, "/etc/systemd/network/00-flint.network", 0o644); !strings.Contains(got, "MACAddress=02:00:0a:00:00:46\n") || !strings.Contains(got, "Address=198.18.0.70/24\n") {
 		t.Errorf("network unit:\n%s", got)
+	}
+	// The servers and itself; not nuc5, the other agent.
+	wantHosts := "127.0.0.1 localhost\n::1 localhost\n" +
+		"198.18.0.60 nuc1.lab.test nuc1\n198.18.0.61 nuc2.lab.test nuc2\n198.18.0.62 nuc3.lab.test nuc3\n" +
+		"198.18.0.70 nuc4.lab.test nuc4\n"
+	if got := c.wantRootFile(t, "/etc/hosts", 0o644); got != wantHosts {
+		t.Errorf("hosts:\n%s", got)
 	}
 	if got := c.wantRootFile(t, "/etc/flatcar/update.conf", 0o644); got != "REBOOT_STRATEGY=reboot\n" {
 		t.Errorf("update.conf %q", got)

@@ -246,8 +246,10 @@ func (e *ignEnv) CheckCommon(r nodeRoot, m ignMachine) {
 
 	var hosts strings.Builder
 	hosts.WriteString("127.0.0.1 localhost\n::1 localhost\n")
-	for _, h := range e.Machines {
-		fmt.Fprintf(&hosts, "%s %s.%s %s\n", h.IP, h.Name, ignDomain, h.Name)
+	for _, h := range e.Machines { // the servers, and m itself if it is an agent
+		if h.server() || h.Name == m.Name {
+			fmt.Fprintf(&hosts, "%s %s.%s %s\n", h.IP, h.Name, ignDomain, h.Name)
+		}
 	}
 	r.Equal("/etc/hosts", r.File("/etc/hosts", 0o644, 0, 0), hosts.String())
 
