@@ -19,11 +19,15 @@
 #   bench/tftp.sh
 #
 # dnsmasq runs with --tftp-max=300 (its default of 50 concurrent transfers
-# would refuse half of the 100-client check) and --port=0 (no DNS).
+# would refuse half of the 100-client check) and --port=0 (no DNS); flint
+# with the same cap, limits.tftp_transfers and limits.tftp_transfers_per_client
+# both 300 (every client here has the same address, so flint's default of 4
+# per client would refuse most of the 20- and 100-client runs).
 #
 # Knobs: TRANSFERS=50 (per client per measurement), CLIENTS="1 20", ROUNDS=3,
 # STORM=100 (clients of the failure check), FILE=/usr/lib/ipxe/ipxe.efi,
-# NO_README=1.
+# NO_README=1, FLINT_BIN=path (run that flint binary, e.g. a throwaway build
+# with a pprof listener, instead of building this tree).
 set -euo pipefail
 
 TRANSFERS=${TRANSFERS:-50}
@@ -111,9 +115,14 @@ chmod 644 "$WORK/root/$NAME"
 SIZE=$(stat -c %s "$WORK/root/$NAME")
 SUM=$(sha256sum "$WORK/root/$NAME" | cut -d' ' -f1)
 
-log "building flint"
-CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
 FLINT_VERSION=$(git describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "${FLINT_BIN:-}" ]; then
+	cp "$FLINT_BIN" "$WORK/flint"
+	FLINT_VERSION="$FLINT_VERSION ($FLINT_BIN)"
+else
+	log "building flint"
+	CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
+fi
 
 # --- network ---------------------------------------------------------------
 ip netns add "$NS_SRV"
@@ -135,6 +144,7 @@ server: {address: $FLINT_IP, listen: $FLINT_IP, http_port: 8080, tftp_port: 69}
 dhcp: {mode: "off", subnet: 198.18.0.0/15, router: $FLINT_IP, dns: [$FLINT_IP]}
 ipxe: {directory: $WORK/root}
 boot: {assets_dir: $WORK/www}
+limits: {tftp_transfers: 300, tftp_transfers_per_client: 300}
 machines:
   - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.0.10, role: server}
 EOF
