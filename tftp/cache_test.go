@@ -17,9 +17,9 @@ import (
 )
 
 // atftpFetch downloads name from the fixture's server with atftp, as firmware
-// does (blksize 1468, tsize), and returns the bytes (nil and atftp's output
-// if it failed).
-func atftpFetch(t *testing.T, f *fixture, name string) ([]byte, string) {
+// does (blksize 1468, tsize; more options in args), and returns the bytes
+// (nil if it failed) and atftp's output.
+func atftpFetch(t *testing.T, f *fixture, name string, args ...string) ([]byte, string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs atftp: skipped in -short mode")
@@ -29,8 +29,8 @@ func atftpFetch(t *testing.T, f *fixture, name string) ([]byte, string) {
 	}
 	host, port, _ := net.SplitHostPort(f.addr)
 	dst := filepath.Join(t.TempDir(), "out")
-	out, err := exec.Command("atftp", "--option", "blksize 1468", "--option", "tsize 0",
-		"-g", "-r", name, "-l", dst, host, port).CombinedOutput()
+	args = append([]string{"--option", "blksize 1468", "--option", "tsize 0"}, args...)
+	out, err := exec.Command("atftp", append(args, "-g", "-r", name, "-l", dst, host, port)...).CombinedOutput()
 	if err != nil {
 		return nil, fmt.Sprintf("atftp: %v: %s", err, out)
 	}
