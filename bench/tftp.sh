@@ -122,7 +122,7 @@ SUM=$(sha256sum "$WORK/root/$NAME" | cut -d' ' -f1)
 FLINT_VERSION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 if [ -n "${FLINT_BIN:-}" ]; then
 	cp "$FLINT_BIN" "$WORK/flint"
-	FLINT_VERSION="$FLINT_VERSION ($FLINT_BIN)"
+	FLINT_VERSION="binary $FLINT_BIN (FLINT_BIN; the tree is at $FLINT_VERSION)"
 else
 	log "building flint"
 	CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
