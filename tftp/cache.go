@@ -38,11 +38,16 @@ type fileKey struct {
 // root, so requests for names that do not exist never grow it. Every lookup
 // compares the file's current key (one stat per request, which the server
 // makes anyway) with the entry's: a changed file is dropped and read again,
-// a file that is gone is dropped. Least recently used entries go first.
+// a file that is gone is dropped. Least recently used entries go first, but
+// an entry that a transfer is sending from (or that is being read in) is
+// never evicted to make room: then the new file is sent from disk instead.
+// So requests that alternate between files (a client can choose which)
+// never make a second copy of one version, and the bytes in memory stay
+// within the bound.
 //
-// Bytes still being sent from an entry that was dropped stay in memory until
-// those transfers end: at worst MaxTransfers copies of old versions on top
-// of the bound, for as long as a transfer lasts.
+// The one way past it is a file that changes on disk while transfers send
+// the old version: those bytes stay in memory until those transfers end.
+// That takes the operator replacing files, not a client.
 type fileCache struct {
 	maxFiles int
 	maxBytes int64
@@ -57,6 +62,7 @@ type cacheEntry struct {
 	name  string
 	key   fileKey
 	elem  *list.Element
+	refs  int           // transfers sending from it, and its loader; under fileCache.mu
 	ready chan struct{} // closed once the load ended; data and ok are set then
 	data  []byte
 	ok    bool
@@ -70,33 +76,39 @@ func newFileCache(maxFiles int, maxBytes int64) *fileCache {
 var errChanged = errors.New("file changed while it was read")
 
 // get returns the bytes of the file at path, named name in requests, whose
-// stat is fi; ok is false when it is not kept (too large, changed while
-// being read, no room) and the caller reads the file itself.
-func (c *fileCache) get(name, path string, fi fs.FileInfo) (data []byte, ok bool) {
+// stat is fi, and release, to be called once the transfer no longer needs
+// them; ok is false when it is not kept (too large, changed while being
+// read, no room) and the caller reads the file itself.
+func (c *fileCache) get(name, path string, fi fs.FileInfo) (data []byte, release func(), ok bool) {
 	if c == nil || fi.Size() > c.maxBytes {
 		c.forget(name)
-		return nil, false
+		return nil, nil, false
 	}
 	key, haveKey := keyOf(fi)
 	if !haveKey {
-		return nil, false
+		return nil, nil, false
 	}
 	c.mu.Lock()
 	e := c.entries[name]
 	if e != nil && e.key == key {
 		c.lru.MoveToFront(e.elem)
+		e.refs++
 		c.mu.Unlock()
 		<-e.ready // a load by another transfer of the same file: a few ms at most
-		return e.data, e.ok
+		if !e.ok {
+			c.release(e)
+			return nil, nil, false
+		}
+		return e.data, func() { c.release(e) }, true
 	}
 	if e != nil {
-		c.drop(e) // another version
+		c.drop(e) // another version; transfers still sending it keep their bytes
 	}
 	if !c.makeRoom(fi.Size()) {
 		c.mu.Unlock()
-		return nil, false
+		return nil, nil, false
 	}
-	e = &cacheEntry{name: name, key: key, ready: make(chan struct{})}
+	e = &cacheEntry{name: name, key: key, refs: 1, ready: make(chan struct{})}
 	e.elem = c.lru.PushFront(e)
 	c.entries[name] = e
 	c.bytes += key.size
@@ -111,7 +123,17 @@ func (c *fileCache) get(name, path string, fi fs.FileInfo) (data []byte, ok bool
 	}
 	c.mu.Unlock()
 	close(e.ready)
-	return e.data, e.ok
+	if !e.ok {
+		c.release(e)
+		return nil, nil, false
+	}
+	return e.data, func() { c.release(e) }, true
+}
+
+func (c *fileCache) release(e *cacheEntry) {
+	c.mu.Lock()
+	e.refs--
+	c.mu.Unlock()
 }
 
 // forget drops what is kept under name: the file is gone or not served from memory.
@@ -133,19 +155,27 @@ func (c *fileCache) drop(e *cacheEntry) {
 	c.bytes -= e.key.size
 }
 
-// makeRoom evicts least recently used entries until one more of size bytes
-// fits both bounds; c.mu is held. An entry still loading may be evicted: its
-// loader and waiters keep their copy, the cache forgets it.
+// makeRoom evicts least recently used entries that no transfer uses until
+// one more of size bytes fits both bounds, or says there is no such room;
+// c.mu is held. It evicts nothing unless that makes enough room.
 func (c *fileCache) makeRoom(size int64) bool {
 	if size > c.maxBytes {
 		return false
 	}
-	for len(c.entries) >= c.maxFiles || c.bytes+size > c.maxBytes {
-		back := c.lru.Back()
-		if back == nil {
-			return false
+	files, bytes := len(c.entries), c.bytes
+	var victims []*cacheEntry
+	for el := c.lru.Back(); el != nil && (files >= c.maxFiles || bytes+size > c.maxBytes); el = el.Prev() {
+		if e := el.Value.(*cacheEntry); e.refs == 0 {
+			victims = append(victims, e)
+			files--
+			bytes -= e.key.size
 		}
-		c.drop(back.Value.(*cacheEntry))
+	}
+	if files >= c.maxFiles || bytes+size > c.maxBytes {
+		return false
+	}
+	for _, e := range victims {
+		c.drop(e)
 	}
 	return true
 }

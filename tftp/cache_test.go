@@ -91,6 +91,7 @@ func TestChangedFileServedNew(t *testing.T) {
 		if where := sentFrom(t, logs); where != from {
 			t.Errorf("%s: sent from %q, want %q", step, where, from)
 		}
+		waitActive(t, f.server, 0) // the transfer has let go of its bytes
 		if st := f.server.Stats(); st.CachedFiles != 1 || st.CachedBytes != int64(len(want)) {
 			t.Errorf("%s: Stats %+v, want 1 file of %d bytes in memory", step, st, len(want))
 		}
@@ -167,6 +168,7 @@ func TestCacheBound(t *testing.T) {
 		if where := sentFrom(t, logs); where != from {
 			t.Errorf("fetch %s: sent from %q, want %q", name, where, from)
 		}
+		waitActive(t, f.server, 0) // the transfer has let go of its bytes
 		st := f.server.Stats()
 		if st.CachedFiles > maxFiles || st.CachedBytes > maxBytes {
 			t.Fatalf("after %s: %d files, %d bytes in memory: over the bound (%d, %d)", name, st.CachedFiles, st.CachedBytes, maxFiles, maxBytes)
@@ -258,10 +260,50 @@ func TestLoadRefusesAnotherVersion(t *testing.T) {
 		t.Errorf("load of a replaced file = %q, %v; want errChanged", b, err)
 	}
 	c := newFileCache(4, 1<<20)
-	if _, ok := c.get("f", p, fi); ok {
+	if _, _, ok := c.get("f", p, fi); ok {
 		t.Error("get with a stale stat kept the file")
 	}
 	if files, bytes := c.stats(); files != 0 || bytes != 0 {
 		t.Errorf("cache holds %d files, %d bytes after a failed load", files, bytes)
+	}
+}
+
+// TestCacheInUseNotEvicted: a file a transfer is still sending from is not
+// evicted to make room for another; that other file is sent from disk, so
+// clients that alternate between files cannot make the server hold two
+// copies of one (memory stays within the bound). Once the transfer ends,
+// the room is there again.
+func TestCacheInUseNotEvicted(t *testing.T) {
+	logs := &logRecords{}
+	f := startWith(t, "127.0.0.1", Options{CacheFiles: 1, CacheBytes: 1 << 20},
+		slog.New(slog.NewJSONHandler(logs, nil)), func(s *Server) { s.timeout = 20 * time.Second })
+	a, b := randomBytes(t, 5000), randomBytes(t, 6000)
+	writeFile(t, filepath.Join(f.root, "a"), a)
+	writeFile(t, filepath.Join(f.root, "b"), b)
+
+	holder := newRawClient(t, f, "127.0.0.2")
+	holder.hold("a") // block 1 sent, never acknowledged
+	t.Cleanup(holder.end)
+	fetch := func(name string, want []byte, from string) {
+		t.Helper()
+		got, _, err := f.fetch(t, name, 1468, true)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("fetch %s: %v, %d bytes; want %d", name, err, len(got), len(want))
+		}
+		if where := sentFrom(t, logs); where != from {
+			t.Errorf("fetch %s: sent from %q, want %q", name, where, from)
+		}
+	}
+	fetch("b", b, "disk") // the one place is a's, which is being sent
+	if st := f.server.Stats(); st.CachedFiles != 1 || st.CachedBytes != int64(len(a)) {
+		t.Errorf("Stats %+v while a is sent, want a alone in memory", st)
+	}
+	fetch("a", a, "memory") // the same copy, shared
+	holder.end()
+	waitActive(t, f.server, 0)
+	fetch("b", b, "memory") // a is free now, so it goes
+	waitActive(t, f.server, 0)
+	if st := f.server.Stats(); st.CachedFiles != 1 || st.CachedBytes != int64(len(b)) {
+		t.Errorf("Stats %+v, want b alone in memory", st)
 	}
 }

@@ -46,6 +46,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -365,13 +366,18 @@ type file interface {
 	Name() string // the path on disk
 }
 
-// memFile is a file's bytes in memory; closing it is a no-op.
+// memFile is a file's bytes in memory; closing it tells the cache the
+// transfer is done with them.
 type memFile struct {
 	*bytes.Reader
-	path string
+	path    string
+	release func()
 }
 
-func (memFile) Close() error   { return nil }
+func (m memFile) Close() error {
+	m.release()
+	return nil
+}
 func (m memFile) Name() string { return m.path }
 
 // open opens the regular file a request names, or says why not; from says
@@ -397,8 +403,8 @@ func (s *Server) open(name string) (f file, from string, err error) {
 		s.cache.forget(rel)
 		return nil, "", fmt.Errorf("not a regular file: %s", clip(name))
 	}
-	if data, ok := s.cache.get(rel, p, fi); ok {
-		return memFile{bytes.NewReader(data), p}, "memory", nil
+	if data, release, ok := s.cache.get(rel, p, fi); ok {
+		return memFile{bytes.NewReader(data), p, sync.OnceFunc(release)}, "memory", nil
 	}
 	osf, err := os.Open(p)
 	if err != nil {
