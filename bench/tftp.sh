@@ -19,11 +19,18 @@
 #   bench/tftp.sh
 #
 # dnsmasq runs with --tftp-max=300 (its default of 50 concurrent transfers
-# would refuse half of the 100-client check) and --port=0 (no DNS).
+# would refuse half of the 100-client check) and --port=0 (no DNS); flint
+# with the same cap, limits.tftp_transfers and limits.tftp_transfers_per_client
+# both 300 (every client here has the same address, so flint's default of 4
+# per client would refuse most of the 20- and 100-client runs).
 #
 # Knobs: TRANSFERS=50 (per client per measurement), CLIENTS="1 20", ROUNDS=3,
 # STORM=100 (clients of the failure check), FILE=/usr/lib/ipxe/ipxe.efi,
-# NO_README=1.
+# NO_README=1, FLINT_BIN=path (run that flint binary, e.g. a throwaway build
+# with a pprof listener, instead of building this tree), LOSS=percent (drop
+# that share of the UDP packets each namespace sends, both directions, with
+# nftables, after the servers are checked: how each copes with a lost DATA
+# or ACK; e.g. LOSS=0.1 is about one loss per transfer).
 set -euo pipefail
 
 TRANSFERS=${TRANSFERS:-50}
@@ -86,6 +93,7 @@ install_missing() {
 	command -v atftp >/dev/null || pkgs+=(atftp)
 	[ -e "$FILE" ] || pkgs+=(ipxe)
 	command -v ip >/dev/null || pkgs+=(iproute2)
+	[ -z "${LOSS:-}" ] || command -v nft >/dev/null || pkgs+=(nftables)
 	[ ${#pkgs[@]} -eq 0 ] && return 0
 	log "installing ${pkgs[*]}"
 	if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -111,9 +119,14 @@ chmod 644 "$WORK/root/$NAME"
 SIZE=$(stat -c %s "$WORK/root/$NAME")
 SUM=$(sha256sum "$WORK/root/$NAME" | cut -d' ' -f1)
 
-log "building flint"
-CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
 FLINT_VERSION=$(git describe --always --dirty 2>/dev/null || echo unknown)
+if [ -n "${FLINT_BIN:-}" ]; then
+	cp "$FLINT_BIN" "$WORK/flint"
+	FLINT_VERSION="binary $FLINT_BIN (FLINT_BIN; the tree is at $FLINT_VERSION)"
+else
+	log "building flint"
+	CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
+fi
 
 # --- network ---------------------------------------------------------------
 ip netns add "$NS_SRV"
@@ -135,6 +148,7 @@ server: {address: $FLINT_IP, listen: $FLINT_IP, http_port: 8080, tftp_port: 69}
 dhcp: {mode: "off", subnet: 198.18.0.0/15, router: $FLINT_IP, dns: [$FLINT_IP]}
 ipxe: {directory: $WORK/root}
 boot: {assets_dir: $WORK/www}
+limits: {tftp_transfers: 300, tftp_transfers_per_client: 300}
 machines:
   - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.0.10, role: server}
 EOF
@@ -173,6 +187,22 @@ for ip in "$FLINT_IP" "$DNSMASQ_IP"; do
 	fi
 done
 log "both servers send $NAME intact ($SIZE bytes, sha256 ${SUM:0:16}...)"
+LOSS_NOTE=""
+if [ -n "${LOSS:-}" ]; then
+	per10k=$(awk -v l="$LOSS" 'BEGIN {printf "%d", l * 100}')
+	for ns in "$NS_SRV" "$NS_CLI"; do
+		ip netns exec "$ns" nft -f - <<EOF
+table inet fbt_loss {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		meta l4proto udp numgen random mod 10000 < $per10k drop
+	}
+}
+EOF
+	done
+	LOSS_NOTE=" **$LOSS% of the UDP packets dropped each way** (nftables, both namespaces)."
+	log "dropping $LOSS% of UDP packets each way"
+fi
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 TICK=$(getconf CLK_TCK)
@@ -256,7 +286,7 @@ REPORT="### tftp.sh: $DATE, $(hostname)
 Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). Servers and atftp clients share the cores; veth between two namespaces (MTU 1500).
 Load average before the run: $LOAD_BEFORE (other work on the machine skews absolute numbers; the ratio less so).
 Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), dnsmasq $DNSMASQ_V, atftp $ATFTP_V.
-File: $NAME, $SIZE bytes, blksize 1468; $TRANSFERS transfers per client one after the other (1 and 20 clients), one each for the $STORM-client failure check; medians of $ROUNDS rounds (servers alternated), failures summed over the rounds. MB/s is file bytes delivered over wall time (10^6 bytes).
+File: $NAME, $SIZE bytes, blksize 1468; $TRANSFERS transfers per client one after the other (1 and 20 clients), one each for the $STORM-client failure check; medians of $ROUNDS rounds (servers alternated), failures summed over the rounds. MB/s is file bytes delivered over wall time (10^6 bytes).$LOSS_NOTE
 
 $TABLE
 "

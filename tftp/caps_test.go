@@ -177,10 +177,12 @@ func waitActive(t *testing.T, s *Server, want int) {
 // TestTransferCaps: real UDP clients from several loopback addresses open
 // more transfers than the caps allow. Those over a cap get "server busy" at
 // once and no file is opened for them; once earlier transfers end, new ones
-// (a real pin/tftp download among them) go through again.
+// (a real pin/tftp download among them) go through again. Files are read
+// from disk here (CacheFiles -1), where an admitted transfer holds a
+// descriptor, so the descriptors show which requests opened the file.
 func TestTransferCaps(t *testing.T) {
 	logs := &logRecords{}
-	f := startWith(t, "127.0.0.1", Options{MaxTransfers: 4, MaxPerClient: 2},
+	f := startWith(t, "127.0.0.1", Options{MaxTransfers: 4, MaxPerClient: 2, CacheFiles: -1},
 		slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		func(s *Server) {
 			s.timeout = 20 * time.Second // held transfers must outlive the test

@@ -62,7 +62,7 @@ func FuzzCleanName(f *testing.F) {
 			}
 		}
 
-		file, err := s.open(name)
+		file, _, err := s.open(name)
 		if err != nil {
 			if strings.Contains(err.Error(), dir) && !strings.Contains(name, dir) {
 				t.Fatalf("open(%q) error shows a host path: %v", name, err)

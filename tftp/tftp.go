@@ -7,6 +7,11 @@
 // ipxe.efi there is a symlink to /boot/ipxe.efi, which must keep working.
 // A client can therefore reach exactly the files root names, no others.
 //
+// Files are sent from memory: the bytes of the files served last are kept,
+// bounded (Options.CacheFiles, Options.CacheBytes), and checked against the
+// file on disk (inode, size, mtime, ctime) on every request, so a replaced
+// or rewritten file is read again and a deleted one is not served.
+//
 // Every request from the network is treated as hostile. TFTP has no
 // handshake, so anyone who can send a UDP packet with a forged source address
 // can make the server send to a victim (a reflector). Three things bound that:
@@ -29,6 +34,7 @@
 package tftp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +46,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -76,8 +83,8 @@ const (
 	// Per request the reflection stays large: a TFTP server cannot tell a
 	// forged request from a real one. What bounds it is the cap: at most
 	// MaxTransfers such requests are served at a time and each lasts 9 s,
-	// so with the default 64 the server sends at most 64*1590 B per 9 s
-	// (about 11 kB/s) to forged addresses however fast requests arrive;
+	// so with the default 512 the server sends at most 512*1590 B per 9 s
+	// (about 90 kB/s) to forged addresses however fast requests arrive;
 	// every request beyond that is answered with one 16-byte ERROR and no
 	// retransmission (44 bytes on the wire for a request of at least 32).
 	// Before the caps every request was served.
@@ -87,7 +94,7 @@ const (
 // Default caps, the same as package config's defaults (limits.tftp_transfers
 // and limits.tftp_transfers_per_client).
 const (
-	DefaultMaxTransfers = 64
+	DefaultMaxTransfers = 512
 	DefaultMaxPerClient = 4
 )
 
@@ -111,6 +118,12 @@ type Options struct {
 	// Transfer sockets are opened by pin/tftp, bound to the address the
 	// request arrived at, and accept only the requesting client's packets.
 	Interface string
+	// CacheFiles and CacheBytes bound the files kept in memory: at most
+	// CacheFiles files and CacheBytes bytes in all; a larger file is read
+	// from disk for each transfer. 0: DefaultCacheFiles, DefaultCacheBytes;
+	// less than 0 (either): nothing is kept, every transfer reads from disk.
+	CacheFiles int
+	CacheBytes int64
 	// OnTransfer, if set, is called after every read request that was
 	// admitted, refused ones included (then err says why and bytes is 0).
 	// Requests over a cap are not reported: a flood would turn into one
@@ -123,6 +136,9 @@ type Options struct {
 type Stats struct {
 	Active  int    // transfers running now
 	Refused uint64 // requests refused because a cap was reached, since New
+
+	CachedFiles int   // files kept in memory now
+	CachedBytes int64 // their bytes (files still being read in included)
 }
 
 // Server serves the files under one directory over TFTP.
@@ -134,6 +150,7 @@ type Server struct {
 	limit      *limiter
 	refused    atomic.Uint64
 	warn       *rateLog
+	cache      *fileCache // nil: files are read from disk for every transfer
 
 	// Per-packet timing; tests shorten them.
 	timeout time.Duration
@@ -153,6 +170,17 @@ func New(root string, opts Options, log *slog.Logger) *Server {
 		perClient = DefaultMaxPerClient
 	}
 	perClient = min(perClient, maxAll)
+	var cache *fileCache
+	if opts.CacheFiles >= 0 && opts.CacheBytes >= 0 {
+		files, bytes := opts.CacheFiles, opts.CacheBytes
+		if files == 0 {
+			files = DefaultCacheFiles
+		}
+		if bytes == 0 {
+			bytes = DefaultCacheBytes
+		}
+		cache = newFileCache(files, bytes)
+	}
 	return &Server{
 		root:       filepath.Clean(root),
 		log:        log,
@@ -160,6 +188,7 @@ func New(root string, opts Options, log *slog.Logger) *Server {
 		onTransfer: opts.OnTransfer,
 		limit:      newLimiter(maxAll, perClient),
 		warn:       newRateLog(log, logInterval, logBurst),
+		cache:      cache,
 		timeout:    packetTimeout,
 		retries:    packetRetries,
 	}
@@ -167,7 +196,8 @@ func New(root string, opts Options, log *slog.Logger) *Server {
 
 // Stats returns the server's counters; safe to call at any time.
 func (s *Server) Stats() Stats {
-	return Stats{Active: s.limit.active(), Refused: s.refused.Load()}
+	files, bytes := s.cache.stats()
+	return Stats{Active: s.limit.active(), Refused: s.refused.Load(), CachedFiles: files, CachedBytes: bytes}
 }
 
 // Serve listens on addr (":69", "198.18.0.1:69") until ctx is done. With no
@@ -280,7 +310,7 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 	}
 	defer s.limit.release(client)
 
-	f, err := s.open(name)
+	f, from, err := s.open(name)
 	if err != nil {
 		s.warn.Warn("tftp: refused", "client", client, "file", clip(name), "reason", err.Error())
 		s.report(client, name, 0, time.Since(start), err)
@@ -288,7 +318,7 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 	}
 	defer f.Close()
 
-	// *os.File is an io.Seeker, so the library answers tsize itself.
+	// f is an io.Seeker, so the library answers tsize itself.
 	n, err := rf.ReadFrom(f)
 	dur := time.Since(start)
 	if isSizeProbe(n, err) {
@@ -301,7 +331,7 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 		err = errors.New(strings.ReplaceAll(err.Error(), "\x00", ""))
 		s.warn.Warn("tftp: transfer failed", "client", client, "file", name, "bytes", n, "duration", dur, "err", err.Error())
 	} else {
-		s.log.Info("tftp: sent", "client", client, "file", name, "bytes", n, "duration", dur)
+		s.log.Info("tftp: sent", "client", client, "file", name, "bytes", n, "duration", dur, "from", from)
 	}
 	s.report(client, name, n, dur, err)
 	return err
@@ -329,35 +359,63 @@ func (s *Server) report(client netip.Addr, name string, n int64, dur time.Durati
 	}
 }
 
-// open opens the regular file a request names, or says why not. Its errors
-// are sent to the client, so they name the request, never a host path.
-func (s *Server) open(name string) (*os.File, error) {
+// file is what a transfer sends: a copy in memory or the open file.
+type file interface {
+	io.ReadSeeker
+	io.Closer
+	Name() string // the path on disk
+}
+
+// memFile is a file's bytes in memory; closing it tells the cache the
+// transfer is done with them.
+type memFile struct {
+	*bytes.Reader
+	path    string
+	release func()
+}
+
+func (m memFile) Close() error {
+	m.release()
+	return nil
+}
+func (m memFile) Name() string { return m.path }
+
+// open opens the regular file a request names, or says why not; from says
+// where its bytes come from ("memory" or "disk"). Its errors are sent to the
+// client, so they name the request, never a host path.
+func (s *Server) open(name string) (f file, from string, err error) {
 	rel, err := cleanName(name)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	p := filepath.Join(s.root, filepath.FromSlash(rel))
 	// Stat before open: opening a FIFO or device could block or have effects.
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("file not found: %s", clip(name))
+		s.cache.forget(rel)
+		return nil, "", fmt.Errorf("file not found: %s", clip(name))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s", clip(name))
+		s.cache.forget(rel)
+		return nil, "", fmt.Errorf("cannot read %s", clip(name))
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file: %s", clip(name))
+		s.cache.forget(rel)
+		return nil, "", fmt.Errorf("not a regular file: %s", clip(name))
 	}
-	f, err := os.Open(p)
+	if data, release, ok := s.cache.get(rel, p, fi); ok {
+		return memFile{bytes.NewReader(data), p, sync.OnceFunc(release)}, "memory", nil
+	}
+	osf, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read %s", clip(name))
+		return nil, "", fmt.Errorf("cannot read %s", clip(name))
 	}
 	// Check again on the open file: it may have been replaced since the Stat.
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("not a regular file: %s", clip(name))
+	if fi, err := osf.Stat(); err != nil || !fi.Mode().IsRegular() {
+		osf.Close()
+		return nil, "", fmt.Errorf("not a regular file: %s", clip(name))
 	}
-	return f, nil
+	return osf, "disk", nil
 }
 
 // cleanName turns a TFTP request name into a slash-separated path relative
