@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/flint-boot/flint/internal/sockbuf"
 )
 
 // listenUDP opens a UDP socket on 0.0.0.0:port that can send broadcasts and,
@@ -33,7 +35,7 @@ func listenUDP(iface string, port int) (*net.UDPConn, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1); err != nil {
 		return nil, fmt.Errorf("dhcp: allow broadcasts on %s: %w", where, err)
 	}
-	growReceiveBuffer(fd)
+	sockbuf.Grow(fd)
 	if iface != "" {
 		if err := dhcpv4.BindToInterface(fd, iface); err != nil {
 			return nil, bindError(where, err)
@@ -68,30 +70,4 @@ func bindError(where string, err error) error {
 		hint = "check server.interface and server.dhcp_port/proxy_port"
 	}
 	return fmt.Errorf("dhcp: listen on %s: %w: %s", where, err, hint)
-}
-
-// receiveBuffer is what the request socket asks the kernel to buffer: a rack
-// or a bench switched on at once sends thousands of DISCOVERs in a burst, and
-// the kernel's default (~200 KiB) drops most of them before flint reads them.
-const receiveBuffer = 4 << 20
-
-// growReceiveBuffer raises the socket's receive buffer to receiveBuffer:
-// SO_RCVBUFFORCE (root or CAP_NET_ADMIN) passes the system's
-// net.core.rmem_max, SO_RCVBUF stops there.
-func growReceiveBuffer(fd int) {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
-	}
-}
-
-// receiveBufferOf is the socket's receive buffer as the kernel granted it
-// (it reports twice what it keeps for data).
-func receiveBufferOf(conn *net.UDPConn) int {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	raw.Control(func(fd uintptr) { n, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
-	return n / 2
 }

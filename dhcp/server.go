@@ -16,6 +16,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/internal/sockbuf"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -174,9 +175,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			return err
 		}
 		socks = append(socks, socket{conn, via})
-		if got := receiveBufferOf(conn); got < receiveBuffer {
+		if got := sockbuf.Of(conn); got < sockbuf.Receive {
 			s.log.Warn("dhcp: the kernel gave a smaller receive buffer than asked: a boot storm may lose requests; run flint as root or raise net.core.rmem_max",
-				"port", port, "bytes", got, "wanted", receiveBuffer)
+				"port", port, "bytes", got, "wanted", sockbuf.Receive)
 		}
 	}
 	if s.cfg.Server.Interface == "" {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flint-boot/flint/internal/sockbuf"
 	"github.com/flint-boot/flint/internal/testenv"
 )
 
@@ -164,3 +165,22 @@ func TestStopWithinASecond(t *testing.T) {
 }
 
 func writeFileErr(p string, b []byte) error { return os.WriteFile(p, b, 0o644) }
+
+// The request socket asks for a large receive buffer, with and without the
+// interface binding: a storm's read requests arrive in one burst.
+func TestListenGrowsReceiveBuffer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testenv.Unavailable(t, "run as root", "SO_RCVBUFFORCE needs root")
+	}
+	for _, iface := range []string{"", "lo"} {
+		conn, where, err := listen(":0", iface)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sockbuf.Of(conn.(*net.UDPConn))
+		conn.Close()
+		if got < sockbuf.Receive {
+			t.Errorf("%s: receive buffer %d bytes, want at least %d", where, got, sockbuf.Receive)
+		}
+	}
+}
