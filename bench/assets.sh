@@ -158,11 +158,11 @@ FPORT=$(free_port)
 TPORT=$(free_port)
 cat >"$WORK/flint.yaml" <<EOF
 server: {address: 127.0.0.1, listen: 127.0.0.1, http_port: $FPORT, tftp_port: $TPORT}
-dhcp: {mode: "off", subnet: 10.99.0.0/24, router: 10.99.0.1, dns: [10.99.0.1]}
+dhcp: {mode: "off", subnet: 198.18.1.0/24, router: 198.18.1.1, dns: [198.18.1.1]}
 ipxe: {directory: $WORK/ipxe}
 boot: {assets_dir: $WORK/www}
 machines:
-  - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 10.99.0.10, role: server}
+  - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.1.10, role: server}
 EOF
 # warn: no per-request log lines, like nginx's access_log off.
 "$WORK/flint" serve --log-level warn --config "$WORK/flint.yaml" --data "$WORK/data" >"$WORK/flint.out" 2>&1 &

@@ -13,8 +13,8 @@
 #     cached in .work/): a data dir of 100 groups (one MAC selector each) and
 #     two profiles (server, agent) whose Butane templates (variant flatcar
 #     1.1.0, what flint renders too) lay down what flint's profiles do: etcd
-#     TLS files (flint's PEMs, inline), env files, /etc/hosts of all 100
-#     machines, the same units; -log-level warning.
+#     TLS files (flint's PEMs, inline), env files, /etc/hosts of the servers
+#     and itself, the same units; -log-level warning.
 # cfgload (bench/cfgload) delivers configs in a closed loop with C workers:
 #   - flint, per delivery: the machine's iPXE script (a fresh single-use boot
 #     token), the pointer config over plain HTTP, then the config over a new
@@ -214,7 +214,7 @@ FTFTP=$(free_port)
 {
 	cat <<EOF
 server: {address: 127.0.0.1, listen: 127.0.0.1, http_port: $FPORT, https_port: $FTLS, tftp_port: $FTFTP}
-dhcp: {mode: "off", subnet: 10.99.0.0/24, router: 10.99.0.1, dns: [10.99.0.1], domain: bench.example}
+dhcp: {mode: "off", subnet: 198.18.1.0/24, router: 198.18.1.1, dns: [198.18.1.1], domain: bench.example}
 ipxe: {directory: $WORK/ipxe}
 boot: {assets_dir: $WORK/www}
 cluster:
@@ -224,7 +224,7 @@ cluster:
 machines:
 EOF
 	for i in $(seq 1 $NMACHINES); do
-		printf '  - {mac: "02:00:00:00:00:%02x", hostname: nuc%d, ip: 10.99.0.%d, role: %s}\n' "$i" "$i" $((10 + i)) "$(role_of "$i")"
+		printf '  - {mac: "02:00:00:00:00:%02x", hostname: nuc%d, ip: 198.18.1.%d, role: %s}\n' "$i" "$i" $((10 + i)) "$(role_of "$i")"
 	done
 } >"$WORK/flint.yaml"
 
@@ -247,14 +247,16 @@ MATCHBOX_URL="http://127.0.0.1:$MPORT"
 mkdir -p "$WORK/mbx-data/groups" "$WORK/mbx-data/profiles" "$WORK/mbx-data/ignition"
 for i in $(seq 1 $NMACHINES); do
 	r=$(role_of "$i")
-	printf '{\n  "id": "nuc%d",\n  "name": "nuc%d (%s)",\n  "profile": "%s",\n  "selector": {"mac": "02:00:00:00:00:%02x"},\n  "metadata": {"hostname": "nuc%d", "ip": "10.99.0.%d", "role": "%s"}\n}\n' \
+	printf '{\n  "id": "nuc%d",\n  "name": "nuc%d (%s)",\n  "profile": "%s",\n  "selector": {"mac": "02:00:00:00:00:%02x"},\n  "metadata": {"hostname": "nuc%d", "ip": "198.18.1.%d", "role": "%s"}\n}\n' \
 		"$i" "$i" "$r" "$r" "$i" "$i" $((10 + i)) "$r" >"$WORK/mbx-data/groups/nuc$i.json"
 done
 for r in server agent; do
 	printf '{\n  "id": "%s",\n  "name": "K3s %s",\n  "ignition_id": "%s.yaml"\n}\n' "$r" "$r" "$r" >"$WORK/mbx-data/profiles/$r.json"
 done
 # Static parts; {{.hostname}}, {{.ip}}, {{.mac}} come from the group.
-HOSTS=$(printf '          127.0.0.1 localhost\n          ::1 localhost'; for i in $(seq 1 $NMACHINES); do printf '\n          10.99.0.%d nuc%d.bench.example nuc%d' $((10 + i)) "$i" "$i"; done)
+# Like flint's: the servers, and the machine itself if it is an agent.
+HOSTS=$(printf '          127.0.0.1 localhost\n          ::1 localhost'; for i in $(seq 1 $NSERVERS); do printf '\n          198.18.1.%d nuc%d.bench.example nuc%d' $((10 + i)) "$i" "$i"; done
+	printf '\n          {{if ne .role "server"}}{{.ip}} {{.hostname}}.bench.example {{.hostname}}{{end}}')
 REPORT_TOKEN=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 mbx_common() { # UPDATE_STRATEGY NODE_PASSWORD_FILE
 	cat <<EOF
@@ -290,8 +292,8 @@ storage:
 
           [Network]
           Address={{.ip}}/24
-          Gateway=10.99.0.1
-          DNS=10.99.0.1
+          Gateway=198.18.1.1
+          DNS=198.18.1.1
           Domains=bench.example
     - path: /etc/hosts
       mode: 0644
@@ -385,8 +387,8 @@ EOF
 }
 K3S_TOKEN=$(cat "$PKI/k3s-token")
 K3S_AGENT_TOKEN=$(cat "$PKI/k3s-agent-token")
-ETCD_CLUSTER="nuc1=https://10.99.0.11:2380,nuc2=https://10.99.0.12:2380,nuc3=https://10.99.0.13:2380"
-ETCD_ENDPOINTS="https://10.99.0.11:2379,https://10.99.0.12:2379,https://10.99.0.13:2379"
+ETCD_CLUSTER="nuc1=https://198.18.1.11:2380,nuc2=https://198.18.1.12:2380,nuc3=https://198.18.1.13:2380"
+ETCD_ENDPOINTS="https://198.18.1.11:2379,https://198.18.1.12:2379,https://198.18.1.13:2379"
 {
 	mbx_common off "$PKI/node-passwords/nuc1"
 	mbx_pem /etc/ssl/etcd/ca.crt 0644 232 "$PKI/ca.crt"
@@ -536,7 +538,7 @@ EOF
         RestartSec=5s
         ExecStartPre=-/usr/sbin/modprobe br_netfilter
         ExecStartPre=-/usr/sbin/modprobe overlay
-        ExecStart=/opt/bin/k3s server --tls-san 10.99.0.11 --node-name {{.hostname}}
+        ExecStart=/opt/bin/k3s server --tls-san 198.18.1.11 --node-name {{.hostname}}
 
         [Install]
         WantedBy=multi-user.target
@@ -555,7 +557,7 @@ EOF
         id: 0
       contents:
         inline: |
-          K3S_URL=https://10.99.0.11:6443
+          K3S_URL=https://198.18.1.11:6443
           K3S_TOKEN=$K3S_AGENT_TOKEN
 systemd:
   units:

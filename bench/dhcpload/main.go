@@ -2,7 +2,9 @@
 // REQUEST, ACK) from many simulated clients at once, for bench/dhcp.sh.
 //
 // Every DORA uses a MAC of its own (02:<run>:<4 bytes mixed from its index>), so the server's
-// lease table grows by one entry per DORA, as in a boot storm. All messages
+// lease table grows by one entry per DORA, as in a boot storm; with -macs
+// (bench/scale.sh) DORAs cycle over those MACs instead, machines the server
+// knows, each getting its reserved address. All messages
 // carry the BROADCAST flag, so every server answers to 255.255.255.255:68
 // (no unicast to an address the simulated client does not have). One UDP
 // socket bound to :68 on -iface receives every reply; a read loop hands each
@@ -44,10 +46,32 @@ func main() {
 	pids := flag.String("pid", "", "comma-separated server PIDs whose CPU time is measured")
 	run := flag.Int("run", 0, "run number, part of every MAC (0-255)")
 	label := flag.String("label", "", "printed as server=LABEL")
+	macsFile := flag.String("macs", "", "file of MACs, one per line, used in turn (known machines with reservations) instead of a new MAC per DORA")
 	flag.Parse()
 	if *iface == "" || *n <= 0 || *conc <= 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+
+	var known []net.HardwareAddr
+	if *macsFile != "" {
+		b, err := os.ReadFile(*macsFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "dhcpload:", err)
+			os.Exit(2)
+		}
+		for i, line := range strings.Fields(string(b)) {
+			m, err := net.ParseMAC(line)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "dhcpload: %s word %d: %v\n", *macsFile, i+1, err)
+				os.Exit(2)
+			}
+			known = append(known, m)
+		}
+		if len(known) < *conc {
+			fmt.Fprintf(os.Stderr, "dhcpload: -c %d is more than the %d MACs in %s\n", *conc, len(known), *macsFile)
+			os.Exit(2)
+		}
 	}
 
 	conn, err := listen(*iface)
@@ -96,6 +120,9 @@ func main() {
 				}
 				h := mix32(uint32(i))
 				mac := net.HardwareAddr{0x02, byte(*run), byte(h >> 24), byte(h >> 16), byte(h >> 8), byte(h)}
+				if known != nil {
+					mac = known[i%int64(len(known))]
+				}
 				t0 := time.Now()
 				if l.dora(mac) {
 					lats[w] = append(lats[w], time.Since(t0))

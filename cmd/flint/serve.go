@@ -228,8 +228,8 @@ func servingTLS(cfg *config.Config, secrets *pki.PKI) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
-// checkRenders renders every machine once; profile and machine problems stop
-// serve, missing assets are warnings.
+// checkRenders renders one machine of each kind (ignition.ValidateAll);
+// profile and machine problems stop serve, missing assets are warnings.
 func checkRenders(r *ignition.Renderer, log *slog.Logger) error {
 	var fatal []string
 	for _, p := range r.Problems() {

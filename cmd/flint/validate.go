@@ -37,8 +37,11 @@ FILE:LINE: FIELD: MESSAGE and make it exit 1; warnings (like an even number of
 etcd members) are printed but exit 0. It also checks the config against the
 data directory DIR: boot.assets_dir must not hold DIR or its pki/.
 
-Then it renders every machine's Ignition config (with a throw-away PKI, so it
-changes nothing) and reports profile problems as PROFILE:LINE: MACHINE: MESSAGE.
+Then it renders one machine of each kind (profile, role, install mode) in
+both Ignition specs, with a throw-away PKI so it changes nothing, and reports
+profile problems as PROFILE:LINE: MACHINE: MESSAGE. What else differs between
+machines (names, addresses) the config checks above cover, so a site of
+10,000 machines validates in the time of a few.
 Assets missing from DIR/assets are warnings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -92,7 +95,7 @@ Assets missing from DIR/assets are warnings.`,
 	return cmd
 }
 
-// renderProblems renders every machine with a temporary PKI.
+// renderProblems renders one machine of each kind with a temporary PKI.
 func renderProblems(cfg *config.Config, assetsDir string) ([]ignition.Problem, error) {
 	tmp, err := os.MkdirTemp("", "flint-validate-")
 	if err != nil {
