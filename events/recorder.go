@@ -56,13 +56,18 @@ type Options struct {
 	Pending int
 	// FlushEvery is how often the batch is written (default 200 ms).
 	FlushEvery time.Duration
+	// Known are the MACs of the config's machines: their records seed the
+	// address index, looked up one by one. Discovered machines are not read
+	// at start (a site may hold 100,000 of them); their next sighting
+	// teaches the index again.
+	Known []string
 }
 
 // maxBatch bounds one transaction.
 const maxBatch = 2048
 
-// New wraps st, seeds the address index from its leases and machine records,
-// and starts the batch writer; Stop stops it.
+// New wraps st, seeds the address index from its bound leases and the known
+// machines' records, and starts the batch writer; Stop stops it.
 func New(st store.Store, opts Options, log *slog.Logger) *Recorder {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -81,8 +86,8 @@ func New(st store.Store, opts Options, log *slog.Logger) *Recorder {
 	}
 	r := &Recorder{Store: st, log: log, unknown: NewLimiter(opts.UnknownPerMinute), maxIPs: opts.MaxAddresses, byIP: map[netip.Addr]string{},
 		queue: make(chan store.Sighting, opts.Pending), flush: make(chan chan struct{}), stop: make(chan struct{}), stopped: make(chan struct{}), every: opts.FlushEvery}
-	if ms, err := st.Machines(); err == nil {
-		for _, m := range ms {
+	for _, mac := range opts.Known {
+		if m, ok, err := st.Machine(mac); err == nil && ok {
 			r.learn(m.IP, m.MAC)
 		}
 	}

@@ -108,3 +108,45 @@ func TestOneMachinesBurstIsOneUpdate(t *testing.T) {
 		t.Fatalf("record %+v (%v), %d events", m, ok, len(ev))
 	}
 }
+
+// scanningStore fails the test if the whole machine table is read.
+type scanningStore struct {
+	store.Store
+	t *testing.T
+}
+
+func (s scanningStore) Machines() ([]store.Machine, error) {
+	s.t.Error("New read every machine record: a site with 100,000 discovered machines pays for it in start-up and memory")
+	return s.Store.Machines()
+}
+
+// TestStartLearnsKnownMachinesByKey: after a restart the index knows where
+// the config's machines were last seen (one lookup each), not by reading
+// every record; a discovered machine is learnt again from its next sighting.
+func TestStartLearnsKnownMachinesByKey(t *testing.T) {
+	bolt, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.Close()
+	known, stranger := "52:54:00:00:00:01", "0a:00:00:00:00:09"
+	knownIP, strangerIP := netip.MustParseAddr("198.18.0.61"), netip.MustParseAddr("198.18.0.99")
+	if err := bolt.RecordSightings([]store.Sighting{
+		{MAC: known, At: time.Now(), IP: knownIP, Event: "ipxe script"},
+		{MAC: stranger, At: time.Now(), IP: strangerIP, Event: "dhcp DISCOVER"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := New(scanningStore{bolt, t}, Options{Known: []string{known, "52:54:00:00:00:02"}}, nil)
+	defer r.Stop()
+	if mac, ok := r.MACFor(knownIP); !ok || mac != known {
+		t.Errorf("MACFor(%s) = %q, %v; want the known machine", knownIP, mac, ok)
+	}
+	if _, ok := r.MACFor(strangerIP); ok {
+		t.Errorf("a discovered machine's address was read at start")
+	}
+	r.Note(store.Sighting{MAC: stranger, At: time.Now(), IP: strangerIP, Event: "dhcp REQUEST"})
+	if mac, ok := r.MACFor(strangerIP); !ok || mac != stranger {
+		t.Errorf("after its next sighting MACFor(%s) = %q, %v", strangerIP, mac, ok)
+	}
+}

@@ -16,6 +16,7 @@ var (
 	bucketMachines   = []byte("machines")
 	bucketEvents     = []byte("events")     // one nested bucket per MAC, keys: big-endian nanoseconds + sequence
 	bucketDiscovered = []byte("discovered") // index of discovered records: big-endian first-seen nanoseconds + MAC -> nothing
+	bucketKnown      = []byte("known")      // index of the config's machines (records with Known): MAC -> nothing
 	bucketMeta       = []byte("meta")       // single values, keys below
 )
 
@@ -93,8 +94,14 @@ func OpenBolt(dir string, readOnly bool, opts ...Option) (*Bolt, error) {
 	}
 	if !readOnly {
 		err = db.Update(func(tx *bolt.Tx) error {
-			for _, b := range [][]byte{bucketLeases, bucketMachines, bucketEvents, bucketDiscovered, bucketMeta} {
+			newKnown := tx.Bucket(bucketKnown) == nil
+			for _, b := range [][]byte{bucketLeases, bucketMachines, bucketEvents, bucketDiscovered, bucketKnown, bucketMeta} {
 				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			if newKnown {
+				if err := reindexKnown(tx); err != nil { // a database from before the index
 					return err
 				}
 			}

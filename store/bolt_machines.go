@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,10 +23,21 @@ func getMachine(tx *bolt.Tx, mac string) (Machine, bool, error) {
 	return m, true, nil
 }
 
-// putMachine writes m and keeps the discovered index in step: a record that
-// is not Known is indexed by when it was discovered, and beyond the limit
-// the one discovered longest ago is evicted with its timeline.
+// putMachine writes m and keeps the indexes in step: a record that is not
+// Known is indexed by when it was discovered, and beyond the limit the one
+// discovered longest ago is evicted with its timeline; a Known one is in the
+// known index.
 func (s *Bolt) putMachine(tx *bolt.Tx, m *Machine, existed bool, wasKnown bool) error {
+	switch {
+	case m.Known && (!existed || !wasKnown):
+		if err := tx.Bucket(bucketKnown).Put([]byte(m.MAC), nil); err != nil {
+			return err
+		}
+	case !m.Known && existed && wasKnown:
+		if err := tx.Bucket(bucketKnown).Delete([]byte(m.MAC)); err != nil {
+			return err
+		}
+	}
 	switch {
 	case !m.Known && (!existed || wasKnown):
 		if m.Discovered.IsZero() {
@@ -122,6 +134,22 @@ func (s *Bolt) reindexDiscovered(tx *bolt.Tx) error {
 		}
 	}
 	return nil
+}
+
+// reindexKnown builds the known index from the records (once, for a
+// database written before it existed).
+func reindexKnown(tx *bolt.Tx) error {
+	kb := tx.Bucket(bucketKnown)
+	return tx.Bucket(bucketMachines).ForEach(func(k, v []byte) error {
+		var m Machine
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("machine record %s is corrupt: %w", k, err)
+		}
+		if !m.Known {
+			return nil
+		}
+		return kb.Put(k, nil)
+	})
 }
 
 func unindexDiscovered(tx *bolt.Tx, m *Machine) error {
@@ -285,56 +313,65 @@ func (s *Bolt) Machine(mac string) (Machine, bool, error) {
 	return m, ok && err == nil, err
 }
 
-// SyncConfig implements Store.
+// SyncConfig implements Store. It reads and writes only the config's
+// machines and those the known index says were in the config before: a
+// state holding 100,000 discovered machines costs nothing here, and a
+// restart with an unchanged config writes nothing.
 func (s *Bolt) SyncConfig(known []KnownMachine) error {
 	byMAC := make(map[string]KnownMachine, len(known))
 	for _, k := range known {
 		byMAC[k.MAC] = k
 	}
 	return s.write(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketMachines)
-		seen := map[string]bool{}
-		type change struct {
-			m        Machine
-			wasKnown bool
-		}
-		var updated []change
-		err := b.ForEach(func(k, v []byte) error {
-			var m Machine
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("machine record %s is corrupt: %w", k, err)
+		// Machines the config no longer lists become discovered ones.
+		var gone []string
+		err := tx.Bucket(bucketKnown).ForEach(func(k, _ []byte) error {
+			if _, ok := byMAC[string(k)]; !ok {
+				gone = append(gone, string(k))
 			}
-			seen[m.MAC] = true
-			wasKnown := m.Known
-			km, ok := byMAC[m.MAC]
-			m.Known, m.Hostname, m.Role, m.ReservedIP = ok, km.Hostname, km.Role, km.ReservedIP
-			switch {
-			case ok && (m.State == "" || m.State == StateDiscovered):
-				m.State, m.StateChanged = StateReady, time.Now()
-			case !ok && m.State != StateDiscovered:
-				m.State, m.StateChanged = StateDiscovered, time.Now()
-			}
-			if !ok {
-				// Forget what only a machine of the config may hold.
-				m.Boot, m.Rebuilding, m.EtcdRejoin = Boot{}, false, false
-			}
-			updated = append(updated, change{m, wasKnown})
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		for _, c := range updated {
-			if err := s.putMachine(tx, &c.m, true, c.wasKnown); err != nil {
+		for _, mac := range gone {
+			m, ok, err := getMachine(tx, mac)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				if err := tx.Bucket(bucketKnown).Delete([]byte(mac)); err != nil {
+					return err
+				}
+				continue
+			}
+			m.Known, m.Hostname, m.Role, m.ReservedIP = false, "", "", netip.Addr{}
+			if m.State != StateDiscovered {
+				m.State, m.StateChanged = StateDiscovered, time.Now()
+			}
+			// Forget what only a machine of the config may hold.
+			m.Boot, m.Rebuilding, m.EtcdRejoin = Boot{}, false, false
+			if err := s.putMachine(tx, &m, true, true); err != nil {
 				return err
 			}
 		}
 		for _, k := range known {
-			if !seen[k.MAC] {
-				m := Machine{MAC: k.MAC, Known: true, Hostname: k.Hostname, Role: k.Role, ReservedIP: k.ReservedIP, State: StateReady, StateChanged: time.Now()}
-				if err := s.putMachine(tx, &m, false, false); err != nil {
-					return err
-				}
+			m, existed, err := getMachine(tx, k.MAC)
+			if err != nil {
+				return err
+			}
+			wasKnown := existed && m.Known
+			before := m
+			m.MAC, m.Known, m.Hostname, m.Role, m.ReservedIP = k.MAC, true, k.Hostname, k.Role, k.ReservedIP
+			if m.State == "" || m.State == StateDiscovered {
+				m.State, m.StateChanged = StateReady, time.Now()
+			}
+			if existed && wasKnown && before.Hostname == m.Hostname && before.Role == m.Role &&
+				before.ReservedIP == m.ReservedIP && before.State == m.State {
+				continue // unchanged
+			}
+			if err := s.putMachine(tx, &m, existed, wasKnown); err != nil {
+				return err
 			}
 		}
 		return nil

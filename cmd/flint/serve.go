@@ -118,6 +118,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		UnknownPerMinute: cfg.Limits.UnknownEventsPerMinute,
 		MaxAddresses:     len(cfg.Machines) + cfg.Limits.DiscoveredMachines,
 		Pending:          cfg.Limits.PendingEvents,
+		Known:            knownMACs(cfg),
 	}, log.With("service", "events"))
 	defer rec.Stop() // writes what is queued, before the store closes
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
@@ -243,6 +244,14 @@ func checkRenders(r *ignition.Renderer, log *slog.Logger) error {
 		return fmt.Errorf("%d machine config(s) do not render:\n  %s\nfix the profiles (flint validate --config FILE shows the same list)", len(fatal), strings.Join(fatal, "\n  "))
 	}
 	return nil
+}
+
+func knownMACs(cfg *config.Config) []string {
+	out := make([]string, 0, len(cfg.Machines))
+	for _, m := range cfg.Machines {
+		out = append(out, m.MAC)
+	}
+	return out
 }
 
 func knownMachines(cfg *config.Config) []store.KnownMachine {
