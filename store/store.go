@@ -67,8 +67,8 @@ type Machine struct {
 	// machine's own; DHCPAddrAt says when it was seen.
 	DHCPAddr   netip.Addr `json:"dhcp_addr,omitzero"`
 	DHCPAddrAt time.Time  `json:"dhcp_addr_at,omitzero"`
-	LastEvent   string     `json:"last_event,omitempty"`   // e.g. "dhcp ACK", "tftp ipxe.efi", "http script"
-	Events      int        `json:"events"`                 // how many exchanges were recorded
+	LastEvent  string     `json:"last_event,omitempty"` // e.g. "dhcp ACK", "tftp ipxe.efi", "http script"
+	Events     int        `json:"events"`               // how many exchanges were recorded
 
 	// Lifecycle (see package lifecycle): State, when it last changed, and
 	// whether the machine is an etcd member being rebuilt into the cluster.
