@@ -2,8 +2,8 @@ package httpd
 
 import (
 	"net/http"
-	"os"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 )

@@ -68,7 +68,7 @@ func TestCacheIsBoundedByBytes(t *testing.T) {
 	}
 
 	// Room for two configs of this size, not three.
-	r, err := NewRenderer(e.cfg, fakeSecrets{}, e.assetsDir, RenderOptions{MaxCachedBytes: one*5/2, MaxAge: time.Hour})
+	r, err := NewRenderer(e.cfg, fakeSecrets{}, e.assetsDir, RenderOptions{MaxCachedBytes: one * 5 / 2, MaxAge: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
