@@ -27,8 +27,11 @@ deps:
 deps-lite:
 	scripts/install-deps.sh --runtime
 
+## vet: go vet, and gofmt must have nothing to say
 vet:
 	$(GO) vet ./...
+	@unformatted=$$($(dir $(GO))gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.work/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 
 ## test: everything, integration and e2e tests included (they need root: `sudo make test`)
 # The e2e suite runs alone after the others: its three TCG VMs would
