@@ -34,7 +34,7 @@
 # power-ons over this long), MAX=15m, CAP_STREAMS=8, CAP_TIME=5s, NO_README=1,
 # START_TIMEOUT=1800 (seconds flint may take to start with N machines),
 # TFTP_CAP / CONN_CAP (limits.tftp_transfers / http_connections; default 2N / 4N,
-# at least flint's defaults 64 / 1024),
+# at least flint's defaults 512 / 4096),
 # FLINT_BIN=path (another flint binary), PPROF=127.0.0.1:6060 (that binary's
 # pprof address inside the server namespace: a CPU profile of PPROF_SECONDS=20
 # starting PPROF_DELAY=1 s into the storm goes to PPROF_OUT=/tmp/storm-cpu.pprof,
@@ -173,11 +173,11 @@ ip -n "$NS_CLI" -batch "$WORK/addrs.batch"
 ip -n "$NS_SRV" -batch "$WORK/neigh.batch"
 
 # --- flint -----------------------------------------------------------------
-# Caps above the storm: every NUC has its own address, so the per-client
-# defaults hold; the totals (64 TFTP transfers, 1024 connections per listener)
-# would refuse a storm of more than that many NUCs.
-TFTP_CAP=${TFTP_CAP:-$((N * 2 > 64 ? N * 2 : 64))}
-CONN_CAP=${CONN_CAP:-$((N * 4 > 1024 ? N * 4 : 1024))}
+# Caps: every NUC has its own address, so the per-client defaults hold; the
+# totals' defaults (512 TFTP transfers, 4096 connections per listener) take a
+# storm of ~250 NUCs, a larger one gets 2N and 4N (README "Sizing").
+TFTP_CAP=${TFTP_CAP:-$((N * 2 > 512 ? N * 2 : 512))}
+CONN_CAP=${CONN_CAP:-$((N * 4 > 4096 ? N * 4 : 4096))}
 {
 	cat <<EOF
 server: {interface: $IF_SRV, address: $SRV_IP, listen: $SRV_IP, http_port: $HTTP_PORT, https_port: $HTTPS_PORT, tftp_port: 69, dhcp_port: 67}
