@@ -204,8 +204,7 @@ T_START=$(date +%s.%N)
 ip netns exec "$NS_SRV" "$WORK/flint" serve --log-level warn --config "$WORK/flint.yaml" --data "$WORK/data" >"$WORK/flint.out" 2>&1 &
 FLINT_PID=$!
 ready=""
-# flint renders every machine's config (both specs) before it serves: minutes
-# for thousands of machines.
+# flint checks one machine of each kind before it serves (START_TIMEOUT bounds it).
 for _ in $(seq 1 $((START_TIMEOUT * 10))); do
 	kill -0 "$FLINT_PID" 2>/dev/null || break
 	if ip netns exec "$NS_SRV" ss -Hulnp 'sport = :67' | grep -q "pid=$FLINT_PID," &&
