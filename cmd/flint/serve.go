@@ -195,6 +195,12 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		printBanner(out, cfg, dataDir, assetsDir, dhcpSrv.Listening(), tftpAddr, httpAddr, httpsAddr, secrets.AdminTokenPath())
 		log.Info("flint ready", "config", cfg.Source, "address", cfg.Server.AddressIP, "machines", len(cfg.Machines))
 	}
+	// Render the machines' first configs while nothing asks for them, and
+	// again when a profile or an asset changes: a storm of first boots is
+	// then answered from memory.
+	warmed := make(chan struct{})
+	go func() { defer close(warmed); renderer.Warm(ctx, 30*time.Second) }()
+	defer func() { cancel(nil); <-warmed }() // a render in flight finishes its PKI writes
 
 	var first error
 	for range 3 {
