@@ -42,8 +42,8 @@ test: deps vet
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
 
-## fuzz: every Go fuzz target for FUZZTIME (default 10s) each, one at a time
-FUZZTIME ?= 10s
+## fuzz: every Go fuzz target for FUZZTIME (default 30000 inputs) each, one at a time
+FUZZTIME ?= 30000x
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
