@@ -4,8 +4,9 @@
 # 30000x: 15 s for the slowest target on a 2-core box, a second for the fastest),
 # not a duration: with a duration Go 1.26's fuzz coordinator can report its own
 # deadline as a failure ("context deadline exceeded", no input written), a race
-# fixed only in Go 1.27 (golang/go#75804). A duration (10s) still works by hand. The committed seed corpora
-# (PKG/testdata/fuzz/FuzzX/) also run in plain `go test`; this looks further.
+# fixed only in Go 1.27 (golang/go#75804). A duration (10s) still works by hand.
+# The committed seed corpora (PKG/testdata/fuzz/FuzzX/) also run in plain
+# `go test`; this looks further.
 # A failure leaves the crashing input in PKG/testdata/fuzz/FuzzX/ to commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
