@@ -40,7 +40,7 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (
 
 func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
-	mac := ci.MAC.String()
+	mac := ci.mac
 	m, known := s.machine(ci.MAC)
 	var ip netip.Addr
 	if known {
@@ -61,7 +61,9 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 	}
 	dec := s.decide(ci, m)
 	reply := s.leaseReply(req, dhcpv4.MessageTypeOffer, ip, m, dec)
-	log.Info("dhcp offer", "ip", ip, "file", dec.File, "boot", dec.Reason)
+	if log.enabled(slog.LevelInfo) { // the arguments alone cost allocations per packet
+		log.Info("dhcp offer", "ip", ip, "file", dec.File, "boot", dec.Reason)
+	}
 	s.record(ci, ip, "dhcp OFFER")
 	return reply, clientDest(req, peer, false)
 }
@@ -69,7 +71,7 @@ func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAd
 // fullRequest tells the client states of RFC 2131 4.3.2 apart by option 54,
 // option 50 and ciaddr.
 func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	mac := ci.MAC.String()
+	mac := ci.mac
 	m, _ := s.machine(ci.MAC)
 	serverID, hasServerID := addrOf(req.ServerIdentifier())
 	requested, hasRequested := addrOf(req.RequestedIPAddress())
@@ -126,7 +128,7 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 // lost in a crash.
 func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
-	mac := ci.MAC.String()
+	mac := ci.mac
 	l := store.Lease{IP: ip, MAC: mac, State: store.LeaseBound, Start: now, Expires: now.Add(s.cfg.DHCP.LeaseTime.Duration)}
 	if m != nil {
 		l.Hostname = m.Hostname
@@ -149,7 +151,9 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	}
 	dec := s.decide(ci, m)
 	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, ip, m, dec)
-	log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
+	if log.enabled(slog.LevelInfo) {
+		log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
+	}
 	// The address the machine took from DHCP: the lifecycle trusts requests
 	// from it as the machine's own.
 	sg := s.sighting(ci, ip, "dhcp ACK")
@@ -184,7 +188,7 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 // machine is at. A config machine's reservation is never dropped at all: the
 // address is that machine's alone, and a sender address is easy to forge too.
 func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
-	mac := ci.MAC.String()
+	mac := ci.mac
 	ip, ok := addrOf(req.ClientIPAddr)
 	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
 		log.Debug("ignored: RELEASE for another server", "server", serverID)
@@ -230,7 +234,7 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 	}
 	if !sentFrom(req, peer, ip, true) {
 		if !s.tampered(log, ci, "DECLINE", fmt.Sprintf("of %s sent from %s, another host's address", ip, peerAddr(peer)), "ip", ip, "peer", peer) {
-			s.complain(log, "decline spoofed "+ci.MAC.String(), slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
+			s.complain(log, "decline spoofed "+ci.mac, slog.LevelWarn, "ignored: DECLINE sent from another host's address (spoofed?) (logged once a minute)",
 				"ip", ip, "peer", peer)
 		}
 		return
@@ -243,7 +247,7 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		s.record(ci, ip, "dhcp DECLINE (reserved address in use by another host)")
 		return
 	}
-	l, ok := s.alloc.decline(ci.MAC.String(), ip, s.now())
+	l, ok := s.alloc.decline(ci.mac, ip, s.now())
 	if !ok {
 		log.Debug("ignored: DECLINE of an address not offered or leased to this client", "ip", ip)
 		return
@@ -296,40 +300,31 @@ func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr
 // leaseReply builds a full-mode OFFER or ACK. Without yiaddr (INFORM) it
 // carries no lease times.
 func (s *Server) leaseReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr netip.Addr, m *config.Machine, dec BootDecision) *dhcpv4.DHCPv4 {
-	d := &s.cfg.DHCP
-	mods := []dhcpv4.Modifier{
-		dhcpv4.WithMessageType(typ),
-		dhcpv4.WithYourIP(ipOf(yiaddr)),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
-		dhcpv4.WithNetmask(net.CIDRMask(d.SubnetPrefix.Bits(), 32)),
+	reply := newReply(req)
+	reply.YourIPAddr = ipOf(yiaddr)
+	opts := &s.replyOpts
+	switch typ {
+	case dhcpv4.MessageTypeOffer:
+		setOptions(reply, opts.offer)
+	case dhcpv4.MessageTypeAck:
+		setOptions(reply, opts.ack)
+		reply.ClientIPAddr = req.ClientIPAddr
+	default:
+		reply.UpdateOption(dhcpv4.OptMessageType(typ))
 	}
-	if typ == dhcpv4.MessageTypeAck {
-		mods = append(mods, dhcpv4.WithClientIP(req.ClientIPAddr))
-	}
-	if d.RouterIP.IsValid() {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(ipOf(d.RouterIP))))
-	}
-	if len(d.DNSIPs) > 0 {
-		dns := make([]net.IP, len(d.DNSIPs))
-		for i, a := range d.DNSIPs {
-			dns[i] = ipOf(a)
-		}
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(dns...)))
-	}
-	if d.Domain != "" {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(d.Domain)))
-	}
+	setOptions(reply, opts.common...)
 	if m != nil && m.Hostname != "" {
-		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(m.Hostname)))
+		reply.UpdateOption(dhcpv4.OptHostName(m.Hostname))
 	}
 	if yiaddr.IsValid() {
-		mods = append(mods, withLeaseTimes(d.LeaseTime.Duration))
+		setOptions(reply, opts.times...)
 	}
 	if dec.Boots() {
 		// PXE firmware expects its UUID (option 97) back.
-		mods = append(mods, withBoot(dec), dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier))
+		withBoot(dec)(reply)
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientMachineIdentifier)(reply)
 	}
-	return newReply(req, mods...)
+	return reply
 }
 
 func peerAddr(p *net.UDPAddr) string {

@@ -29,6 +29,10 @@ func (p pktLog) Info(msg string, args ...any)  { p.write(slog.LevelInfo, msg, ar
 func (p pktLog) Warn(msg string, args ...any)  { p.write(slog.LevelWarn, msg, args) }
 func (p pktLog) Error(msg string, args ...any) { p.write(slog.LevelError, msg, args) }
 
+// enabled says whether a line at level would be written: callers on the
+// per-packet path check it before building arguments nobody reads.
+func (p pktLog) enabled(level slog.Level) bool { return p.l.Enabled(context.Background(), level) }
+
 // write logs msg if level is enabled; the source is the caller of the method
 // that called write.
 func (p pktLog) write(level slog.Level, msg string, args []any) {

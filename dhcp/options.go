@@ -13,6 +13,7 @@ import (
 // clientInfo is what flint reads from a request besides the message type.
 type clientInfo struct {
 	MAC         net.HardwareAddr
+	mac         string // MAC.String(), formatted once per packet
 	Arch        uint16
 	HasArch     bool
 	VendorClass string
@@ -21,7 +22,7 @@ type clientInfo struct {
 }
 
 func readClient(req *dhcpv4.DHCPv4) clientInfo {
-	ci := clientInfo{MAC: req.ClientHWAddr}
+	ci := clientInfo{MAC: req.ClientHWAddr, mac: req.ClientHWAddr.String()}
 	// Option 93 is a list of 16-bit codes; the first is the one that asks.
 	if v := req.Options.Get(dhcpv4.OptionClientSystemArchitectureType); len(v) >= 2 {
 		ci.Arch, ci.HasArch = binary.BigEndian.Uint16(v), true

@@ -80,7 +80,7 @@ func (s *Server) proxyDecide(req *dhcpv4.DHCPv4, ci clientInfo, log pktLog) (Boo
 		log.Debug("ignored: "+dec.Reason, "vendor_class", ci.VendorClass)
 		return dec, false
 	}
-	s.complain(log, "proxy ignore "+ci.MAC.String(), slog.LevelInfo, "netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
+	s.complain(log, "proxy ignore "+ci.mac, slog.LevelInfo, "netboot client not answered: "+dec.Reason+" (logged once a minute)", "vendor_class", ci.VendorClass)
 	ciaddr, _ := addrOf(req.ClientIPAddr)
 	s.record(ci, ciaddr, "dhcp "+req.MessageType().String()+" (ignored: "+dec.Reason+")")
 	return dec, false

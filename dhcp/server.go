@@ -39,12 +39,16 @@ const (
 
 // Server is flint's DHCP service.
 type Server struct {
-	cfg   *config.Config
-	st    store.Store
-	log   *slog.Logger
-	addr  netip.Addr // flint's address: option 54, siaddr
-	alloc *allocator
-	now   func() time.Time
+	cfg  *config.Config
+	st   store.Store
+	log  *slog.Logger
+	addr netip.Addr // flint's address: option 54, siaddr
+	// httpBase is cfg.HTTPBaseURL() and replyOpts the options every lease
+	// reply carries, encoded once (the config does not change while it serves).
+	httpBase  string
+	replyOpts replyOptions
+	alloc     *allocator
+	now       func() time.Time
 
 	quiet quietLog
 	// tamper limits what spoofed packets about machines of the config put in
@@ -103,6 +107,8 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		st:            st,
 		log:           log.With("component", "dhcp"),
 		addr:          cfg.Server.AddressIP,
+		httpBase:      cfg.HTTPBaseURL(),
+		replyOpts:     newReplyOptions(cfg),
 		alloc:         newAllocator(cfg),
 		now:           now,
 		unknownEvents: tokenBucket{perPeriod: perMinute, period: time.Minute},
@@ -299,7 +305,7 @@ func (s *Server) decide(ci clientInfo, m *config.Machine) BootDecision {
 		Known:           m != nil,
 		DiscoverUnknown: s.cfg.DHCP.DiscoverUnknown,
 		TFTPServer:      s.addr,
-		HTTPBaseURL:     s.cfg.HTTPBaseURL(),
+		HTTPBaseURL:     s.httpBase,
 	}
 	if m != nil {
 		r.IPXEBinary = m.IPXEBinary
@@ -310,7 +316,7 @@ func (s *Server) decide(ci clientInfo, m *config.Machine) BootDecision {
 // sighting describes an exchange with a client for its machine record.
 func (s *Server) sighting(ci clientInfo, ip netip.Addr, event string) store.Sighting {
 	sg := store.Sighting{
-		MAC:         ci.MAC.String(),
+		MAC:         ci.mac,
 		At:          s.now(),
 		VendorClass: ci.VendorClass,
 		UserClass:   ci.UserClass,
