@@ -229,11 +229,6 @@ type Limits struct {
 	// RenderedConfigMiB bounds the bytes of those configs, in MiB: a profile
 	// that embeds large files makes each config big.
 	RenderedConfigMiB int `yaml:"rendered_config_mib"`
-	// MemoryMiB is flint's soft memory limit (Go's GOMEMLIMIT, which takes
-	// precedence when set): near it the garbage collector works harder, so a
-	// boot storm's short-lived garbage does not grow the process. It is
-	// exceeded rather than failing when flint's live data needs more.
-	MemoryMiB int `yaml:"memory_mib"`
 	// TFTPTransfers caps concurrent TFTP transfers; TFTPTransfersPerClient
 	// caps those of one client address.
 	TFTPTransfers          int `yaml:"tftp_transfers"`

@@ -51,7 +51,7 @@ func TestParseGoodConfig(t *testing.T) {
 	}
 	if cfg.Security.TokenTTL.Duration != DefaultTokenTTL || cfg.Limits.DiscoveredMachines != DefaultDiscoveredMachines ||
 		cfg.Limits.TFTPTransfersPerClient != DefaultTFTPTransfersPerClient || cfg.Limits.HTTPConnections != DefaultHTTPConnections ||
-		cfg.Limits.RenderedConfigMiB != DefaultRenderedConfigMiB || cfg.Limits.MemoryMiB != DefaultMemoryMiB {
+		cfg.Limits.RenderedConfigMiB != DefaultRenderedConfigMiB {
 		t.Errorf("security/limits not defaulted: %+v %+v", cfg.Security, cfg.Limits)
 	}
 	if got := cfg.HTTPSBaseURL(); got != "https://198.18.0.1:8443" {
@@ -108,7 +108,6 @@ func TestParseRejects(t *testing.T) {
 		{"token ttl too long", `assets: {flatcar`, "security: {token_ttl: 48h}\nassets: {flatcar", `:21: security.token_ttl: 48h0m0s is too long`},
 		{"negative limit", `assets: {flatcar`, "limits:\n  tftp_transfers: -1\nassets: {flatcar", `:22: limits.tftp_transfers: -1 is out of range`},
 		{"huge config cache", `assets: {flatcar`, "limits:\n  rendered_config_mib: 100000\nassets: {flatcar", `:22: limits.rendered_config_mib: 100000 is out of range 1-65536`},
-		{"memory below the cache", `assets: {flatcar`, "limits:\n  rendered_config_mib: 200\nassets: {flatcar", `:21: limits.memory_mib: 120 leaves too little beside limits.rendered_config_mib (200): raise it to at least 248`},
 		{"per-client above total", `assets: {flatcar`, "limits:\n  http_connections: 10\n  http_connections_per_client: 20\nassets: {flatcar", `:23: limits.http_connections_per_client: 20 is more than limits.http_connections (10)`},
 	}
 	for _, tc := range cases {

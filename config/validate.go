@@ -39,16 +39,11 @@ const (
 	DefaultPendingEvents            = 8192
 	DefaultRenderedConfigs          = 4096
 	DefaultRenderedConfigMiB        = 64
-	DefaultMemoryMiB                = 120
 	DefaultTFTPTransfers            = 512
 	DefaultTFTPTransfersPerClient   = 4
 	DefaultHTTPConnections          = 4096
 	DefaultHTTPConnectionsPerClient = 64
 )
-
-// memoryBesideConfigs is what limits.memory_mib must leave, in MiB, beside
-// the rendered-config cache: the machine index, connections, TLS, TFTP.
-const memoryBesideConfigs = 48
 
 // Butane flatcar variant versions flint renders.
 var butaneVersions = map[string]bool{"1.0.0": true, "1.1.0": true}
@@ -230,7 +225,6 @@ func (cfg *Config) applyDefaults() {
 		{&l.PendingEvents, DefaultPendingEvents},
 		{&l.RenderedConfigs, DefaultRenderedConfigs},
 		{&l.RenderedConfigMiB, DefaultRenderedConfigMiB},
-		{&l.MemoryMiB, DefaultMemoryMiB},
 		{&l.TFTPTransfers, DefaultTFTPTransfers},
 		{&l.TFTPTransfersPerClient, DefaultTFTPTransfersPerClient},
 		{&l.HTTPConnections, DefaultHTTPConnections},
@@ -503,7 +497,6 @@ func (cfg *Config) validateSecurity(c *checker) {
 		{"limits.pending_events", l.PendingEvents, 16, 1_000_000},
 		{"limits.rendered_configs", l.RenderedConfigs, 1, 1_000_000},
 		{"limits.rendered_config_mib", l.RenderedConfigMiB, 1, 65_536},
-		{"limits.memory_mib", l.MemoryMiB, 32, 1_048_576},
 		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},
 		{"limits.tftp_transfers_per_client", l.TFTPTransfersPerClient, 1, 100_000},
 		{"limits.http_connections", l.HTTPConnections, 1, 1_000_000},
@@ -515,9 +508,6 @@ func (cfg *Config) validateSecurity(c *checker) {
 	}
 	if l.TFTPTransfers > 0 && l.TFTPTransfersPerClient > l.TFTPTransfers {
 		c.fail("limits.tftp_transfers_per_client", "%d is more than limits.tftp_transfers (%d)", l.TFTPTransfersPerClient, l.TFTPTransfers)
-	}
-	if l.MemoryMiB >= 32 && l.RenderedConfigMiB > 0 && l.MemoryMiB < l.RenderedConfigMiB+memoryBesideConfigs {
-		c.fail("limits.memory_mib", "%d leaves too little beside limits.rendered_config_mib (%d): raise it to at least %d", l.MemoryMiB, l.RenderedConfigMiB, l.RenderedConfigMiB+memoryBesideConfigs)
 	}
 	if l.HTTPConnections > 0 && l.HTTPConnectionsPerClient > l.HTTPConnections {
 		c.fail("limits.http_connections_per_client", "%d is more than limits.http_connections (%d)", l.HTTPConnectionsPerClient, l.HTTPConnections)

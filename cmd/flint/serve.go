@@ -68,7 +68,6 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	for _, w := range cfg.Warnings {
 		log.Warn("config", "problem", w.Located(cfg.Source))
 	}
-	applyMemoryLimit(cfg, os.Getenv, log)
 	if err := cfg.ResolveAddress(); err != nil {
 		return err
 	}
