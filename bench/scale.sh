@@ -12,16 +12,18 @@
 #     by bench/cfgload (iPXE script with a fresh boot token, pointer config,
 #     the config over a new TLS connection: what a node does):
 #       cold: the first delivery to each of min(M, 1000) machines, 8 at a
-#             time (every one is rendered: what a boot storm costs);
-#       warm: the same 100 machines for DURATION seconds at 8 clients, after
-#             one delivery each (their configs cached): the request path
-#             alone, which must not grow with M;
+#             time, right after ready while flint renders configs ahead
+#             (what a boot storm right after a restart costs);
+#       warm: once flint is idle again, the same 100 machines for DURATION
+#             seconds at 8 clients, after one delivery each (their configs
+#             cached): the request path alone, which must not grow with M;
 #     and flint's peak RSS over the whole serve;
 #   - `flint serve` with dhcp.mode full in two network namespaces joined by a
 #     veth (198.18.0.1 server, 198.18.0.2 clients): bench/dhcpload runs
 #     DHCP_N DORAs at 16 and 64 clients for the same 100 known machines
 #     (reservations; leases fsynced before each ACK), on a fresh copy of the
-#     seeded data directory.
+#     seeded data directory, once flint is idle after start-up (the time
+#     until then is the render-ahead column).
 # Prints a table with each size's rates as a ratio of the smallest size's
 # (the issue's goal: within 10% at 10,000 machines and 100,000 discovered
 # records) and appends it to bench/README.md. Run as root:
@@ -125,6 +127,30 @@ wait_http() {
 			return 0
 		fi
 		[ "$i" -lt 50 ] && sleep 0.02 || sleep 0.1
+	done
+	return 1
+}
+
+# cpu_ticks PID: the process's user+system CPU so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# wait_idle PID: waits until flint has finished its background work after
+# start-up (rendering every machine's first config ahead, which takes up to
+# half of one core): two half-second samples in a row with at most 2 ticks
+# (20 ms) of CPU each. Prints the seconds waited; fails after 300 s.
+wait_idle() {
+	local t0 prev now quiet=0
+	t0=$(date +%s.%N)
+	prev=$(cpu_ticks "$1")
+	for _ in $(seq 1 600); do
+		sleep 0.5
+		now=$(cpu_ticks "$1") || return 1
+		if [ $((now - prev)) -le 2 ]; then quiet=$((quiet + 1)); else quiet=0; fi
+		prev=$now
+		if [ "$quiet" -ge 2 ]; then
+			awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a - 1}'
+			return 0
+		fi
 	done
 	return 1
 }
@@ -251,6 +277,7 @@ run_size() {
 	put "$m" cold_p99 "$(field "$out" p99_ms)"
 	put "$m" cold_cpu "$(field "$out" cpu_ms)"
 	put "$m" cold_err "$(field "$out" errors)"
+	wait_idle "$FLINT_PID" >/dev/null || { echo "flint did not settle after the cold run" >&2; exit 1; }
 	"$WORK/cfgload" -mode flint -label warm-up -url "$url" -macs "$d/macs-warm.txt" -c $CLIENTS -n $WARM >/dev/null
 	out=$("$WORK/cfgload" -mode flint -label "flint-$m-warm" -url "$url" -macs "$d/macs-warm.txt" -c $CLIENTS -duration "${DURATION}s" -pid "$FLINT_PID")
 	log "$m machines, round $r, warm: $out"
@@ -269,6 +296,8 @@ run_size() {
 	ip netns exec "$NS_SRV" "$WORK/flint" serve --log-level warn --config "$d/flint-dhcp.yaml" --data "$d/data" >"$d/flint-dhcp.out" 2>&1 &
 	FLINT_PID=$!
 	wait_http "http://$SRV_IP:8080/healthz" "$FLINT_PID" "$NS_SRV" >/dev/null || { cat "$d/flint-dhcp.out" >&2; exit 1; }
+	secs=$(wait_idle "$FLINT_PID") || { echo "flint did not settle after start-up" >&2; exit 1; }
+	put "$m" settle_s "$secs"
 	for c in $DHCP_CLIENTS; do
 		out=$(ip netns exec "$NS_CLI" "$WORK/dhcpload" -iface "$IF_CLI" -n "$DHCP_N" -c "$c" -max 90s \
 			-pid "$FLINT_PID" -macs "$d/macs-warm.txt" -label "flint-$m")
@@ -290,14 +319,14 @@ done
 
 # --- report ----------------------------------------------------------------
 BASE=$(tr ' ' '\n' <<<"$SIZES" | grep . | head -1)
-TABLE="| machines | discovered | validate s | validate peak MiB | ready s | RSS ready MiB | cold deliveries/s | cold p99 ms | warm deliveries/s | vs $BASE | warm p99 ms | warm CPU ms | peak RSS MiB | errors |
-|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+TABLE="| machines | discovered | validate s | validate peak MiB | ready s | RSS ready MiB | render-ahead s | cold deliveries/s | cold p99 ms | warm deliveries/s | vs $BASE | warm p99 ms | warm CPU ms | peak RSS MiB | errors |
+|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 DTABLE="| machines | discovered |$(for c in $DHCP_CLIENTS; do printf ' DORA/s, %s clients | vs %s | CPU ms/DORA |' "$c" "$BASE"; done) lost+NAKs+dups |
 |--:|--:|$(for _ in $DHCP_CLIENTS; do printf -- '--:|--:|--:|'; done)--:|"
 for m in $SIZES; do
 	disc=$((m * DISCOVERED_PER_MACHINE))
 	TABLE+="
-| $m | $disc | $(get "$m" val_s) | $(get "$m" val_mib) | $(get "$m" ready_s) | $(get "$m" ready_mib) | $(get "$m" cold_rate) | $(get "$m" cold_p99) | $(get "$m" warm_rate) | $(ratio "$(get "$m" warm_rate)" "$(get "$BASE" warm_rate)") | $(get "$m" warm_p99) | $(get "$m" warm_cpu) | $(get "$m" peak_mib) | ${ERRS[$m]:-0} |"
+| $m | $disc | $(get "$m" val_s) | $(get "$m" val_mib) | $(get "$m" ready_s) | $(get "$m" ready_mib) | $(get "$m" settle_s) | $(get "$m" cold_rate) | $(get "$m" cold_p99) | $(get "$m" warm_rate) | $(ratio "$(get "$m" warm_rate)" "$(get "$BASE" warm_rate)") | $(get "$m" warm_p99) | $(get "$m" warm_cpu) | $(get "$m" peak_mib) | ${ERRS[$m]:-0} |"
 	row="| $m | $disc |"
 	for c in $DHCP_CLIENTS; do
 		row+=" $(get "$m" "dhcp_$c") | $(ratio "$(get "$m" "dhcp_$c")" "$(get "$BASE" "dhcp_$c")") | $(get "$m" "dhcp_cpu_$c") |"
@@ -314,7 +343,7 @@ REPORT="### scale.sh: $DATE, $(hostname)
 Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). flint and its load generators share the cores.
 Load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg).
 Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)).
-Each size: 3 servers and M-3 agents in the config, $DISCOVERED_PER_MACHINE x M discovered machines in the state. Medians of $ROUNDS rounds (sizes interleaved); errors, lost, NAKs and dups summed. Cold: the first delivery (script, pointer, TLS config) to each of min(M, $COLD) machines, $CLIENTS at a time. Warm: the same $WARM machines for ${DURATION}s at $CLIENTS clients after one delivery each. Ready: exec to the first /healthz answer. Peak RSS: VmHWM over the serve.
+Each size: 3 servers and M-3 agents in the config, $DISCOVERED_PER_MACHINE x M discovered machines in the state. Medians of $ROUNDS rounds (sizes interleaved); errors, lost, NAKs and dups summed. Cold: the first delivery (script, pointer, TLS config) to each of min(M, $COLD) machines, $CLIENTS at a time. Warm: the same $WARM machines for ${DURATION}s at $CLIENTS clients after one delivery each. Ready: exec to the first /healthz answer. Render-ahead: from ready until flint is idle (it renders every machine's first config in the background at up to half a core; measured on the DHCP serve, before its load). Cold runs right after ready, alongside that; warm and DHCP once flint is idle. Peak RSS: VmHWM over the serve.
 
 $TABLE
 

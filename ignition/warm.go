@@ -15,8 +15,11 @@ import (
 // is three quarters full: a site larger than the cache keeps room for the
 // machines that actually boot. Every `every` it checks whether what the
 // configs are made from changed (a profile edited, an asset replaced) or
-// half of MaxAge passed, and renders again. It returns within one render of
-// ctx ending.
+// half of MaxAge passed, and renders again. It is background work and
+// paced like it: after each render it waits as long as the render took, so
+// it never takes more than half of one core from the DHCP, TFTP and HTTP
+// answers it shares the machine with. It returns within one render of ctx
+// ending.
 func (r *Renderer) Warm(ctx context.Context, every time.Duration) {
 	var last string
 	var lastAt time.Time
@@ -72,15 +75,31 @@ func (r *Renderer) warmOnce(ctx context.Context) (n int, done bool) {
 			if configs, bytes := r.cache.len(); configs >= r.cache.max*3/4 || bytes >= r.cache.maxBytes*3/4 {
 				return n, true
 			}
-			before := r.translations.Load()
-			if _, err := r.render(m, SpecV3, assets, profile, ClusterStateNew); err != nil {
+			before, start := r.translations.Load(), time.Now()
+			_, err := r.render(m, SpecV3, assets, profile, ClusterStateNew)
+			if err != nil {
 				r.log.Debug("ignition: render ahead failed; the machine's request will say why", "machine", m.Hostname, "err", err)
-				continue
 			}
-			if r.translations.Load() != before {
-				n++
+			if r.translations.Load() == before {
+				continue // cached already, or failed before rendering
+			}
+			n++
+			if !sleep(ctx, time.Since(start)) {
+				return n, false
 			}
 		}
 	}
 	return n, true
+}
+
+// sleep waits for d or until ctx ends; false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
