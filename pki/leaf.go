@@ -122,7 +122,10 @@ func (p *PKI) leaf(spec leafSpec) (KeyPair, error) {
 	defer p.mu.Unlock()
 
 	certPath, keyPath := p.path(spec.file+".crt"), p.path(spec.file+".key")
-	kp, reason, level, err := p.loadLeaf(spec, certPath, keyPath)
+	kp, reason, level, err := KeyPair{}, "throw-away PKI", slog.LevelDebug, error(nil)
+	if !p.ephemeral {
+		kp, reason, level, err = p.loadLeaf(spec, certPath, keyPath)
+	}
 	if err != nil {
 		return KeyPair{}, err
 	}
@@ -132,6 +135,10 @@ func (p *PKI) leaf(spec leafSpec) (KeyPair, error) {
 	kp, err = p.issueLeaf(spec, certPath, keyPath)
 	if err != nil {
 		return KeyPair{}, err
+	}
+	if p.readOnly {
+		p.unsaved = append(p.unsaved, spec.file+".crt")
+		return kp, nil
 	}
 	p.log.Log(context.Background(), level, "issued certificate", "file", certPath, "cn", spec.commonName, "reason", reason,
 		"serial", kp.Cert.SerialNumber.Text(16), "not_after", kp.Cert.NotAfter)
@@ -258,6 +265,10 @@ func (p *PKI) issueLeaf(spec leafSpec, certPath, keyPath string) (KeyPair, error
 	if err != nil {
 		return KeyPair{}, err
 	}
+	kp := KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert}
+	if p.readOnly {
+		return kp, nil
+	}
 	// Key first: if the certificate write is lost, the next call sees a pair
 	// that does not match and issues again.
 	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
@@ -266,7 +277,7 @@ func (p *PKI) issueLeaf(spec leafSpec, certPath, keyPath string) (KeyPair, error
 	if err := writeFile(certPath, certPEM, 0o644); err != nil {
 		return KeyPair{}, fmt.Errorf("pki: write certificate: %w", err)
 	}
-	return KeyPair{CertPEM: certPEM, KeyPEM: keyPEM, Cert: cert}, nil
+	return kp, nil
 }
 
 func appendNonEmpty(list []string, more ...string) []string {

@@ -115,6 +115,12 @@ type PKI struct {
 	agentToken string
 	reportKey  []byte
 	adminToken string
+
+	// readOnly: nothing is written (OpenExisting, Ephemeral); what would be
+	// created is made in memory only and listed in unsaved.
+	readOnly  bool
+	ephemeral bool // Ephemeral: no directory at all, everything is new
+	unsaved   []string
 }
 
 // Open loads the PKI from dir (e.g. DATA/pki), creating the CA, the K3s server
@@ -257,6 +263,8 @@ func (p *PKI) loadOrCreateCA() error {
 		return fmt.Errorf("pki: read CA certificate: %w", certErr)
 	case keyErr != nil && !keyMissing:
 		return fmt.Errorf("pki: read CA key: %w", keyErr)
+	case certMissing && keyMissing && p.readOnly:
+		return fmt.Errorf("%w: %s has no %s and %s", ErrNoPKI, p.dir, caCertFile, caKeyFile)
 	case certMissing && keyMissing:
 		issued, err := p.issuedCertFiles()
 		if err != nil {
@@ -335,6 +343,10 @@ func (p *PKI) createCA() error {
 	if err != nil {
 		return err
 	}
+	if p.readOnly {
+		p.caCert, p.caCertPEM, p.caKey = cert, certPEM, key
+		return nil
+	}
 	// Key first: a crash in between leaves ca.key without ca.crt, which Open
 	// reports instead of silently starting over. Both writes refuse to replace
 	// an existing file, so a second flint process can never swap the CA.
@@ -376,6 +388,10 @@ type secretSpec struct {
 	// any word. The error must not quote the value.
 	check func(string) error
 	fix   string // completes "restore the file from a backup of DIR (...)"
+	// preview: a read-only PKI that lacks the file makes a value in memory
+	// (listed by Unsaved) instead of failing; for secrets flint makes on
+	// demand, like node passwords.
+	preview bool
 }
 
 // loadOrCreateSecret returns the secret in file s.file, creating a random one
@@ -385,7 +401,10 @@ type secretSpec struct {
 func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 	path := p.path(s.file)
 	for range 2 {
-		data, err := p.readSecretFile(path)
+		data, err := []byte(nil), error(fs.ErrNotExist)
+		if !p.ephemeral {
+			data, err = p.readSecretFile(path)
+		}
 		if err == nil {
 			secret := strings.TrimSpace(string(data))
 			var problem string
@@ -407,9 +426,17 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("pki: read %s: %w", s.what, err)
 		}
+		if p.readOnly && !s.preview && !p.ephemeral {
+			return "", fmt.Errorf("%w: %s has no %s (%s): flint serve creates it when it starts; run flint serve --data DIR once",
+				ErrNoPKI, p.dir, s.what, s.file)
+		}
 		secret, err := randomHex(32)
 		if err != nil {
 			return "", err
+		}
+		if p.readOnly {
+			p.unsaved = append(p.unsaved, s.file)
+			return secret, nil
 		}
 		err = writeNewFile(path, []byte(secret+"\n"), 0o600)
 		if errors.Is(err, fs.ErrExist) {
@@ -457,7 +484,7 @@ func (p *PKI) readSecretFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 && !p.readOnly {
 		if err := os.Chmod(path, 0o600); err != nil {
 			return nil, fmt.Errorf("make %s private: %w", path, err)
 		}

@@ -10,8 +10,9 @@ func (p *PKI) NodePassword(name string) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.loadOrCreateSecret(secretSpec{
-		file: passwordsDir + "/" + name,
-		what: "node password of " + name,
-		fix:  "flint does not replace it: K3s keeps a hash of it and would reject " + name + " with another one",
+		file:    passwordsDir + "/" + name,
+		what:    "node password of " + name,
+		fix:     "flint does not replace it: K3s keeps a hash of it and would reject " + name + " with another one",
+		preview: true,
 	})
 }
