@@ -3,15 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/flint-boot/flint/pki"
 )
 
 func newPKICmd(g *globalFlags) *cobra.Command {
@@ -30,11 +26,7 @@ expiry). Private keys, the K3s token and node passwords are never printed.`,
 			if err != nil {
 				return err
 			}
-			dir := filepath.Join(data, "pki")
-			if _, err := os.Stat(filepath.Join(dir, "ca.crt")); err != nil {
-				return fmt.Errorf("no PKI in %s (flint serve creates it on first start): %w", dir, err)
-			}
-			p, err := pki.Open(dir, time.Now, log)
+			p, err := openExistingPKI(data, log)
 			if err != nil {
 				return err
 			}

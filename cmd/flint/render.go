@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,9 +24,12 @@ func newRenderCmd(g *globalFlags) *cobra.Command {
 		Use:   "render --mac MAC [--config FILE] [--data DIR] [--spec 3|2] [--role-check]",
 		Short: "Print the Ignition config a machine gets",
 		Long: `render prints the Ignition config flint serves to the machine with MAC, made
-with the PKI in DIR/pki (created if missing, as flint serve would) and the
-assets in DIR/assets. The output holds that machine's private keys and the
-K3s token: treat it as a secret.
+with the PKI in DIR/pki and the assets in DIR/assets. render only reads DIR:
+it fails if flint serve has not created the PKI there yet, and certificates or
+a node password the machine does not have yet are made in memory for the
+output (flint serve makes the real ones when the machine first asks). The
+output holds that machine's private keys and the K3s token: treat it as a
+secret.
 
 --spec 2 renders the spec 2.3.0 config legacy Flatcar clients get.
 --role-check also lists what the machine's role needs (certificates, etcd and
@@ -59,9 +64,9 @@ get etcd keys.`,
 			default:
 				return fmt.Errorf("--spec %q: use 3 (Ignition v2, current Flatcar) or 2 (legacy Ignition v0.x)", spec)
 			}
-			secrets, err := pki.Open(filepath.Join(data, "pki"), time.Now, log)
+			secrets, err := openExistingPKI(data, log)
 			if err != nil {
-				return fmt.Errorf("open the PKI in %s: %w", data, err)
+				return err
 			}
 			r, err := ignition.NewRenderer(cfg, secrets, assetsDirOf(cfg, data), ignition.RenderOptions{Log: log})
 			if err != nil {
@@ -74,6 +79,10 @@ get etcd keys.`,
 			if roleCheck {
 				return checkRole(cmd.OutOrStdout(), m, out)
 			}
+			if u := secrets.Unsaved(); len(u) > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s has no %s in %s yet: this output holds ones made just for it; flint serve makes and keeps its own when %s first fetches its config\n",
+					m.Hostname, strings.Join(u, ", "), secrets.Dir(), m.Hostname)
+			}
 			_, err = cmd.OutOrStdout().Write(append(out, '\n'))
 			return err
 		},
@@ -85,6 +94,24 @@ get etcd keys.`,
 	cmd.Flags().BoolVar(&roleCheck, "role-check", false, "check the config carries what the machine's role needs instead of printing it")
 	cmd.MarkFlagRequired("mac")
 	return cmd
+}
+
+// openExistingPKI opens DATA/pki without creating or changing anything, for
+// commands that only read; the error says where it looked and what to do.
+func openExistingPKI(data string, log *slog.Logger) (*pki.PKI, error) {
+	dir := filepath.Join(data, "pki")
+	p, err := pki.OpenExisting(dir, time.Now, log)
+	if errors.Is(err, pki.ErrNoPKI) {
+		where := dir
+		if abs, aerr := filepath.Abs(dir); aerr == nil && abs != dir {
+			where += " (" + abs + ")"
+		}
+		return nil, fmt.Errorf("no PKI in %s: %w\nthis command only reads the data directory; pass --data with the directory of your flint serve, or run `flint serve --data %s` once to create the CA and tokens there", where, err, data)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the PKI in %s: %w", dir, err)
+	}
+	return p, nil
 }
 
 // What a role's config must hold (files, directories, units) — the checklist

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -90,10 +91,34 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		return fmt.Errorf("create assets directory: %w", err)
 	}
 
+	listen := cfg.Server.Listen
+	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))
+	httpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPPort))
+	httpsAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPSPort))
+	// A busy port is the usual failed start: find it before the PKI exists.
+	if err := checkPortsFree(httpAddr, httpsAddr); err != nil {
+		return err
+	}
+
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	secrets, err := pki.Open(filepath.Join(dataDir, "pki"), time.Now, log.With("service", "pki"))
+	// A PKI this start creates is removed again if flint stops before it
+	// serves: no CA or token that no machine ever got stays behind. This
+	// defer runs last, after the background render stopped writing to it.
+	pkiDir := filepath.Join(dataDir, "pki")
+	ready := false
+	if _, err := os.Lstat(pkiDir); errors.Is(err, fs.ErrNotExist) {
+		defer func() {
+			if ready {
+				return
+			}
+			if err := os.RemoveAll(pkiDir); err != nil {
+				log.Warn("could not remove the PKI this failed start created", "dir", pkiDir, "err", err.Error())
+			}
+		}()
+	}
+	secrets, err := pki.Open(pkiDir, time.Now, log.With("service", "pki"))
 	if err != nil {
 		return fmt.Errorf("open the PKI: %w", err)
 	}
@@ -161,11 +186,6 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		return err
 	}
 
-	listen := cfg.Server.Listen
-	tftpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.TFTPPort))
-	httpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPPort))
-	httpsAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPSPort))
-
 	// Every service runs until ctx ends; the first one to fail stops the others.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -192,6 +212,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := waitHealthy(ctx, localAddr(listen, cfg.Server.HTTPPort)); err != nil {
 		cancel(err)
 	} else {
+		ready = true
 		printBanner(out, cfg, dataDir, assetsDir, dhcpSrv.Listening(), tftpAddr, httpAddr, httpsAddr, secrets.AdminTokenPath())
 		log.Info("flint ready", "config", cfg.Source, "address", cfg.Server.AddressIP, "machines", len(cfg.Machines))
 	}
@@ -215,6 +236,20 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		log.Info("flint stopped", "refused_requests", lc.Refusals())
 	}
 	return first
+}
+
+// checkPortsFree binds each TCP address and lets it go again, so that a port
+// another program holds stops flint before it creates anything. serve binds
+// for real moments later; what fails then is still reported.
+func checkPortsFree(addrs ...string) error {
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w (is another server using the port? stop it, or change server.http_port or server.https_port in the config)", a, err)
+		}
+		ln.Close()
+	}
+	return nil
 }
 
 // servingTLS is the HTTPS listener's TLS: a certificate from flint's CA for

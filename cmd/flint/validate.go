@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,7 +36,7 @@ etcd members) are printed but exit 0. It also checks the config against the
 data directory DIR: boot.assets_dir must not hold DIR or its pki/.
 
 Then it renders one machine of each kind (profile, role, install mode) in
-both Ignition specs, with a throw-away PKI so it changes nothing, and reports
+both Ignition specs, with a throw-away PKI in memory (validate writes nothing), and reports
 profile problems as PROFILE:LINE: MACHINE: MESSAGE. What else differs between
 machines (names, addresses) the config checks above cover, so a site of
 10,000 machines validates in the time of a few.
@@ -95,14 +93,10 @@ Assets missing from DIR/assets are warnings.`,
 	return cmd
 }
 
-// renderProblems renders one machine of each kind with a temporary PKI.
+// renderProblems renders one machine of each kind with a throw-away PKI that
+// lives in memory only: validate writes nothing.
 func renderProblems(cfg *config.Config, assetsDir string) ([]ignition.Problem, error) {
-	tmp, err := os.MkdirTemp("", "flint-validate-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	secrets, err := pki.Open(filepath.Join(tmp, "pki"), time.Now, nil)
+	secrets, err := pki.Ephemeral(time.Now)
 	if err != nil {
 		return nil, err
 	}
