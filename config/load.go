@@ -41,7 +41,11 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d problem(s):", e.Source, len(e.Problems))
+	if len(e.Problems) == 1 {
+		fmt.Fprintf(&b, "%s: 1 problem:", e.Source)
+	} else {
+		fmt.Fprintf(&b, "%s: %d problems:", e.Source, len(e.Problems))
+	}
 	for _, p := range e.Problems {
 		b.WriteString("\n  ")
 		b.WriteString(p.Located(e.Source))

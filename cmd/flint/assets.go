@@ -53,7 +53,7 @@ An interrupted download resumes where it stopped on the next run. A file
 that fails verification is deleted; the previous version and the links stay
 as they were. Files already in the store and unchanged are not fetched again.
 Progress goes to stderr: bars on a terminal, log lines otherwise.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("pass the config with --config FILE and the data directory with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
@@ -137,7 +137,7 @@ func printSyncResult(out io.Writer, dir string, res *assets.Result) {
 	for _, d := range res.Pruned {
 		fmt.Fprintf(out, "deleted old release %s\n", d)
 	}
-	fmt.Fprintf(out, "store %s: %d requests, %s downloaded\n", dir, res.Requests, humanBytes(res.Bytes))
+	fmt.Fprintf(out, "store %s: %s, %s downloaded\n", dir, plural(int(res.Requests), "request", "requests"), humanBytes(res.Bytes))
 }
 
 func newAssetsLsCmd() *cobra.Command {
@@ -150,7 +150,7 @@ func newAssetsLsCmd() *cobra.Command {
 name, version (* marks the one the stable paths point at), size, the start of
 its SHA-512 and its path under the assets directory. With --config it also
 says which assets that config's machines need and the store lacks.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("pass the config with --config FILE and the data directory with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(path)
 			if err != nil {

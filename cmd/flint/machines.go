@@ -36,7 +36,7 @@ STATE is the machine's lifecycle: discovered (an unknown MAC asked), ready
 (known, never installed), installing (its config was served), installed (the
 node reported it done), reprovision (armed by flint reprovision). --watch
 redraws the table until interrupted: handy during a boot storm.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("pass the data directory of your flint serve with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if watch {
 				return watchMachines(cmd, data, every)

@@ -52,6 +52,11 @@ and one YAML config file.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Check the global flags for every command, also those that log nothing.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			_, err := g.logger()
+			return err
+		},
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")

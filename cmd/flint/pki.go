@@ -20,7 +20,7 @@ func newPKICmd(g *globalFlags) *cobra.Command {
 SANs, key usages and expiry, and whether it is due for renewal (flint re-issues
 a node's certificates on its next render once they are within 30 days of
 expiry). Private keys, the K3s token and node passwords are never printed.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("pass the data directory of your flint serve with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {

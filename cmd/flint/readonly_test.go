@@ -178,7 +178,7 @@ func TestFailedServeLeavesNoPKI(t *testing.T) {
 		f := loopbackConfig(t, freePort(t), freePort(t), "  profiles_dir: "+brokenProfiles(t)+"\n")
 		data := filepath.Join(t.TempDir(), "data")
 		_, _, err := runCLI(t, "serve", "--log-level", "error", "--config", f, "--data", data)
-		if err == nil || !strings.Contains(err.Error(), "do not render") || !strings.Contains(err.Error(), "server.yaml") {
+		if err == nil || !strings.Contains(err.Error(), "1 machine config does not render") || !strings.Contains(err.Error(), "server.yaml") {
 			t.Fatalf("want a render failure, got %v", err)
 		}
 		if _, err := os.Stat(filepath.Join(data, "pki")); !os.IsNotExist(err) {

@@ -35,7 +35,7 @@ secret.
 --role-check also lists what the machine's role needs (certificates, etcd and
 K3s settings, units) and exits 1 if anything is missing or if an agent would
 get etcd keys.`,
-		Args: cobra.NoArgs,
+		Args: noArgs("name the machine with --mac MAC and the config with --config FILE"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {

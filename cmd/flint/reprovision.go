@@ -31,7 +31,7 @@ It refuses while another server is still being rebuilt.
 It talks to the running flint serve of DIR over its admin socket
 (DIR/flint.sock, for the user flint runs as), or writes DIR/flint.db
 directly when none runs (then --config names the config flint serves).`,
-		Args: cobra.ExactArgs(1),
+		Args: oneNode,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			plan, err := reprovision(path, data, args[0], yes)
 			out := cmd.OutOrStdout()

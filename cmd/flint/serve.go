@@ -44,7 +44,7 @@ the listed MACs, so starting it on an unknown network is safe.
 Leases and machine records are kept in DIR/flint.db; boot files are served
 from DIR/assets unless boot.assets_dir says otherwise. Binding ports 67, 69 and
 4011 needs root (or CAP_NET_BIND_SERVICE and CAP_NET_RAW).`,
-		Args: cobra.NoArgs,
+		Args: noArgs("pass the config with --config FILE and the data directory with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
@@ -282,7 +282,11 @@ func checkRenders(r *ignition.Renderer, log *slog.Logger) error {
 		fatal = append(fatal, p.String())
 	}
 	if len(fatal) > 0 {
-		return fmt.Errorf("%d machine config(s) do not render:\n  %s\nfix the profiles (flint validate --config FILE shows the same list)", len(fatal), strings.Join(fatal, "\n  "))
+		verb := " do not render"
+		if len(fatal) == 1 {
+			verb = " does not render"
+		}
+		return fmt.Errorf("%s%s:\n  %s\nfix the profiles (flint validate --config FILE shows the same list)", plural(len(fatal), "machine config", "machine configs"), verb, strings.Join(fatal, "\n  "))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,7 +27,7 @@ func loadConfig(path string) (*config.Config, error) {
 func newValidateCmd() *cobra.Command {
 	var path, data string
 	cmd := &cobra.Command{
-		Use:   "validate --config FILE",
+		Use:   "validate [FILE | --config FILE] [--data DIR]",
 		Short: "Check a config file and report every problem with its field and line",
 		Long: `validate parses the config, applies defaults and checks that it can work:
 addresses inside the subnet and outside the pool, no duplicate MACs, IPs or
@@ -41,15 +42,26 @@ profile problems as PROFILE:LINE: MACHINE: MESSAGE. What else differs between
 machines (names, addresses) the config checks above cover, so a site of
 10,000 machines validates in the time of a few.
 Assets missing from DIR/assets are warnings.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return fmt.Errorf("validate checks one config file, got %d (%s): run it once per file", len(args), strings.Join(args, " "))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if path != "" && path != args[0] {
+					return fmt.Errorf("validate got two config files, %s and --config %s: pass one", args[0], path)
+				}
+				path = args[0]
+			}
 			cfg, err := loadConfig(path)
 			var cerr *config.Error
 			if errors.As(err, &cerr) {
 				for _, p := range cerr.Problems {
 					fmt.Fprintln(cmd.ErrOrStderr(), p.Located(cerr.Source))
 				}
-				return &exitError{code: 1, err: fmt.Errorf("%s has %d problem(s); fix them and run validate again", cerr.Source, len(cerr.Problems))}
+				return &exitError{code: 1, err: fmt.Errorf("%s has %s; fix %s and run validate again", cerr.Source, plural(len(cerr.Problems), "problem", "problems"), them(len(cerr.Problems)))}
 			}
 			if err != nil {
 				return err
@@ -80,11 +92,11 @@ Assets missing from DIR/assets are warnings.`,
 				fmt.Fprintln(cmd.ErrOrStderr(), p.String())
 			}
 			if bad > 0 {
-				return &exitError{code: 1, err: fmt.Errorf("%d problem(s) in the profiles; fix them and run validate again", bad)}
+				return &exitError{code: 1, err: fmt.Errorf("%s in the profiles; fix %s and run validate again", plural(bad, "problem", "problems"), them(bad))}
 			}
 			servers := len(cfg.Servers())
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: dhcp mode %s, %d machines (%d servers, %d agents)\n",
-				cfg.Source, cfg.DHCP.Mode, len(cfg.Machines), servers, len(cfg.Machines)-servers)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: dhcp mode %s, %s (%s, %s)\n", cfg.Source, cfg.DHCP.Mode,
+				plural(len(cfg.Machines), "machine", "machines"), plural(servers, "server", "servers"), plural(len(cfg.Machines)-servers, "agent", "agents"))
 			return nil
 		},
 	}
@@ -101,6 +113,14 @@ func renderProblems(cfg *config.Config, assetsDir string) ([]ignition.Problem, e
 		return nil, err
 	}
 	return ignition.ValidateAll(cfg, secrets, assetsDir), nil
+}
+
+// them is the pronoun for n problems.
+func them(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them"
 }
 
 // assetsDirOf is where serve would serve /assets/ from.
