@@ -42,7 +42,7 @@ func TestRenderWithoutPKICreatesNothing(t *testing.T) {
 		if err == nil {
 			t.Fatal("render succeeded without a PKI")
 		}
-		for _, want := range []string{"no PKI in " + filepath.Join(data, "pki"), "flint serve --data " + data, "--data"} {
+		for _, want := range []string{"no PKI: " + filepath.Join(data, "pki") + " has no ca.crt and ca.key", "flint serve --data " + data, "pass --data"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("error lacks %q: %v", want, err)
 			}
@@ -55,7 +55,7 @@ func TestRenderWithoutPKICreatesNothing(t *testing.T) {
 		cwd := t.TempDir()
 		t.Chdir(cwd)
 		_, _, err := runCLI(t, "render", "--mac", exampleMAC)
-		if err == nil || !strings.Contains(err.Error(), "no PKI in flint-data/pki") {
+		if err == nil || !strings.Contains(err.Error(), "no PKI: flint-data/pki has no ca.crt and ca.key (full path "+filepath.Join(cwd, "flint-data", "pki")+")") {
 			t.Fatalf("want an error naming flint-data/pki, got %v", err)
 		}
 		if got := filesUnder(t, cwd); len(got) > 0 {
@@ -93,7 +93,7 @@ func TestRenderWithoutPKICreatesNothing(t *testing.T) {
 	})
 	t.Run("pki and validate write nothing either", func(t *testing.T) {
 		data := t.TempDir()
-		if _, _, err := runCLI(t, "pki", "--data", data); err == nil || !strings.Contains(err.Error(), "no PKI in") {
+		if _, _, err := runCLI(t, "pki", "--data", data); err == nil || !strings.Contains(err.Error(), "no PKI: ") {
 			t.Fatalf("pki: want a no-PKI error, got %v", err)
 		}
 		if _, _, err := runCLI(t, "validate", "--data", data); err != nil {

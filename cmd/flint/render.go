@@ -102,11 +102,11 @@ func openExistingPKI(data string, log *slog.Logger) (*pki.PKI, error) {
 	dir := filepath.Join(data, "pki")
 	p, err := pki.OpenExisting(dir, time.Now, log)
 	if errors.Is(err, pki.ErrNoPKI) {
-		where := dir
+		full := ""
 		if abs, aerr := filepath.Abs(dir); aerr == nil && abs != dir {
-			where += " (" + abs + ")"
+			full = " (full path " + abs + ")"
 		}
-		return nil, fmt.Errorf("no PKI in %s: %w\nthis command only reads the data directory; pass --data with the directory of your flint serve, or run `flint serve --data %s` once to create the CA and tokens there", where, err, data)
+		return nil, fmt.Errorf("%w%s\nthis command only reads the data directory; pass --data with the directory of your flint serve, or run `flint serve --data %s` once to create the CA and tokens there", err, full, data)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open the PKI in %s: %w", dir, err)
