@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -213,6 +216,39 @@ func TestFailedServeKeepsExistingPKI(t *testing.T) {
 	for _, f := range before {
 		if !have[f] {
 			t.Errorf("a failed serve removed pki/%s", f)
+		}
+	}
+}
+
+func TestServedPKIStays(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	f := loopbackConfig(t, freePort(t), freePort(t), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	cmd := newRootCmd()
+	cmd.SetOut(pw)
+	cmd.SetErr(io.Discard)
+	cmd.SetArgs([]string{"serve", "--log-level", "error", "--config", f, "--data", data})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx); pw.Close() }()
+
+	sc := bufio.NewScanner(pr)
+	served := false
+	for !served && sc.Scan() {
+		served = strings.HasPrefix(sc.Text(), "flint "+version+" serving")
+	}
+	go io.Copy(io.Discard, pr)
+	if !served {
+		t.Fatalf("serve printed no banner: %v", <-done)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve stopped with %v", err)
+	}
+	for _, name := range []string{"ca.key", "ca.crt", "k3s-token", "admin-token"} {
+		if _, err := os.Stat(filepath.Join(data, "pki", name)); err != nil {
+			t.Errorf("the PKI of a serve that started is gone after it stopped: %v", err)
 		}
 	}
 }

@@ -209,7 +209,11 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		})
 	})
 
-	if err := waitHealthy(ctx, localAddr(listen, cfg.Server.HTTPPort)); err != nil {
+	err = waitHealthy(ctx, localAddr(listen, cfg.Server.HTTPPort))
+	if err == nil {
+		err = context.Cause(ctx) // DHCP or TFTP failed to bind meanwhile
+	}
+	if err != nil {
 		cancel(err)
 	} else {
 		ready = true
