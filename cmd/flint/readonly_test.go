@@ -170,8 +170,8 @@ func TestFailedServeLeavesNoPKI(t *testing.T) {
 		f := loopbackConfig(t, busy.Addr().(*net.TCPAddr).Port, freePort(t), "")
 		data := filepath.Join(t.TempDir(), "data")
 		_, _, err = runCLI(t, "serve", "--log-level", "error", "--config", f, "--data", data)
-		if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) {
-			t.Fatalf("want an error naming the busy %s, got %v", busy.Addr(), err)
+		if err == nil || !strings.Contains(err.Error(), busy.Addr().String()) || !strings.Contains(err.Error(), "change server.http_port in "+f) {
+			t.Fatalf("want an error naming the busy %s and the field to change, got %v", busy.Addr(), err)
 		}
 		if _, err := os.Stat(filepath.Join(data, "pki")); !os.IsNotExist(err) {
 			t.Fatalf("a failed serve left %s/pki behind: %v", data, filesUnder(t, data))

@@ -96,7 +96,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	httpAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPPort))
 	httpsAddr := net.JoinHostPort(listen, strconv.Itoa(cfg.Server.HTTPSPort))
 	// A busy port is the usual failed start: find it before the PKI exists.
-	if err := checkPortsFree(httpAddr, httpsAddr); err != nil {
+	if err := checkPortFree(httpAddr, "server.http_port", cfg.Source); err != nil {
+		return err
+	}
+	if err := checkPortFree(httpsAddr, "server.https_port", cfg.Source); err != nil {
 		return err
 	}
 
@@ -242,18 +245,15 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	return first
 }
 
-// checkPortsFree binds each TCP address and lets it go again, so that a port
-// another program holds stops flint before it creates anything. serve binds
+// checkPortFree binds the TCP address and lets it go again, so that a port
+// another program holds stops flint before it creates its PKI. serve binds
 // for real moments later; what fails then is still reported.
-func checkPortsFree(addrs ...string) error {
-	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w (is another server using the port? stop it, or change server.http_port or server.https_port in the config)", a, err)
-		}
-		ln.Close()
+func checkPortFree(addr, field, source string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w: is another server using the port? stop it, or change %s in %s", addr, err, field, source)
 	}
-	return nil
+	return ln.Close()
 }
 
 // servingTLS is the HTTPS listener's TLS: a certificate from flint's CA for
