@@ -25,6 +25,7 @@ import (
 	"github.com/flint-boot/flint/httpd"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
@@ -130,7 +131,8 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		return err
 	}
 	defer lc.Close() // before the store closes: a running rejoin still writes
-	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"))
+	met := metrics.New(version)
+	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"), met)
 	if err != nil {
 		return err
 	}
@@ -144,8 +146,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 				detail = "failed: " + err.Error()
 			}
 			rec.RecordFromIP(client, "tftp "+file, detail)
+			met.TFTPTransfer(file, n, err == nil)
 		},
 	}, log.With("service", "tftp"))
+	registerCounts(met, rec, dhcpSrv, tftpSrv)
 	httpSrv, err := httpd.New(httpd.Options{
 		Config:     cfg,
 		State:      rec,
@@ -155,6 +159,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		AssetsDir:  assetsDir,
 		CACert:     secrets.CACertPEM(),
 		AdminToken: secrets.AdminToken(),
+		Metrics:    met,
 		Log:        log.With("service", "http"),
 	})
 	if err != nil {
