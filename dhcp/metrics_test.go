@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -50,5 +51,25 @@ func TestPacketsCounted(t *testing.T) {
 		if strings.HasPrefix(ln, "flint_dhcp_packets_total{") && strings.Contains(ln, "99") {
 			t.Errorf("a made-up message type became a label: %s", ln)
 		}
+	}
+}
+
+// TestPoolStats: the pool's size leaves out nothing it need not, and bound
+// leases, declined addresses and pending offers are counted as they change.
+func TestPoolStats(t *testing.T) {
+	s, c := newTestServer(t, testConfig(t, cfgOpts{poolStart: "198.18.0.100", poolEnd: "198.18.0.199"}), newMemStore())
+	if got := s.PoolStats(); got != (PoolStats{Size: 100}) {
+		t.Fatalf("empty pool: %+v", got)
+	}
+	for _, mac := range []string{"02:00:00:00:01:01", "02:00:00:00:01:02", "02:00:00:00:01:03"} {
+		dora(t, s, mac)
+	}
+	exchange(t, s, packet("02:00:00:00:01:04", dhcpv4.MessageTypeDiscover))
+	if got := s.PoolStats(); got != (PoolStats{Size: 100, Bound: 3, Offered: 1}) {
+		t.Errorf("3 bound, 1 offered: %+v", got)
+	}
+	c.Advance(2 * time.Hour) // past lease_time and offer_hold
+	if got := s.PoolStats(); got != (PoolStats{Size: 100}) {
+		t.Errorf("after the leases expired: %+v", got)
 	}
 }

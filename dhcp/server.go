@@ -449,3 +449,11 @@ func typeLabel(t dhcpv4.MessageType) string {
 	}
 	return "other"
 }
+
+// PoolStats counts the address pool (full mode with a pool; zero otherwise).
+func (s *Server) PoolStats() PoolStats {
+	if s.alloc == nil {
+		return PoolStats{}
+	}
+	return s.alloc.stats(s.now())
+}

@@ -95,6 +95,7 @@ scrape_configs:
 		{`flint_ignition_configs_total{kind="pointer",verdict="serve"}`, "1"},
 		{`flint_http_requests_total{listener="http",route="/machines/:mac/boot.ipxe",code="200"}`, "1"},
 		{`flint_build_info{job="flint"}`, "1"},
+		{`flint_machines{state="installing"}`, "1"},
 	} {
 		t.Run(c.expr, func(t *testing.T) {
 			err := eventually(30*time.Second, 500*time.Millisecond, func() error {

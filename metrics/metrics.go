@@ -193,3 +193,25 @@ func (b *boundedSet) known(v string) string {
 	}
 	return "other"
 }
+
+// GaugesBy registers a gauge family with one label, whose values f counts
+// at each scrape (e.g. machines by lifecycle state). f's keys must come
+// from a fixed set.
+func (m *Metrics) GaugesBy(name, help, label string, f func() map[string]int) {
+	if m != nil {
+		m.reg.MustRegister(&gaugesBy{desc: prometheus.NewDesc(name, help, []string{label}, nil), f: f})
+	}
+}
+
+type gaugesBy struct {
+	desc *prometheus.Desc
+	f    func() map[string]int
+}
+
+func (g *gaugesBy) Describe(ch chan<- *prometheus.Desc) { ch <- g.desc }
+
+func (g *gaugesBy) Collect(ch chan<- prometheus.Metric) {
+	for k, v := range g.f() {
+		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(v), k)
+	}
+}
