@@ -34,6 +34,8 @@ type Metrics struct {
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 	configs       *prometheus.CounterVec
+	rejoins       *prometheus.CounterVec
+	rejoinTime    prometheus.Histogram
 
 	files boundedSet
 }
@@ -68,6 +70,15 @@ func New(version string) *Metrics {
 			Name: "flint_ignition_configs_total",
 			Help: "Ignition config requests decided, by kind (pointer over HTTP, secret over HTTPS) and verdict (serve, refuse, wait, unknown).",
 		}, []string{"kind", "verdict"}),
+		rejoins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flint_etcd_rejoins_total",
+			Help: "etcd member replacements for rebuilt servers, by result (replaced; refused_healthy: the member still ran; failed: quorum or etcd said no, retried later).",
+		}, []string{"result"}),
+		rejoinTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flint_etcd_rejoin_duration_seconds",
+			Help:    "Time to check the members and replace a rebuilt server's etcd member (successful replacements).",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}),
 		files: boundedSet{max: maxFileLabels},
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -75,7 +86,7 @@ func New(version string) *Metrics {
 		Help: "flint's version and the Go version it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.dhcpPackets, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, build,
+	m.reg.MustRegister(m.dhcpPackets, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, m.rejoins, m.rejoinTime, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -157,6 +168,18 @@ func (m *Metrics) HTTPRequest(listener, route, method string, code int, d time.D
 func (m *Metrics) Config(kind, verdict string) {
 	if m != nil {
 		m.configs.WithLabelValues(kind, verdict).Inc()
+	}
+}
+
+// EtcdRejoin counts one member replacement attempt: result is replaced,
+// refused_healthy or failed; d is observed for replacements.
+func (m *Metrics) EtcdRejoin(result string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.rejoins.WithLabelValues(result).Inc()
+	if result == "replaced" {
+		m.rejoinTime.Observe(d.Seconds())
 	}
 }
 

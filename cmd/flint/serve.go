@@ -122,16 +122,17 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		Known:            knownMACs(cfg),
 	}, log.With("service", "events"))
 	defer rec.Stop() // writes what is queued, before the store closes
+	met := metrics.New(version)
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
 		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
 		ReportKey: secrets.ReportKey(),
 		Log:       log.With("service", "lifecycle"),
+		Metrics:   met,
 	})
 	if err != nil {
 		return err
 	}
 	defer lc.Close() // before the store closes: a running rejoin still writes
-	met := metrics.New(version)
 	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"), met)
 	if err != nil {
 		return err
