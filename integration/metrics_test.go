@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,6 +40,17 @@ func TestPrometheus(t *testing.T) {
 		}
 		if code, r := l.Curl(mon.NS, "-o", "/dev/null", flintHTTP+"/metrics"); code != "404" {
 			t.Errorf("GET /metrics on plain HTTP: %s\n%s", code, r)
+		}
+	})
+
+	t.Run("promtool check metrics", func(t *testing.T) {
+		out := filepath.Join(l.Dir, "metrics.txt")
+		code, r := l.Curl(mon.NS, "--cacert", ca, "-H", "Authorization: Bearer "+readToken(t, filepath.Join(data, "pki", "admin-token")), "-o", out, flintHTTPS+"/metrics")
+		if code != "200" {
+			t.Fatalf("GET /metrics with the token: %s\n%s", code, r)
+		}
+		if r := l.Run("", 20*time.Second, "sh", "-c", "promtool check metrics < "+out); r.Err != nil || strings.TrimSpace(r.Stdout+r.Stderr) != "" {
+			t.Errorf("promtool check metrics on flint's /metrics:\n%s", r)
 		}
 	})
 
@@ -113,4 +126,14 @@ scrape_configs:
 			}
 		})
 	}
+}
+
+// readToken is a token file's one line.
+func readToken(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
