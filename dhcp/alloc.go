@@ -378,3 +378,61 @@ func (a *allocator) leaseFor(mac string) (store.Lease, bool) {
 	l, ok := a.leases[ip]
 	return l, ok
 }
+
+// PoolStats is what the pool holds now: its size (config machines' reserved
+// addresses and flint's own excluded), the addresses bound or declined in it,
+// and the offers waiting for their REQUEST.
+type PoolStats struct {
+	Size, Bound, Declined, Offered int
+}
+
+// stats counts the pool. It walks the leases, never the pool: a /16 pool
+// costs nothing until it is used.
+func (a *allocator) stats(now time.Time) PoolStats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.pruneHolds(now)
+	var st PoolStats
+	if a.pool == nil || !a.pool.StartIP.IsValid() {
+		return st
+	}
+	st.Size = addrSpan(a.pool.StartIP, a.pool.EndIP)
+	for ip := range a.excluded {
+		if a.pool.Contains(ip) {
+			st.Size--
+		}
+	}
+	for ip := range a.reservedBy {
+		if a.pool.Contains(ip) && a.excluded[ip] == "" {
+			st.Size--
+		}
+	}
+	for ip, l := range a.leases {
+		if !a.pool.Contains(ip) || a.reservedBy[ip] != "" || !l.Expires.After(now) {
+			continue
+		}
+		switch l.State {
+		case store.LeaseBound:
+			st.Bound++
+		case store.LeaseDeclined:
+			st.Declined++
+		}
+	}
+	for ip := range a.heldBy {
+		if a.pool.Contains(ip) {
+			st.Offered++
+		}
+	}
+	return st
+}
+
+// addrSpan is the number of IPv4 addresses from a to b inclusive.
+func addrSpan(a, b netip.Addr) int {
+	x, y := a.As4(), b.As4()
+	u := uint32(x[0])<<24 | uint32(x[1])<<16 | uint32(x[2])<<8 | uint32(x[3])
+	v := uint32(y[0])<<24 | uint32(y[1])<<16 | uint32(y[2])<<8 | uint32(y[3])
+	if v < u {
+		return 0
+	}
+	return int(v-u) + 1
+}

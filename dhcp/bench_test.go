@@ -33,7 +33,7 @@ machines: [{mac: "02:00:c6:12:00:0a", hostname: nuc1, ip: 198.18.0.10, role: ser
 			if err != nil {
 				b.Fatal(err)
 			}
-			s, err := New(cfg, st, nil)
+			s, err := New(cfg, st, nil, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -114,7 +114,7 @@ func TestServeReportsBindErrors(t *testing.T) {
 
 func TestServeOffMode(t *testing.T) {
 	cfg := testConfig(t, cfgOpts{mode: "off"})
-	s, err := New(cfg, nil, nil)
+	s, err := New(cfg, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,16 +133,16 @@ func TestServeOffMode(t *testing.T) {
 
 func TestNewChecksItsInputs(t *testing.T) {
 	cfg := testConfig(t, cfgOpts{})
-	if _, err := New(cfg, nil, nil); err == nil {
+	if _, err := New(cfg, nil, nil, nil); err == nil {
 		t.Error("full mode without a store accepted")
 	}
 	bad := *cfg
 	bad.Server.AddressIP = ipFrom(nil)
-	if _, err := New(&bad, newMemStore(), nil); err == nil {
+	if _, err := New(&bad, newMemStore(), nil, nil); err == nil {
 		t.Error("unresolved server address accepted")
 	}
 	loadErr := &failingLeases{memStore: newMemStore()}
-	if _, err := New(cfg, loadErr, nil); err == nil || !errors.Is(err, errLeases) {
+	if _, err := New(cfg, loadErr, nil, nil); err == nil || !errors.Is(err, errLeases) {
 		t.Errorf("lease load error = %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/internal/sockbuf"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -65,12 +67,20 @@ type Server struct {
 	unknownMu     sync.Mutex
 	unknownEvents tokenBucket
 	dropped       atomic.Uint64 // sightings not recorded, see DroppedSightings
+
+	metrics *metrics.Metrics
 }
 
 // New builds the DHCP service; in full mode it loads the persisted leases
 // from st (expired ones are dropped).
-func New(cfg *config.Config, st store.Store, log *slog.Logger) (*Server, error) {
-	return newServer(cfg, st, log, time.Now)
+// m counts the packets it handles (nil: nothing is counted).
+func New(cfg *config.Config, st store.Store, log *slog.Logger, m *metrics.Metrics) (*Server, error) {
+	s, err := newServer(cfg, st, log, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	return s, nil
 }
 
 // newServer is New with a clock (tests set the time).
@@ -245,13 +255,16 @@ func (s *Server) serveOne(conn *net.UDPConn, pkt []byte, peer *net.UDPAddr, via 
 	}()
 	req, err := dhcpv4.FromBytes(pkt)
 	if err != nil {
+		s.metrics.DHCPPacket("malformed", "")
 		s.log.Debug("malformed DHCP packet ignored", "peer", peer, "via", via, "err", err)
 		return
 	}
 	reply, dst := s.handle(req, peer, via)
 	if reply == nil {
+		s.metrics.DHCPPacket(typeLabel(req.MessageType()), "")
 		return
 	}
+	s.metrics.DHCPPacket(typeLabel(req.MessageType()), typeLabel(reply.MessageType()))
 	if _, err := conn.WriteToUDP(reply.ToBytes(), dst); err != nil {
 		s.log.Warn("dhcp: send reply", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "type", reply.MessageType().String(), "to", dst, "err", err)
 	}
@@ -421,4 +434,26 @@ func clientDest(req *dhcpv4.DHCPv4, peer *net.UDPAddr, nak bool) *net.UDPAddr {
 		return &net.UDPAddr{IP: ipOf(ciaddr), Port: port}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: port}
+}
+
+// typeLabel is a DHCP message type as a metric label: one of RFC 2132's
+// eight, "none" without option 53, "other" for any other value (a client
+// chooses it: it must not add series).
+func typeLabel(t dhcpv4.MessageType) string {
+	switch t {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
+		dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform:
+		return strings.ToLower(t.String())
+	case dhcpv4.MessageTypeNone:
+		return "none"
+	}
+	return "other"
+}
+
+// PoolStats counts the address pool (full mode with a pool; zero otherwise).
+func (s *Server) PoolStats() PoolStats {
+	if s.alloc == nil {
+		return PoolStats{}
+	}
+	return s.alloc.stats(s.now())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/flint-boot/flint/events"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -57,6 +58,7 @@ type fixture struct {
 	kernel []byte // assets/flatcar/vmlinuz
 	efi    []byte // ipxe/ipxe.efi, a symlink to boot/ipxe.efi like Debian's
 	logs   *syncBuffer
+	met    *metrics.Metrics
 }
 
 type syncBuffer struct {
@@ -114,8 +116,9 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.lc.Close)
+	f.met = metrics.New("test")
 	f.s, err = New(Options{Config: cfg, State: f.rec, Timeline: f.rec, Lifecycle: f.lc, Renderer: fakeRenderer{},
-		AssetsDir: f.assets, CACert: []byte(testCA), AdminToken: testAdminToken, Log: log})
+		AssetsDir: f.assets, CACert: []byte(testCA), AdminToken: testAdminToken, Metrics: f.met, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,11 @@ func configRequest(c echo.Context, pointer bool) (lifecycle.ConfigRequest, error
 
 // answer turns a refusal or wait into its HTTP answer (nil when served).
 func (s *Server) answer(c echo.Context, a lifecycle.Admission) error {
+	kind := "secret"
+	if a.Pointer() {
+		kind = "pointer"
+	}
+	s.Metrics.Config(kind, a.Verdict.String())
 	switch a.Verdict {
 	case lifecycle.Unknown:
 		s.recordUnknown(a.From(), a.MAC(), EventIgnitionUnknown, "404: not in the config")

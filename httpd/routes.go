@@ -63,6 +63,26 @@ var routes = []route{
 	{getM, "/api/v1/leases", onHTTPS | onSocket, true, "DHCP leases (admin)", (*Server).apiLeases},
 	{getM, "/api/v1/machines/:mac/events", onHTTPS | onSocket, true, "a machine's boot timeline (admin)", (*Server).apiMachineEvents},
 	{postM, "/api/v1/machines/:name/reprovision", onHTTPS | onSocket, true, `arm a reinstall, JSON body {"confirm": true} (admin)`, (*Server).apiReprovision},
+	{getM, "/metrics", onHTTPS | onSocket, true, "Prometheus metrics (admin)", (*Server).metrics},
+}
+
+// patterns is the set of the route table's paths: the only route labels a
+// metric gets (a request path is the client's to choose).
+var patterns = func() map[string]bool {
+	m := map[string]bool{}
+	for _, r := range routes {
+		m[r.path] = true
+	}
+	return m
+}()
+
+// routePattern is p if it is one of the route table's paths, else "" (no
+// route matched).
+func routePattern(p string) string {
+	if patterns[p] {
+		return p
+	}
+	return ""
 }
 
 // matches reports whether a route path (with :params and a trailing *)

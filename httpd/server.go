@@ -32,6 +32,7 @@ import (
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -98,7 +99,9 @@ type Options struct {
 	// AdminToken authorises remote admin API calls over HTTPS
 	// (Authorization: Bearer ...). Empty: the admin API is on the socket only.
 	AdminToken string
-	Log        *slog.Logger
+	// Metrics counts requests and serves /metrics; nil: neither.
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
 }
 
 // Server answers flint's HTTP routes.
@@ -253,9 +256,10 @@ func (s *Server) Serve(ctx context.Context, l Listen) error {
 	return first
 }
 
-// accessLog logs every request once it is answered. It renders errors itself
-// (instead of leaving that to echo after the chain) so that the status and
-// size it logs are the ones sent. Tokens in the query are never logged.
+// accessLog logs and counts every request once it is answered. It renders
+// errors itself (instead of leaving that to echo after the chain) so that the
+// status and size it logs are the ones sent. Tokens in the query are never
+// logged.
 func (s *Server) accessLog(l listener) echo.MiddlewareFunc {
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
@@ -271,6 +275,7 @@ func (s *Server) accessLog(l listener) echo.MiddlewareFunc {
 			case req.URL.Path == "/healthz":
 				level = slog.LevelDebug // monitoring polls it; keep it out of the normal log
 			}
+			s.Metrics.HTTPRequest(l.String(), routePattern(c.Path()), req.Method, res.Status, time.Since(start))
 			s.log.Log(req.Context(), level, "http",
 				"listener", l.String(),
 				"method", req.Method,

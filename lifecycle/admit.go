@@ -302,3 +302,6 @@ func (a Admission) MAC() config.MAC { return a.req.MAC }
 
 // From is the requester's address.
 func (a Admission) From() netip.Addr { return a.req.From }
+
+// Pointer says whether the request was for the pointer config.
+func (a Admission) Pointer() bool { return a.req.Pointer }

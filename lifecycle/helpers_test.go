@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -30,6 +32,7 @@ type fixture struct {
 	m     *Manager
 	etc   *fakeEtcd
 	clock *clock
+	met   *metrics.Metrics
 }
 
 type clock struct {
@@ -113,7 +116,7 @@ func newFixtureWith(t *testing.T, mode, install string, wrap func(store.Store) s
 	if wrap != nil {
 		st = wrap(bolt)
 	}
-	f := &fixture{cfg: cfg, st: st, etc: &fakeEtcd{}, clock: &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}}
+	f := &fixture{cfg: cfg, st: st, etc: &fakeEtcd{}, clock: &clock{t: time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)}, met: metrics.New("test")}
 	f.m, err = New(cfg, st, Options{
 		Connect: func(ctx context.Context, endpoints []string) (Rejoiner, error) {
 			f.etc.mu.Lock()
@@ -123,6 +126,7 @@ func newFixtureWith(t *testing.T, mode, install string, wrap func(store.Store) s
 		},
 		ReportKey: testKey,
 		Now:       f.clock.Now,
+		Metrics:   f.met,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -223,4 +227,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// metrics is the Prometheus exposition of the fixture's metrics.
+func (f *fixture) metrics(t *testing.T) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	f.met.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	return rec.Body.String()
 }

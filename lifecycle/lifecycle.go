@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -100,6 +101,8 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Metrics counts etcd member replacements; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Manager keeps the lifecycle in the store. Safe for concurrent use.
@@ -110,6 +113,7 @@ type Manager struct {
 	reportKey []byte
 	log       *slog.Logger
 	now       func() time.Time
+	metrics   *metrics.Metrics
 
 	// RetryRejoin is how long after a failed membership change the next
 	// config request tries again.
@@ -150,7 +154,7 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, st: st, connect: opts.Connect, reportKey: append([]byte(nil), opts.ReportKey...),
-		log: opts.Log, now: opts.Now, RetryRejoin: 10 * time.Second,
+		log: opts.Log, now: opts.Now, metrics: opts.Metrics, RetryRejoin: 10 * time.Second,
 		ctx: ctx, cancel: cancel,
 		preparing: map[config.MAC]bool{}, failed: map[config.MAC]rejoinErr{},
 	}, nil

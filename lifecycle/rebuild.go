@@ -121,12 +121,15 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 	}
 	switch {
 	case healthy:
+		m.metrics.EtcdRejoin("refused_healthy", 0)
 		m.log.Warn("config request for a running etcd member refused; its member was not touched", "machine", mc.Hostname, "from", from, "err", err)
 		m.record(mc.HW, from, "etcd rejoin refused", "the member still runs and is healthy; nothing was changed")
 	case err != nil:
+		m.metrics.EtcdRejoin("failed", 0)
 		m.log.Error("etcd member replacement refused; the node waits and flint retries", "machine", mc.Hostname, "err", err)
 		m.record(mc.HW, from, "etcd rejoin refused", err.Error())
 	default:
+		m.metrics.EtcdRejoin("replaced", m.now().Sub(start))
 		m.log.Info("etcd member replaced; serving the node its config with state existing", "machine", mc.Hostname, "took", m.now().Sub(start).Round(time.Millisecond))
 		m.record(mc.HW, from, "etcd rejoin prepared", fmt.Sprintf("member re-added in %s", m.now().Sub(start).Round(time.Millisecond)))
 	}

@@ -96,6 +96,9 @@ func TestServerRebuild(t *testing.T) {
 	if !strings.Contains(f.events(t, nuc2), "etcd rejoin prepared") {
 		t.Errorf("timeline:\n%s", f.events(t, nuc2))
 	}
+	if m := f.metrics(t); !strings.Contains(m, `flint_etcd_rejoins_total{result="replaced"} 1`) || !strings.Contains(m, "flint_etcd_rejoin_duration_seconds_count 1") {
+		t.Errorf("the replacement is not counted:\n%s", m)
+	}
 }
 
 // TestLiveServerRebootRejoins: a live server runs from RAM: after its first
@@ -168,6 +171,9 @@ func TestRebuildRefusedWithoutQuorum(t *testing.T) {
 	}
 	if f.state(t, nuc2).EtcdRejoin {
 		t.Fatal("a refused rejoin must not render state existing")
+	}
+	if m := f.metrics(t); !strings.Contains(m, `flint_etcd_rejoins_total{result="failed"} 1`) || strings.Contains(m, `result="replaced"`) {
+		t.Errorf("the refusal is not counted as failed:\n%s", m)
 	}
 	if _, err := f.m.Reprovision("nuc9", true); !errors.Is(err, ErrNoMachine) || !strings.Contains(err.Error(), "known: nuc1, nuc2, nuc3, nuc4") {
 		t.Fatalf("unknown name: %v", err)

@@ -30,6 +30,7 @@ TEST=(
   gcc             # cgo for the Ignition build
   libc6-dev       # cgo for the Ignition build
   binutils        # strip: a smaller Ignition in the initramfs
+  prometheus      # a real Prometheus scrapes /metrics; promtool checks the exposition
 )
 
 case "${1:-}" in

@@ -26,6 +26,7 @@ import (
 	"github.com/flint-boot/flint/httpd"
 	"github.com/flint-boot/flint/ignition"
 	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 	"github.com/flint-boot/flint/tftp"
@@ -149,16 +150,18 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		Known:            knownMACs(cfg),
 	}, log.With("service", "events"))
 	defer rec.Stop() // writes what is queued, before the store closes
+	met := metrics.New(version)
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
 		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
 		ReportKey: secrets.ReportKey(),
 		Log:       log.With("service", "lifecycle"),
+		Metrics:   met,
 	})
 	if err != nil {
 		return err
 	}
 	defer lc.Close() // before the store closes: a running rejoin still writes
-	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"))
+	dhcpSrv, err := dhcp.New(cfg, rec, log.With("service", "dhcp"), met)
 	if err != nil {
 		return err
 	}
@@ -172,8 +175,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 				detail = "failed: " + err.Error()
 			}
 			rec.RecordFromIP(client, "tftp "+file, detail)
+			met.TFTPTransfer(file, n, err == nil)
 		},
 	}, log.With("service", "tftp"))
+	registerCounts(met, cfg, rec, dhcpSrv, tftpSrv)
 	httpSrv, err := httpd.New(httpd.Options{
 		Config:     cfg,
 		State:      rec,
@@ -183,6 +188,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		AssetsDir:  assetsDir,
 		CACert:     secrets.CACertPEM(),
 		AdminToken: secrets.AdminToken(),
+		Metrics:    met,
 		Log:        log.With("service", "http"),
 	})
 	if err != nil {

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/dhcp"
+	"github.com/flint-boot/flint/events"
+	"github.com/flint-boot/flint/metrics"
+	"github.com/flint-boot/flint/store"
+	"github.com/flint-boot/flint/tftp"
+)
+
+// registerCounts exposes what the services and the store keep anyway, read
+// at each scrape.
+func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder, d *dhcp.Server, t *tftp.Server) {
+	m.CounterFunc("flint_events_dropped_total",
+		"Timeline events (sightings, transfers, downloads) dropped because the write queue was full (limits.pending_events).",
+		func() float64 { return float64(rec.Dropped()) })
+	m.CounterFunc("flint_dhcp_sightings_dropped_total",
+		"DHCP sightings of machines not in the config that were not recorded (rate limit or full queue).",
+		func() float64 { return float64(d.DroppedSightings()) })
+	m.CounterFunc("flint_tftp_refused_total",
+		"TFTP read requests refused because limits.tftp_transfers or limits.tftp_transfers_per_client was reached.",
+		func() float64 { return float64(t.Stats().Refused) })
+	m.GaugeFunc("flint_tftp_transfers_active", "TFTP transfers running now.",
+		func() float64 { return float64(t.Stats().Active) })
+	m.GaugeFunc("flint_tftp_cached_bytes", "Bytes of iPXE binaries kept in memory for TFTP.",
+		func() float64 { return float64(t.Stats().CachedBytes) })
+	if cfg.DHCP.Mode == config.ModeFull && cfg.DHCP.Pool != nil {
+		m.GaugeFunc("flint_dhcp_pool_addresses", "Addresses of dhcp.pool flint may hand out (reservations and its own excluded).",
+			func() float64 { return float64(d.PoolStats().Size) })
+		m.GaugesBy("flint_dhcp_pool_leases", "Unexpired leases in dhcp.pool, by state (bound, declined, offered: held for a REQUEST).", "state",
+			func() map[string]int {
+				st := d.PoolStats()
+				return map[string]int{"bound": st.Bound, "declined": st.Declined, "offered": st.Offered}
+			})
+	}
+	m.GaugesBy("flint_machines", "The config's machines by lifecycle state (each looked up by key at each scrape).", "state",
+		func() map[string]int { return machinesByState(cfg, rec) })
+}
+
+// machinesByState counts the config's machines by state; a machine without
+// a record yet is ready, and a record that cannot be read counts as
+// "unreadable" (the store's error is in flint's log when a request meets it).
+func machinesByState(cfg *config.Config, st store.Store) map[string]int {
+	out := map[string]int{}
+	for _, s := range []store.State{store.StateReady, store.StateInstalling, store.StateInstalled, store.StateReprovision} {
+		out[string(s)] = 0
+	}
+	for i := range cfg.Machines {
+		rec, ok, err := st.Machine(cfg.Machines[i].MAC)
+		switch {
+		case err != nil:
+			out["unreadable"]++
+		case !ok || rec.State == "":
+			out[string(store.StateReady)]++
+		default:
+			if _, fixed := out[string(rec.State)]; fixed {
+				out[string(rec.State)]++
+			} else {
+				out["other"]++
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,139 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPrometheus: a real Prometheus (Debian's) on a monitoring host of the
+// LAN scrapes flint's /metrics over HTTPS, checking flint's certificate
+// against its CA and sending the admin token, and after a machine fetched
+// its script and config the queries for those counters answer.
+func TestPrometheus(t *testing.T) {
+	needRoot(t)
+	needBinaries(t)
+	needTools(t, "curl", "prometheus")
+	l := NewLab(t)
+	data := filepath.Join(l.Dir, "data")
+	// Stand-ins for the files a server's config names (their hashes go in).
+	for _, f := range []string{"flatcar/flatcar_production_pxe.vmlinuz", "flatcar/flatcar_production_pxe_image.cpio.gz", "k3s/k3s", "etcd/etcd", "etcd/etcdctl"} {
+		l.writeFile(t, "data/assets/"+f, "stand-in "+f, 0o644)
+	}
+	cfg := l.WriteConfig(t, siteConfig{Mode: "off", Machines: []machine{node1}})
+	l.StartFlint(t, cfg, data)
+	mon := l.AddHost(t, "mon", "52:54:00:ee:00:09")
+	mon.SetAddress(t, "198.18.0.29/24")
+	nuc := l.AddHost(t, "nuc", node1.MAC)
+	nuc.SetAddress(t, node1.IP+"/24")
+	ca := filepath.Join(data, "pki", "ca.crt")
+
+	t.Run("scrape needs the admin token", func(t *testing.T) {
+		if code, r := l.Curl(mon.NS, "--cacert", ca, "-o", "/dev/null", flintHTTPS+"/metrics"); code != "401" {
+			t.Errorf("GET /metrics without the token: %s\n%s", code, r)
+		}
+		if code, r := l.Curl(mon.NS, "-o", "/dev/null", flintHTTP+"/metrics"); code != "404" {
+			t.Errorf("GET /metrics on plain HTTP: %s\n%s", code, r)
+		}
+	})
+
+	t.Run("promtool check metrics", func(t *testing.T) {
+		out := filepath.Join(l.Dir, "metrics.txt")
+		code, r := l.Curl(mon.NS, "--cacert", ca, "-H", "Authorization: Bearer "+readToken(t, filepath.Join(data, "pki", "admin-token")), "-o", out, flintHTTPS+"/metrics")
+		if code != "200" {
+			t.Fatalf("GET /metrics with the token: %s\n%s", code, r)
+		}
+		if r := l.Run("", 20*time.Second, "sh", "-c", "promtool check metrics < "+out); r.Err != nil || strings.TrimSpace(r.Stdout+r.Stderr) != "" {
+			t.Errorf("promtool check metrics on flint's /metrics:\n%s", r)
+		}
+	})
+
+	// What a booting machine does: its script, the pointer, its config.
+	code, r := l.Curl(nuc.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
+	tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
+	if code != "200" || tok == nil {
+		t.Fatalf("script: %s, no token\n%s", code, r)
+	}
+	q := "/ignition?mac=" + hexhyp(node1.MAC) + "&token=" + tok[1]
+	if code, r := l.Curl(nuc.NS, "-o", "/dev/null", flintHTTP+q); code != "200" {
+		t.Fatalf("pointer: %s\n%s", code, r)
+	}
+	if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", "/dev/null", flintHTTPS+q); code != "200" {
+		t.Fatalf("config: %s\n%s", code, r)
+	}
+
+	u, _ := url.Parse(flintHTTPS)
+	prom := l.writeFile(t, "prometheus.yml", fmt.Sprintf(`global: {scrape_interval: 1s, scrape_timeout: 1s}
+scrape_configs:
+  - job_name: flint
+    scheme: https
+    tls_config: {ca_file: %s}
+    authorization: {credentials_file: %s}
+    static_configs: [{targets: ["%s"]}]
+`, ca, filepath.Join(data, "pki", "admin-token"), u.Host), 0o644)
+	l.Start(t, mon.NS, "prometheus", "prometheus", "--config.file="+prom,
+		"--storage.tsdb.path="+filepath.Join(l.Dir, "prometheus"), "--web.listen-address=127.0.0.1:9090", "--log.level=warn")
+
+	query := func(expr string) (string, error) {
+		code, r := l.Curl(mon.NS, "-G", "--data-urlencode", "query="+expr, "http://127.0.0.1:9090/api/v1/query")
+		if code != "200" {
+			return "", fmt.Errorf("query %s: %s %s", expr, code, r.Stdout)
+		}
+		var res struct {
+			Status string
+			Data   struct {
+				Result []struct {
+					Value [2]any
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+			return "", fmt.Errorf("query %s: %v: %s", expr, err, r.Stdout)
+		}
+		if res.Status != "success" || len(res.Data.Result) != 1 {
+			return "", fmt.Errorf("query %s: %s", expr, r.Stdout)
+		}
+		v, _ := res.Data.Result[0].Value[1].(string)
+		return v, nil
+	}
+	for _, c := range []struct{ expr, want string }{
+		{`up{job="flint"}`, "1"},
+		{`flint_ignition_configs_total{kind="secret",verdict="serve"}`, "1"},
+		{`flint_ignition_configs_total{kind="pointer",verdict="serve"}`, "1"},
+		{`flint_http_requests_total{listener="http",route="/machines/:mac/boot.ipxe",code="200"}`, "1"},
+		{`flint_build_info{job="flint"}`, "1"},
+		{`flint_machines{state="installing"}`, "1"},
+	} {
+		t.Run(c.expr, func(t *testing.T) {
+			err := eventually(30*time.Second, 500*time.Millisecond, func() error {
+				v, err := query(c.expr)
+				if err != nil {
+					return err
+				}
+				if v != c.want {
+					return fmt.Errorf("%s = %s, want %s", c.expr, v, c.want)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// readToken is a token file's one line.
+func readToken(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}

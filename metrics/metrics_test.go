@@ -1,0 +1,114 @@
+package metrics
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flint-boot/flint/internal/testenv"
+)
+
+func scrape(t *testing.T, m *Metrics) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("GET /metrics: %d", rec.Code)
+	}
+	body, _ := io.ReadAll(rec.Body)
+	return string(body)
+}
+
+// TestExposition: every family flint keeps is exposed with the values
+// counted, and `promtool check metrics` (Debian's prometheus package) finds
+// nothing wrong with names, units, help texts or types.
+func TestExposition(t *testing.T) {
+	m := New("v1.2.3")
+	m.DHCPPacket("DISCOVER", "OFFER")
+	m.DHCPPacket("RELEASE", "")
+	m.TFTPTransfer("ipxe.efi", 1000, true)
+	m.TFTPTransfer("ipxe.efi", 0, false)
+	m.HTTPRequest("http", "/machines/:mac/boot.ipxe", "GET", 200, 3*time.Millisecond)
+	m.Config("secret", "serve")
+	m.CounterFunc("flint_events_dropped_total", "Timeline events dropped because the queue was full.", func() float64 { return 7 })
+	out := scrape(t, m)
+
+	t.Run("values", func(t *testing.T) {
+		for _, want := range []string{
+			`flint_dhcp_packets_total{reply="OFFER",type="DISCOVER"} 1`,
+			`flint_dhcp_packets_total{reply="none",type="RELEASE"} 1`,
+			`flint_tftp_transfers_total{file="ipxe.efi",result="ok"} 1`,
+			`flint_tftp_transfers_total{file="ipxe.efi",result="failed"} 1`,
+			`flint_tftp_sent_bytes_total{file="ipxe.efi"} 1000`,
+			`flint_http_requests_total{code="200",listener="http",method="GET",route="/machines/:mac/boot.ipxe"} 1`,
+			`flint_http_request_duration_seconds_count{listener="http",route="/machines/:mac/boot.ipxe"} 1`,
+			`flint_ignition_configs_total{kind="secret",verdict="serve"} 1`,
+			`flint_events_dropped_total 7`,
+			`flint_build_info{goversion="go`,
+			`go_goroutines `,
+			`process_resident_memory_bytes `,
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("exposition lacks %s", want)
+			}
+		}
+	})
+
+	t.Run("promtool", func(t *testing.T) {
+		promtool, err := exec.LookPath("promtool")
+		if err != nil {
+			testenv.Unavailable(t, "install Debian's prometheus package (make deps)", "promtool not found")
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(out)
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+			t.Errorf("promtool check metrics: %v\n%s", err, stderr.String())
+		}
+	})
+}
+
+// TestLabelsStayBounded: names a client makes up never become series; at
+// most maxFileLabels files get their own.
+func TestLabelsStayBounded(t *testing.T) {
+	m := New("test")
+	for i := 0; i < 1000; i++ {
+		m.TFTPTransfer(fmt.Sprintf("made-up-%d", i), 0, false)
+	}
+	for i := 0; i < maxFileLabels+10; i++ {
+		m.TFTPTransfer(fmt.Sprintf("file-%d", i), 10, true)
+	}
+	m.HTTPRequest("http", "", "BREW", 404, time.Millisecond)
+	out := scrape(t, m)
+	if strings.Contains(out, "made-up-") {
+		t.Error("a failed transfer of a made-up name got a series of its own")
+	}
+	if !strings.Contains(out, `flint_tftp_transfers_total{file="other",result="failed"} 1000`) {
+		t.Error("failed transfers of made-up names are not counted as other")
+	}
+	if n := strings.Count(out, `flint_tftp_transfers_total{file="file-`); n != maxFileLabels {
+		t.Errorf("%d files have series of their own, want %d", n, maxFileLabels)
+	}
+	if !strings.Contains(out, `flint_tftp_transfers_total{file="other",result="ok"} 10`) {
+		t.Error("files past the cap are not counted as other")
+	}
+	if !strings.Contains(out, `method="other",route="unmatched"`) {
+		t.Error("an unknown method or route is not folded into other/unmatched")
+	}
+}
+
+// TestNilCountsNothing: a package used without metrics does not crash.
+func TestNilCountsNothing(t *testing.T) {
+	var m *Metrics
+	m.DHCPPacket("DISCOVER", "OFFER")
+	m.TFTPTransfer("x", 1, true)
+	m.HTTPRequest("http", "/", "GET", 200, time.Second)
+	m.Config("secret", "serve")
+	m.CounterFunc("flint_x_total", "x", func() float64 { return 0 })
+}
