@@ -157,6 +157,9 @@ type Cluster struct {
 	InstallMode string `yaml:"install_mode"`
 	// InstallDisk is the disk flatcar-install writes (a /dev/disk/by-id path is safest).
 	InstallDisk string `yaml:"install_disk"`
+	// InstallTimeout is how long a machine may stay installing (its config
+	// served, no report yet) before flint marks it stuck.
+	InstallTimeout Duration `yaml:"install_timeout"`
 
 	RegistrationIP netip.Addr `yaml:"-"`
 }

@@ -51,7 +51,7 @@ func TestParseGoodConfig(t *testing.T) {
 	}
 	if cfg.Security.TokenTTL.Duration != DefaultTokenTTL || cfg.Limits.DiscoveredMachines != DefaultDiscoveredMachines ||
 		cfg.Limits.TFTPTransfersPerClient != DefaultTFTPTransfersPerClient || cfg.Limits.HTTPConnections != DefaultHTTPConnections ||
-		cfg.Limits.RenderedConfigMiB != DefaultRenderedConfigMiB {
+		cfg.Limits.RenderedConfigMiB != DefaultRenderedConfigMiB || cfg.Cluster.InstallTimeout.Duration != DefaultInstallTimeout {
 		t.Errorf("security/limits not defaulted: %+v %+v", cfg.Security, cfg.Limits)
 	}
 	if got := cfg.HTTPSBaseURL(); got != "https://198.18.0.1:8443" {
@@ -106,6 +106,7 @@ func TestParseRejects(t *testing.T) {
 		{"https port clash", `address: 198.18.0.1`, "address: 198.18.0.1\n  http_port: 8443", `:1: server.https_port: must differ from server.http_port (8443)`},
 		{"token ttl too short", `assets: {flatcar`, "security: {token_ttl: 10s}\nassets: {flatcar", `:21: security.token_ttl: 10s is too short`},
 		{"token ttl too long", `assets: {flatcar`, "security: {token_ttl: 48h}\nassets: {flatcar", `:21: security.token_ttl: 48h0m0s is too long`},
+		{"install timeout too short", `install_mode: disk`, "install_mode: disk, install_timeout: 1m", `:20: cluster.install_timeout: 1m0s is too short`},
 		{"negative limit", `assets: {flatcar`, "limits:\n  tftp_transfers: -1\nassets: {flatcar", `:22: limits.tftp_transfers: -1 is out of range`},
 		{"huge config cache", `assets: {flatcar`, "limits:\n  rendered_config_mib: 100000\nassets: {flatcar", `:22: limits.rendered_config_mib: 100000 is out of range 1-65536`},
 		{"per-client above total", `assets: {flatcar`, "limits:\n  http_connections: 10\n  http_connections_per_client: 20\nassets: {flatcar", `:23: limits.http_connections_per_client: 20 is more than limits.http_connections (10)`},

@@ -11,24 +11,27 @@ import (
 
 // Defaults applied to fields left empty.
 const (
-	DefaultHTTPPort    = 8080
-	DefaultHTTPSPort   = 8443
-	DefaultTokenTTL    = 30 * time.Minute
-	DefaultTFTPPort    = 69
-	DefaultDHCPPort    = 67
-	DefaultProxyPort   = 4011
-	DefaultLeaseTime   = time.Hour
-	DefaultOfferHold   = 30 * time.Second
-	DefaultDeclineHold = 10 * time.Minute
-	DefaultIPXEDir     = "/usr/lib/ipxe"
-	DefaultKernel      = "flatcar/flatcar_production_pxe.vmlinuz"
-	DefaultInitrd      = "flatcar/flatcar_production_pxe_image.cpio.gz"
-	DefaultCluster     = "flint"
-	DefaultInstallDisk = "/dev/nvme0n1" // NUCs' usual disk; prefer a /dev/disk/by-id path
-	DefaultButane      = "1.1.0"
-	DefaultK3sAsset    = "k3s/k3s"
-	DefaultEtcdAsset   = "etcd/etcd"
-	DefaultEtcdctl     = "etcd/etcdctl"
+	DefaultHTTPPort  = 8080
+	DefaultHTTPSPort = 8443
+	DefaultTokenTTL  = 30 * time.Minute
+	// DefaultInstallTimeout: a disk install of Flatcar takes minutes; a node
+	// with no report after an hour is not coming on its own.
+	DefaultInstallTimeout = time.Hour
+	DefaultTFTPPort       = 69
+	DefaultDHCPPort       = 67
+	DefaultProxyPort      = 4011
+	DefaultLeaseTime      = time.Hour
+	DefaultOfferHold      = 30 * time.Second
+	DefaultDeclineHold    = 10 * time.Minute
+	DefaultIPXEDir        = "/usr/lib/ipxe"
+	DefaultKernel         = "flatcar/flatcar_production_pxe.vmlinuz"
+	DefaultInitrd         = "flatcar/flatcar_production_pxe_image.cpio.gz"
+	DefaultCluster        = "flint"
+	DefaultInstallDisk    = "/dev/nvme0n1" // NUCs' usual disk; prefer a /dev/disk/by-id path
+	DefaultButane         = "1.1.0"
+	DefaultK3sAsset       = "k3s/k3s"
+	DefaultEtcdAsset      = "etcd/etcd"
+	DefaultEtcdctl        = "etcd/etcdctl"
 )
 
 // Default limits (see Limits).
@@ -285,6 +288,9 @@ func (cfg *Config) applyDefaults() {
 	if cl.InstallMode == "" {
 		cl.InstallMode = InstallLive
 	}
+	if cl.InstallTimeout.Duration == 0 {
+		cl.InstallTimeout.Duration = DefaultInstallTimeout
+	}
 	if cl.InstallDisk == "" {
 		cl.InstallDisk = DefaultInstallDisk
 	}
@@ -303,6 +309,12 @@ func (cfg *Config) validateCluster(c *checker) {
 	cl := &cfg.Cluster
 	if !hostnameRE.MatchString(cl.Name) {
 		c.fail("cluster.name", "%q is not a valid name (lower-case letters, digits and '-')", cl.Name)
+	}
+	switch t := cl.InstallTimeout.Duration; {
+	case t < 5*time.Minute:
+		c.fail("cluster.install_timeout", "%s is too short: a disk install takes minutes; use at least 5m (default 1h)", t)
+	case t > 7*24*time.Hour:
+		c.fail("cluster.install_timeout", "%s is too long: use at most 168h (default 1h)", t)
 	}
 	if !butaneVersions[cl.ButaneVersion] {
 		c.fail("cluster.butane_version", "unsupported Butane flatcar version %q: use 1.0.0 or 1.1.0", cl.ButaneVersion)

@@ -287,7 +287,11 @@ func (m *Manager) Delivered(a Admission, detail string) error {
 		}
 		switch r.State {
 		case store.StateReady, store.StateReprovision, "":
-			r.State, r.StateChanged = store.StateInstalling, now
+			r.State, r.StateChanged, r.Stuck = store.StateInstalling, now, false
+		case store.StateInstalling:
+			// Delivered again (the node retried): the install clock of
+			// cluster.install_timeout starts over.
+			r.StateChanged, r.Stuck = now, false
 		}
 		return nil
 	})

@@ -76,6 +76,9 @@ type Machine struct {
 	StateChanged time.Time `json:"state_changed,omitzero"`
 	EtcdRejoin   bool      `json:"etcd_rejoin,omitempty"` // render ETCD_INITIAL_CLUSTER_STATE=existing
 	Rebuilding   bool      `json:"rebuilding,omitempty"`  // etcd membership changed, node not yet healthy
+	// Stuck: installing for longer than cluster.install_timeout with no
+	// report (flint serve checks every minute; see lifecycle.MarkStuck).
+	Stuck bool `json:"stuck,omitempty"`
 
 	// Discovered is when flint recorded the MAC as not in the config; the
 	// discovered records beyond Limits.Discovered are evicted in this order.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -33,8 +34,9 @@ exchange. It reads DIR/flint.db, or asks the running flint serve when that
 holds the database.
 
 STATE is the machine's lifecycle: discovered (an unknown MAC asked), ready
-(known, never installed), installing (its config was served), installed (the
-node reported it done), reprovision (armed by flint reprovision). --watch
+(known, never installed), installing (its config was served; "stuck" once
+cluster.install_timeout passed with no report), installed (the node reported
+it done), reprovision (armed by flint reprovision). --watch
 redraws the table until interrupted: handy during a boot storm.`,
 		Args: noArgs("pass the data directory of your flint serve with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -147,6 +149,9 @@ func printMachines(out io.Writer, ms []store.Machine, now time.Time) {
 		}
 		if m.Rebuilding {
 			state += " (etcd rebuild)"
+		}
+		if m.Stuck && m.State == store.StateInstalling {
+			state += " (stuck " + strings.TrimSuffix(ago(m.StateChanged, now), " ago") + ")"
 		}
 		ip := "-"
 		switch {

@@ -36,6 +36,19 @@ func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder
 	}
 	m.GaugesBy("flint_machines", "The config's machines by lifecycle state (each looked up by key at each scrape).", "state",
 		func() map[string]int { return machinesByState(cfg, rec) })
+	m.GaugeFunc("flint_machines_stuck", "The config's machines installing for longer than cluster.install_timeout with no report.",
+		func() float64 { return float64(stuckMachines(cfg, rec)) })
+}
+
+// stuckMachines counts the config's machines marked stuck while installing.
+func stuckMachines(cfg *config.Config, st store.Store) int {
+	n := 0
+	for i := range cfg.Machines {
+		if rec, ok, err := st.Machine(cfg.Machines[i].MAC); err == nil && ok && rec.Stuck && rec.State == store.StateInstalling {
+			n++
+		}
+	}
+	return n
 }
 
 // machinesByState counts the config's machines by state; a machine without

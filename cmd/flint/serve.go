@@ -234,6 +234,10 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	// then answered from memory.
 	warmed := make(chan struct{})
 	go func() { defer close(warmed); renderer.Warm(ctx, 30*time.Second) }()
+	// Mark installs that got no report within cluster.install_timeout.
+	watched := make(chan struct{})
+	go func() { defer close(watched); lc.WatchInstalls(ctx, time.Minute) }()
+	defer func() { cancel(nil); <-watched }()
 	defer func() { cancel(nil); <-warmed }() // a render in flight finishes its PKI writes
 
 	var first error
