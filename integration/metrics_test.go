@@ -126,6 +126,56 @@ scrape_configs:
 			}
 		})
 	}
+	t.Run("the Grafana dashboard's queries", func(t *testing.T) {
+		raw, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "flint.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var dash struct {
+			Panels []struct {
+				Title   string
+				Targets []struct{ Expr string }
+			}
+		}
+		if err := json.Unmarshal(raw, &dash); err != nil {
+			t.Fatalf("deploy/grafana/flint.json: %v", err)
+		}
+		documented := readmeMetrics(t)
+		names := regexp.MustCompile(`\bflint_[a-z_]+`)
+		n := 0
+		for _, p := range dash.Panels {
+			for _, tg := range p.Targets {
+				n++
+				// Every metric it names is one of flint's (a histogram by its _bucket).
+				for _, name := range names.FindAllString(tg.Expr, -1) {
+					if !documented[strings.TrimSuffix(name, "_bucket")] {
+						t.Errorf("panel %q: %s is not a metric of the README's table", p.Title, name)
+					}
+				}
+				// And Prometheus evaluates it.
+				code, r := l.Curl(mon.NS, "-G", "--data-urlencode", "query="+tg.Expr, "http://127.0.0.1:9090/api/v1/query")
+				if code != "200" || !strings.Contains(r.Stdout, `"status":"success"`) {
+					t.Errorf("panel %q: %s: %s %s", p.Title, tg.Expr, code, r.Stdout)
+				}
+			}
+		}
+		if n < 10 {
+			t.Errorf("only %d queries in the dashboard", n)
+		}
+	})
+
+	t.Run("every metric is documented", func(t *testing.T) {
+		documented := readmeMetrics(t)
+		raw, err := os.ReadFile(filepath.Join(l.Dir, "metrics.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`(?m)^# TYPE (flint_[a-z_]+) `).FindAllStringSubmatch(string(raw), -1) {
+			if !documented[m[1]] {
+				t.Errorf("%s is exposed but not in the README's metrics table", m[1])
+			}
+		}
+	})
 }
 
 // readToken is a token file's one line.
@@ -136,4 +186,28 @@ func readToken(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// readmeMetrics is the set of metric names in the README's metrics table
+// (rows like | `flint_x_total`, `flint_y` | ...).
+func readmeMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, ln := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(ln, "| `flint_") {
+			continue
+		}
+		first := strings.Split(ln, "|")[1]
+		for _, m := range regexp.MustCompile("`(flint_[a-z_]+)`").FindAllStringSubmatch(first, -1) {
+			out[m[1]] = true
+		}
+	}
+	if len(out) < 10 {
+		t.Fatalf("only %d metrics found in the README's table", len(out))
+	}
+	return out
 }

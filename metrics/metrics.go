@@ -81,6 +81,17 @@ func New(version string) *Metrics {
 		}),
 		files: boundedSet{max: maxFileLabels},
 	}
+	// Series an alert takes increase() of exist from the start at 0:
+	// Prometheus cannot see the first increment of a series that appears
+	// at 1.
+	for _, kind := range []string{"pointer", "secret"} {
+		for _, verdict := range []string{"serve", "refuse", "wait", "unknown"} {
+			m.configs.WithLabelValues(kind, verdict)
+		}
+	}
+	for _, result := range []string{"replaced", "refused_healthy", "failed"} {
+		m.rejoins.WithLabelValues(result)
+	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flint_build_info",
 		Help: "flint's version and the Go version it was built with (always 1).",

@@ -112,3 +112,18 @@ func TestNilCountsNothing(t *testing.T) {
 	m.Config("secret", "serve")
 	m.CounterFunc("flint_x_total", "x", func() float64 { return 0 })
 }
+
+// TestAlertedSeriesStartAtZero: the series the alert rules take increase()
+// of are there before the first event, so the first refusal fires.
+func TestAlertedSeriesStartAtZero(t *testing.T) {
+	out := scrape(t, New("test"))
+	for _, want := range []string{
+		`flint_ignition_configs_total{kind="secret",verdict="refuse"} 0`,
+		`flint_ignition_configs_total{kind="pointer",verdict="wait"} 0`,
+		`flint_etcd_rejoins_total{result="failed"} 0`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("a fresh flint lacks %s", want)
+		}
+	}
+}
