@@ -52,7 +52,7 @@ func TestDashboard(t *testing.T) {
 
 	row := `tr[data-mac="` + node1.MAC + `"]`
 	stateOf := func() string {
-		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('` + row + `')||{dataset:{}}).dataset.state || ''`))
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('`+row+`')||{dataset:{}}).dataset.state || ''`))
 		if err != nil {
 			t.Fatal(err)
 		}
