@@ -226,6 +226,9 @@ type Limits struct {
 	// PendingEvents bounds the timeline events waiting for their batch
 	// write; beyond it they are dropped and counted.
 	PendingEvents int `yaml:"pending_events"`
+	// EventStreams bounds the dashboard's live streams open at once
+	// (/api/v1/stream); beyond it a new one is refused with 503.
+	EventStreams int `yaml:"event_streams"`
 	// RenderedConfigs bounds the rendered Ignition configs kept in memory;
 	// others are rendered when asked for.
 	RenderedConfigs int `yaml:"rendered_configs"`

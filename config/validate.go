@@ -40,6 +40,7 @@ const (
 	DefaultUnknownEventsPerMinute   = 120
 	DefaultTimelineEvents           = 500
 	DefaultPendingEvents            = 8192
+	DefaultEventStreams             = 16
 	DefaultRenderedConfigs          = 4096
 	DefaultRenderedConfigMiB        = 64
 	DefaultTFTPTransfers            = 512
@@ -226,6 +227,7 @@ func (cfg *Config) applyDefaults() {
 		{&l.UnknownEventsPerMinute, DefaultUnknownEventsPerMinute},
 		{&l.TimelineEvents, DefaultTimelineEvents},
 		{&l.PendingEvents, DefaultPendingEvents},
+		{&l.EventStreams, DefaultEventStreams},
 		{&l.RenderedConfigs, DefaultRenderedConfigs},
 		{&l.RenderedConfigMiB, DefaultRenderedConfigMiB},
 		{&l.TFTPTransfers, DefaultTFTPTransfers},
@@ -507,6 +509,7 @@ func (cfg *Config) validateSecurity(c *checker) {
 		{"limits.unknown_events_per_minute", l.UnknownEventsPerMinute, 1, 1_000_000},
 		{"limits.timeline_events", l.TimelineEvents, 10, 100_000},
 		{"limits.pending_events", l.PendingEvents, 16, 1_000_000},
+		{"limits.event_streams", l.EventStreams, 1, 1024},
 		{"limits.rendered_configs", l.RenderedConfigs, 1, 1_000_000},
 		{"limits.rendered_config_mib", l.RenderedConfigMiB, 1, 65_536},
 		{"limits.tftp_transfers", l.TFTPTransfers, 1, 100_000},

@@ -181,6 +181,7 @@ func (m *memStore) sightingsOf(mac string) []store.Sighting {
 
 func (m *memStore) Machines() ([]store.Machine, error)          { return nil, nil }
 func (m *memStore) SyncConfig(known []store.KnownMachine) error { return nil }
+func (m *memStore) Version() uint64                             { return 0 }
 func (m *memStore) Close() error                                { return nil }
 
 // clock is a settable time source.

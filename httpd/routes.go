@@ -65,6 +65,8 @@ var routes = []route{
 	{getM, "/api/v1/machines/:mac/events", onHTTPS | onSocket, true, "a machine's boot timeline (admin)", (*Server).apiMachineEvents},
 	{postM, "/api/v1/machines/:name/reprovision", onHTTPS | onSocket, true, `arm a reinstall, JSON body {"confirm": true} (admin)`, (*Server).apiReprovision},
 	{getM, "/metrics", onHTTPS | onSocket, true, "Prometheus metrics (admin)", (*Server).metrics},
+	{getM, "/api/v1/stream", onHTTPS | onSocket, true, "server-sent events: \"changed\" whenever flint's state changed (admin)", (*Server).stream},
+	{getHeadM, "/ui/*", onHTTPS, false, "the web dashboard (static; it asks for the admin token and uses the admin API)", (*Server).ui},
 }
 
 // patterns is the set of the route table's paths: the only route labels a

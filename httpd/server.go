@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -72,6 +73,8 @@ type State interface {
 	Events(mac string) ([]store.Event, error)
 	// Flush writes the timeline events still queued, so a read sees them.
 	Flush()
+	// Version grows with every committed write (the dashboard's stream).
+	Version() uint64
 }
 
 // Timeline records what the lifecycle does not (*events.Recorder).
@@ -129,6 +132,8 @@ type Server struct {
 	Options
 	log   *slog.Logger
 	echos map[listener]*echo.Echo
+	// streams counts the open /api/v1/stream answers (limits.event_streams).
+	streams atomic.Int32
 }
 
 // New builds the server.

@@ -140,10 +140,20 @@ func (p *PKI) leaf(spec leafSpec) (KeyPair, error) {
 		p.unsaved = append(p.unsaved, spec.file+".crt")
 		return kp, nil
 	}
+	if reason == reasonMissing {
+		// A first issue is routine: counted in the PKI's summary line.
+		level = slog.LevelDebug
+		p.created.note(func(t *tally) { t.certs++ })
+	} else {
+		p.created.note(func(t *tally) { t.renewed++ })
+	}
 	p.log.Log(context.Background(), level, "issued certificate", "file", certPath, "cn", spec.commonName, "reason", reason,
 		"serial", kp.Cert.SerialNumber.Text(16), "not_after", kp.Cert.NotAfter)
 	return kp, nil
 }
+
+// reasonMissing is loadLeaf's reason for a certificate never issued here.
+const reasonMissing = "no certificate on disk yet"
 
 // loadLeaf reads a stored leaf. With a non-empty reason the caller must
 // (re-)issue it; level says how loudly to log that. err is kept for failures
@@ -151,7 +161,7 @@ func (p *PKI) leaf(spec leafSpec) (KeyPair, error) {
 func (p *PKI) loadLeaf(spec leafSpec, certPath, keyPath string) (kp KeyPair, reason string, level slog.Level, err error) {
 	certPEM, err := os.ReadFile(certPath)
 	if errors.Is(err, fs.ErrNotExist) {
-		return KeyPair{}, "no certificate on disk yet", slog.LevelInfo, nil
+		return KeyPair{}, reasonMissing, slog.LevelInfo, nil
 	}
 	if err != nil {
 		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", err)

@@ -121,6 +121,9 @@ type PKI struct {
 	readOnly  bool
 	ephemeral bool // Ephemeral: no directory at all, everything is new
 	unsaved   []string
+
+	// created counts what this PKI wrote, for one summary line per burst.
+	created tally
 }
 
 // Open loads the PKI from dir (e.g. DATA/pki), creating the CA, the K3s server
@@ -135,7 +138,7 @@ func Open(dir string, now func() time.Time, log *slog.Logger) (*PKI, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &PKI{dir: dir, now: now, log: log}
+	p := &PKI{dir: dir, now: now, log: log, created: tally{log: log}}
 	for _, d := range []string{dir, p.path(etcdDir), p.path(clientsDir), p.path(servingDir), p.path(passwordsDir)} {
 		if err := ensurePrivateDir(d); err != nil {
 			return nil, err
@@ -356,7 +359,8 @@ func (p *PKI) createCA() error {
 	if err := writeNewFile(p.path(caCertFile), certPEM, 0o644); err != nil {
 		return fmt.Errorf("pki: write CA certificate: %w", err)
 	}
-	p.log.Info("created etcd CA", "file", p.path(caCertFile), "subject", CACommonName, "not_after", cert.NotAfter)
+	p.log.Debug("created etcd CA", "file", p.path(caCertFile), "subject", CACommonName, "not_after", cert.NotAfter)
+	p.created.note(func(t *tally) { t.caCreated = true })
 	p.caCert, p.caCertPEM, p.caKey = cert, certPEM, key
 	return nil
 }
@@ -445,7 +449,8 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("pki: write %s: %w", s.what, err)
 		}
-		p.log.Info("generated "+s.what, "file", path)
+		p.log.Debug("generated "+s.what, "file", path)
+		p.created.note(func(t *tally) { t.secrets++ })
 		return secret, nil
 	}
 	return "", fmt.Errorf("pki: %s in %s appeared and vanished while creating it", s.what, path)

@@ -32,6 +32,7 @@ TEST=(
   binutils        # strip: a smaller Ignition in the initramfs
   prometheus      # a real Prometheus scrapes /metrics; promtool checks the exposition
   systemd         # systemd-analyze verify/security checks deploy/systemd/flint.service
+  chromium        # the web dashboard, driven headless by chromedp in the integration tests
 )
 
 case "${1:-}" in

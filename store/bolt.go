@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,6 +43,9 @@ type Bolt struct {
 	// is ever sent on the closed queue.
 	closeMu sync.RWMutex
 	closed  bool
+
+	// version counts committed write transactions (see Version).
+	version atomic.Uint64
 }
 
 type writeReq struct {
@@ -172,15 +176,25 @@ func (s *Bolt) commit(group []writeReq) {
 		return nil
 	})
 	if err == nil || len(group) == 1 {
+		if err == nil {
+			s.version.Add(1)
+		}
 		for _, r := range group {
 			r.err <- err
 		}
 		return
 	}
 	for _, r := range group {
-		r.err <- s.db.Update(r.fn)
+		err := s.db.Update(r.fn)
+		if err == nil {
+			s.version.Add(1)
+		}
+		r.err <- err
 	}
 }
+
+// Version implements Store: it grows with every committed write.
+func (s *Bolt) Version() uint64 { return s.version.Load() }
 
 // Close implements Store. Writes queued before it are committed; later ones
 // return ErrClosed.

@@ -185,6 +185,10 @@ type Limits struct {
 // returning (a crash right after a call loses nothing it reported written) and
 // must be safe for concurrent use.
 type Store interface {
+	// Version counts the committed write transactions since the store was
+	// opened: a watcher (the dashboard's stream) compares it, cheaply, to
+	// learn that something changed.
+	Version() uint64
 	// PutLease creates or replaces the lease of l.IP.
 	PutLease(l Lease) error
 	// DeleteLease forgets the lease of ip (no error if there is none).

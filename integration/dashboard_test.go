@@ -1,0 +1,169 @@
+package integration
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestDashboard: Debian's Chromium, headless on a LAN host, opens flint's
+// web dashboard over HTTPS (flint's certificate pinned), connects with the
+// admin token, sees the config's machines, watches one change state live
+// while it fetches its script and config (no reload), opens its timeline
+// and a reprovision plan (nothing armed), and saves a screenshot.
+func TestDashboard(t *testing.T) {
+	needRoot(t)
+	needBinaries(t)
+	needTools(t, "curl", "chromium")
+	l := NewLab(t)
+	data := filepath.Join(l.Dir, "data")
+	for _, f := range []string{"flatcar/flatcar_production_pxe.vmlinuz", "flatcar/flatcar_production_pxe_image.cpio.gz", "k3s/k3s", "etcd/etcd", "etcd/etcdctl"} {
+		l.writeFile(t, "data/assets/"+f, "stand-in "+f, 0o644)
+	}
+	cfg := l.WriteConfig(t, siteConfig{Mode: "off", Machines: []machine{node1, node2, node3}})
+	l.StartFlint(t, cfg, data)
+	mon := l.AddHost(t, "mon", "52:54:00:ee:00:09")
+	mon.SetAddress(t, "198.18.0.29/24")
+	nuc := l.AddHost(t, "nuc", node1.MAC)
+	nuc.SetAddress(t, node1.IP+"/24")
+
+	// Chromium runs in the monitoring host's namespace; it trusts flint's
+	// serving certificate by its public key, nothing else.
+	wrapper := l.writeFile(t, "chromium-in-netns", "#!/bin/sh\nexec ip netns exec "+mon.NS+" chromium \"$@\"\n", 0o755)
+	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(wrapper), chromedp.NoSandbox, chromedp.WindowSize(1400, 800),
+		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, filepath.Join(data, "pki", "serving", "flint.crt"))))...)
+	defer cancel()
+	ctx, cancel = chromedp.NewContext(ctx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+
+	row := `tr[data-mac="` + node1.MAC + `"]`
+	stateOf := func() string {
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('` + row + `')||{dataset:{}}).dataset.state || ''`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	t.Run("connect with the admin token", func(t *testing.T) {
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(flintHTTPS+"/ui/"),
+			chromedp.WaitVisible(chromedp.ID("token")),
+			chromedp.SendKeys(chromedp.ID("token"), readToken(t, filepath.Join(data, "pki", "admin-token"))),
+			chromedp.Click(chromedp.ID("connect")),
+			chromedp.WaitVisible(chromedp.CSS(row)),
+			chromedp.WaitVisible(chromedp.CSS("#status.live")),
+		)
+		if err != nil {
+			t.Fatalf("the dashboard did not show the machines live: %v", err)
+		}
+		text, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("machines")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []machine{node1, node2, node3} {
+			if !strings.Contains(text, m.Hostname) || !strings.Contains(text, m.MAC) {
+				t.Errorf("the table lacks %s (%s):\n%s", m.Hostname, m.MAC, text)
+			}
+		}
+		if s := stateOf(); s != "ready" {
+			t.Errorf("node1 is %q before it boots, want ready", s)
+		}
+	})
+
+	t.Run("a machine changes state live", func(t *testing.T) {
+		code, r := l.Curl(nuc.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
+		tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
+		if code != "200" || tok == nil {
+			t.Fatalf("script: %s\n%s", code, r)
+		}
+		q := "/ignition?mac=" + hexhyp(node1.MAC) + "&token=" + tok[1]
+		if code, r := l.Curl(nuc.NS, "--cacert", filepath.Join(data, "pki", "ca.crt"), "-o", "/dev/null", flintHTTPS+q); code != "200" {
+			t.Fatalf("config: %s\n%s", code, r)
+		}
+		start := time.Now()
+		if err := eventually(10*time.Second, 100*time.Millisecond, func() error {
+			if s := stateOf(); s != "installing" {
+				return fmt.Errorf("node1 shows %q", s)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the page did not follow the change without a reload: %v", err)
+		}
+		t.Logf("the page showed installing %v after the config went out", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("timeline and reprovision plan", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row)), chromedp.WaitVisible(chromedp.CSS("#timeline li"))); err != nil {
+			t.Fatal(err)
+		}
+		timeline, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("timeline")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("reprovision")), chromedp.WaitVisible(chromedp.ID("plan"))); err != nil {
+			t.Fatal(err)
+		}
+		plan, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("plan")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(timeline, "script") || !strings.Contains(timeline, "ignition") {
+			t.Errorf("timeline lacks the script or the config:\n%s", timeline)
+		}
+		if !strings.Contains(plan, "node1") || !strings.Contains(plan, "etcd") {
+			t.Errorf("plan:\n%s", plan)
+		}
+		if s := stateOf(); s != "installing" {
+			t.Errorf("showing the plan changed node1 to %q", s)
+		}
+	})
+
+	t.Run("screenshot", func(t *testing.T) {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(l.Dir, "dashboard.png")
+		if dir := os.Getenv("FLINT_SCREENSHOT_DIR"); dir != "" {
+			path = filepath.Join(dir, "dashboard.png")
+		}
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s (%d bytes)", path, len(png))
+	})
+}
+
+// spkiHash is Chromium's pin of a certificate's public key: base64 of the
+// SHA-256 of its SubjectPublicKeyInfo.
+func spkiHash(t *testing.T, certFile string) string {
+	t.Helper()
+	raw, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		t.Fatalf("%s: no PEM", certFile)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
