@@ -11,13 +11,19 @@ DATA    ?= ./flint-data
 # The real Ignition clients the tests apply configs with (scripts/build-ignition.sh).
 IGNITION_BIN := $(CURDIR)/.work/ignition-bin
 
-.PHONY: all build deps deps-lite vet test unit fuzz integration e2e lab lab-down run clean
+.PHONY: all build image deps deps-lite vet test unit fuzz integration e2e lab lab-down run clean
 
 all: build
 
 ## build: static bin/flint (no cgo), reproducible paths, version from git
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flint
+
+## image: bin/flint-image.tar (flint:$(VERSION)): flint and Debian's iPXE, built without a container
+## daemon (tools/image); reproducible: every timestamp is the last commit's time
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+image: build
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/image -flint $(BIN) -ipxe /usr/lib/ipxe -tag flint:$(VERSION) -o bin/flint-image.tar
 
 ## deps: Debian packages the tests need (real DHCP/TFTP/HTTP clients, dnsmasq, iPXE)
 deps:

@@ -59,6 +59,25 @@ type fixture struct {
 	efi    []byte // ipxe/ipxe.efi, a symlink to boot/ipxe.efi like Debian's
 	logs   *syncBuffer
 	met    *metrics.Metrics
+	ready  *fakeReadiness
+}
+
+// fakeReadiness fails with err while it is set.
+type fakeReadiness struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (r *fakeReadiness) Ready() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+func (r *fakeReadiness) set(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.err = err
 }
 
 type syncBuffer struct {
@@ -117,7 +136,8 @@ func newFixture(t testing.TB) *fixture {
 	}
 	t.Cleanup(f.lc.Close)
 	f.met = metrics.New("test")
-	f.s, err = New(Options{Config: cfg, State: f.rec, Timeline: f.rec, Lifecycle: f.lc, Renderer: fakeRenderer{},
+	f.ready = &fakeReadiness{}
+	f.s, err = New(Options{Config: cfg, State: f.rec, Timeline: f.rec, Lifecycle: f.lc, Renderer: fakeRenderer{}, Readiness: f.ready,
 		AssetsDir: f.assets, CACert: []byte(testCA), AdminToken: testAdminToken, Metrics: f.met, Log: log})
 	if err != nil {
 		t.Fatal(err)
@@ -242,6 +262,44 @@ func TestHealthz(t *testing.T) {
 	rec = f.do(t, "HEAD", "/healthz")
 	if rec.Code != http.StatusOK || rec.Body.Len() != 0 || rec.Header().Get("Content-Length") != "3" {
 		t.Errorf("HEAD /healthz = %d, body %q, Content-Length %q", rec.Code, rec.Body, rec.Header().Get("Content-Length"))
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	f := newFixture(t)
+	for name, do := range map[string]func(method string) *httptest.ResponseRecorder{
+		"http":   func(m string) *httptest.ResponseRecorder { return f.do(t, m, "/readyz") },
+		"https":  func(m string) *httptest.ResponseRecorder { return f.doTLS(t, m, "/readyz", "") },
+		"socket": func(m string) *httptest.ResponseRecorder { return f.doSocket(t, m, "/readyz", "") },
+	} {
+		f.ready.set(nil)
+		if rec := do("GET"); rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != "ready" {
+			t.Errorf("%s: GET /readyz while ready = %d %q, want 200 \"ready\"", name, rec.Code, rec.Body)
+		}
+		if rec := do("HEAD"); rec.Code != http.StatusOK || rec.Body.Len() != 0 {
+			t.Errorf("%s: HEAD /readyz while ready = %d, body %q", name, rec.Code, rec.Body)
+		}
+
+		f.ready.set(&NotReady{Check: "store", Err: errors.New("database not open: /var/lib/flint/secret-path")})
+		rec := do("GET")
+		body := rec.Body.String()
+		if rec.Code != http.StatusServiceUnavailable || !strings.Contains(body, "store") {
+			t.Errorf("%s: GET /readyz with the store failing = %d %q, want 503 naming the store check", name, rec.Code, body)
+		}
+		if strings.Contains(body, "secret-path") {
+			t.Errorf("%s: /readyz sent the check's error detail: %q (it belongs in the log)", name, body)
+		}
+		if rec.Header().Get("Retry-After") == "" {
+			t.Errorf("%s: 503 /readyz without Retry-After", name)
+		}
+	}
+	if !strings.Contains(f.logs.String(), "secret-path") {
+		t.Errorf("the failed check's error is not in the log:\n%s", f.logs)
+	}
+	// /healthz stays 200: a liveness probe must not restart flint over a
+	// check a restart cannot fix.
+	if rec := f.do(t, "GET", "/healthz"); rec.Code != http.StatusOK {
+		t.Errorf("GET /healthz while not ready = %d, want 200", rec.Code)
 	}
 }
 

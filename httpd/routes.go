@@ -49,7 +49,8 @@ var (
 
 // routes is flint's whole HTTP surface.
 var routes = []route{
-	{getHeadM, "/healthz", onHTTP | onHTTPS | onSocket, false, "200 when serving", (*Server).healthz},
+	{getHeadM, "/healthz", onHTTP | onHTTPS | onSocket, false, "200 when the process answers", (*Server).healthz},
+	{getHeadM, "/readyz", onHTTP | onHTTPS | onSocket, false, "200 when flint can serve configs (store reads, profiles load), else 503 naming the failed check", (*Server).readyz},
 	{getHeadM, "/boot.ipxe", onHTTP, false, "generic iPXE entry: chains to the machine's own script", (*Server).bootScript},
 	// Not HEAD: each GET issues a boot token.
 	{getM, "/machines/:mac/boot.ipxe", onHTTP, false, "a machine's iPXE script, with a fresh boot token", (*Server).machineScript},

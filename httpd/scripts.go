@@ -1,6 +1,7 @@
 package httpd
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -25,8 +26,29 @@ const (
 // Ignition retries any 5xx on its own backoff anyway.
 const retryAfter = 10
 
+// healthz says the process answers HTTP: a liveness probe. It checks
+// nothing else, so a restart is not triggered by what a restart cannot fix.
 func (s *Server) healthz(c echo.Context) error {
 	return writeBody(c, http.StatusOK, mimeText, []byte("ok\n"))
+}
+
+// readyz says whether flint can serve configs (Options.Readiness: the store
+// answers a read by key and the profiles load): a readiness probe. The body
+// names the failed check only; why it failed goes to the log.
+func (s *Server) readyz(c echo.Context) error {
+	err := s.Readiness.Ready()
+	if err == nil {
+		return writeBody(c, http.StatusOK, mimeText, []byte("ready\n"))
+	}
+	check := "readiness"
+	var nr *NotReady
+	if errors.As(err, &nr) {
+		check = nr.Check
+	}
+	s.log.Warn("not ready", "check", check, "err", err.Error())
+	c.Response().Header().Set("Retry-After", fmt.Sprint(retryAfter))
+	return writeBody(c, http.StatusServiceUnavailable, mimeText,
+		[]byte(fmt.Sprintf("not ready: the %s check failed; flint's log says why (message \"not ready\")\n", check)))
 }
 
 // bootScript is the generic script every machine loads first.

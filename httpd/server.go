@@ -87,6 +87,24 @@ type Timeline interface {
 	RecordUnknown(from netip.Addr, s store.Sighting)
 }
 
+// Readiness says whether flint can serve configs now: what /readyz answers.
+// It must be cheap (a load balancer or kubelet asks every few seconds): no
+// render, no table scan.
+type Readiness interface {
+	// Ready is nil when ready; otherwise a *NotReady naming the failed check.
+	Ready() error
+}
+
+// NotReady is a failed readiness check. /readyz names Check in its body and
+// logs Err (which may name paths) instead of sending it.
+type NotReady struct {
+	Check string // e.g. "store", "profiles"
+	Err   error
+}
+
+func (e *NotReady) Error() string { return e.Check + ": " + e.Err.Error() }
+func (e *NotReady) Unwrap() error { return e.Err }
+
 // Options are everything the server needs; nothing is set after New.
 type Options struct {
 	Config    *config.Config
@@ -94,6 +112,8 @@ type Options struct {
 	Timeline  Timeline
 	Lifecycle Lifecycle
 	Renderer  Renderer
+	// Readiness backs /readyz (/healthz only says the process answers).
+	Readiness Readiness
 	// AssetsDir is what /assets/ serves; it need not exist (then 404s).
 	AssetsDir string
 	// CACert is flint's CA certificate (PEM): pointer configs tell Ignition
@@ -121,8 +141,8 @@ func New(o Options) (*Server, error) {
 	switch {
 	case o.Config == nil:
 		return nil, errors.New("httpd: no config")
-	case o.Lifecycle == nil || o.Renderer == nil || o.State == nil || o.Timeline == nil:
-		return nil, errors.New("httpd: the lifecycle, renderer, state and timeline are required")
+	case o.Lifecycle == nil || o.Renderer == nil || o.State == nil || o.Timeline == nil || o.Readiness == nil:
+		return nil, errors.New("httpd: the lifecycle, renderer, state, timeline and readiness are required")
 	case len(o.CACert) == 0:
 		return nil, errors.New("httpd: no CA certificate for the pointer configs")
 	}
@@ -277,7 +297,7 @@ func (s *Server) accessLog(l listener) echo.MiddlewareFunc {
 			switch {
 			case res.Status >= 500:
 				level = slog.LevelError
-			case req.URL.Path == "/healthz":
+			case req.URL.Path == "/healthz" || (req.URL.Path == "/readyz" && res.Status == http.StatusOK):
 				level = slog.LevelDebug // monitoring polls it; keep it out of the normal log
 			}
 			s.Metrics.HTTPRequest(l.String(), routePattern(c.Path()), req.Method, res.Status, time.Since(start))

@@ -115,6 +115,14 @@ func NewRenderer(cfg *config.Config, secrets Secrets, assetsDir string, o Render
 	return r, nil
 }
 
+// CheckProfiles loads the current profiles without rendering anything: a
+// stat per overlay file while they are unchanged, a reload when they changed.
+// /readyz asks it.
+func (r *Renderer) CheckProfiles() error {
+	_, err := r.profileSet()
+	return err
+}
+
 // Invalidate drops every cached config.
 func (r *Renderer) Invalidate() { r.cache.dropAll() }
 

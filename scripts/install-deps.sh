@@ -31,6 +31,7 @@ TEST=(
   libc6-dev       # cgo for the Ignition build
   binutils        # strip: a smaller Ignition in the initramfs
   prometheus      # a real Prometheus scrapes /metrics; promtool checks the exposition
+  systemd         # systemd-analyze verify/security checks deploy/systemd/flint.service
   chromium        # the web dashboard, driven headless by chromedp in the integration tests
 )
 

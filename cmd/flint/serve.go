@@ -185,6 +185,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		Timeline:   rec,
 		Lifecycle:  lc,
 		Renderer:   renderer,
+		Readiness:  readiness{store: st, renderer: renderer, probe: readinessProbeKey(cfg)},
 		AssetsDir:  assetsDir,
 		CACert:     secrets.CACertPEM(),
 		AdminToken: secrets.AdminToken(),
@@ -303,6 +304,36 @@ func checkRenders(r *ignition.Renderer, log *slog.Logger) error {
 		return fmt.Errorf("%s%s:\n  %s\nfix the profiles (flint validate --config FILE shows the same list)", plural(len(fatal), "machine config", "machine configs"), verb, strings.Join(fatal, "\n  "))
 	}
 	return nil
+}
+
+// readiness is what /readyz checks (httpd.Readiness): flint can serve
+// configs when the store answers a read (one machine record looked up by
+// key: a read transaction, no scan) and the profiles load (no render).
+type readiness struct {
+	store interface {
+		Machine(mac string) (store.Machine, bool, error)
+	}
+	renderer interface{ CheckProfiles() error }
+	probe    string
+}
+
+func (r readiness) Ready() error {
+	if _, _, err := r.store.Machine(r.probe); err != nil {
+		return &httpd.NotReady{Check: "store", Err: err}
+	}
+	if err := r.renderer.CheckProfiles(); err != nil {
+		return &httpd.NotReady{Check: "profiles", Err: err}
+	}
+	return nil
+}
+
+// readinessProbeKey is the record /readyz reads: the config's first machine
+// (a missing record is still an answer).
+func readinessProbeKey(cfg *config.Config) string {
+	if len(cfg.Machines) > 0 {
+		return cfg.Machines[0].MAC
+	}
+	return "00:00:00:00:00:00"
 }
 
 func knownMACs(cfg *config.Config) []string {
