@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -190,5 +192,29 @@ func TestLiveServersWarn(t *testing.T) {
 	text = strings.Replace(goodConfig, "assets: {flatcar: {version: 4152.2.0}}", "", 1)
 	if _, err := Parse("site.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs need the Flatcar version") {
 		t.Fatalf("disk install without a version: %v", err)
+	}
+}
+
+// A config that exists but cannot be read is not a missing one: the advice
+// is about users and modes, not about passing another file.
+func TestLoadFileUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	_, err := LoadFile(dir)
+	if err == nil || !strings.Contains(err.Error(), "that is a directory: pass the config file in it") {
+		t.Fatalf("a directory as the config: %v", err)
+	}
+	denied := readError(&fs.PathError{Op: "open", Path: "/etc/flint/site.yaml", Err: syscall.EACCES})
+	if !errors.Is(denied, fs.ErrPermission) || !strings.Contains(denied.Error(), "run flint as a user that can, or fix its owner or mode") ||
+		strings.Contains(denied.Error(), "pass an existing file") {
+		t.Fatalf("permission denied: %v", denied)
+	}
+	if os.Geteuid() != 0 { // root reads whatever the mode says
+		path := filepath.Join(dir, "site.yaml")
+		if err := os.WriteFile(path, []byte(goodConfig), 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadFile(path); err == nil || !strings.Contains(err.Error(), "fix its owner or mode") {
+			t.Fatalf("unreadable file: %v", err)
+		}
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -58,9 +60,24 @@ func (e *Error) Error() string {
 func LoadFile(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w (pass an existing file with --config)", err)
+		return nil, readError(err)
 	}
 	return Parse(path, data)
+}
+
+// readError says what to do about a config file that cannot be read: one
+// that exists but is not readable needs its mode or another user, not
+// another file.
+func readError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("read config: %w (the file exists but this user may not read it: run flint as a user that can, or fix its owner or mode, e.g. chmod 0640 and chgrp to flint's group)", err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("read config: %w (pass an existing file with --config)", err)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("read config: %w (that is a directory: pass the config file in it with --config)", err)
+	}
+	return fmt.Errorf("read config: %w (pass a readable config file with --config)", err)
 }
 
 // Parse parses and validates config text; source names it in messages.
