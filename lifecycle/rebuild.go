@@ -111,6 +111,12 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 	delete(m.preparing, mc.HW)
 	if err != nil {
 		msg := err.Error()
+		if errors.As(err, new(*localError)) {
+			// flint's own trouble (its certificate files, its database):
+			// the details, with their paths, go to the log and the
+			// timeline, never to a node on the LAN.
+			msg = fmt.Sprintf("flint cannot replace %s's etcd member now and retries; flint's log and the machine's timeline say why", mc.Hostname)
+		}
 		if healthy {
 			msg = fmt.Sprintf("%s's etcd member still runs and is healthy: a running member is never replaced (%v)", mc.Hostname, err)
 		}
@@ -159,7 +165,7 @@ func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
 	}
 	admin, err := m.connect(ctx, endpoints)
 	if err != nil {
-		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+		return &localError{fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)}
 	}
 	defer admin.Close()
 	peerURL := "https://" + net.JoinHostPort(mc.IPAddr.String(), "2380")
@@ -174,10 +180,17 @@ func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
 		return nil
 	})
 	if err != nil {
-		return &membershipError{err}
+		return &membershipError{&localError{err}}
 	}
 	return nil
 }
+
+// localError is a rejoin failure of flint's own (reaching etcd with its
+// certificate, writing its state): its text may name files on flint.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
 
 // membershipError is a rejoin failure after which etcd's membership may
 // have changed (PrepareRejoin removes before it adds).

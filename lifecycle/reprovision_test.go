@@ -1,10 +1,12 @@
 package lifecycle
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flint-boot/flint/store"
 )
@@ -121,5 +123,33 @@ func TestCancelAfterUnchangedRejoin(t *testing.T) {
 	waitFor(t, "refusal", func() bool { return strings.Contains(f.events(t, nuc2), "etcd rejoin refused") })
 	if plan, err := f.m.CancelReprovision("nuc2"); err != nil || !plan.Cancelled {
 		t.Fatalf("cancel after a refusal that changed nothing: %+v %v", plan, err)
+	}
+}
+
+// A rejoin that fails on flint's own files tells the waiting node to wait,
+// not where flint keeps its keys: the paths go to the operator's timeline.
+func TestRejoinFailureKeepsPathsOffTheLAN(t *testing.T) {
+	f := newFixture(t, "full", "disk")
+	f.installDisk(t, nuc2, ip2)
+	if _, err := f.m.Reprovision("nuc2", true); err != nil {
+		t.Fatal(err)
+	}
+	f.m.RetryRejoin = time.Hour
+	f.m.connect = func(ctx context.Context, endpoints []string) (Rejoiner, error) {
+		return nil, errors.New("flint's etcd admin certificate: open /var/lib/flint/pki/clients/flint-admin.key: permission denied")
+	}
+	f.dhcp(t, nuc2, ip2)
+	tok := f.script(t, nuc2, ip2)
+	f.admit(nuc2, ip2, tok, StageBoot)
+	waitFor(t, "refusal", func() bool { return strings.Contains(f.events(t, nuc2), "etcd rejoin refused") })
+	a := f.admit(nuc2, ip2, tok, StageBoot)
+	if a.Verdict != Wait || strings.Contains(a.Reason, "/var/lib") || !strings.Contains(a.Reason, "flint's log and the machine's timeline say why") {
+		t.Fatalf("the node's answer: %v %q", a.Verdict, a.Reason)
+	}
+	if ev := f.events(t, nuc2); !strings.Contains(ev, "/var/lib/flint/pki/clients/flint-admin.key") {
+		t.Errorf("the timeline does not say why:\n%s", ev)
+	}
+	if p, err := f.m.CancelReprovision("nuc2"); err != nil || !p.Cancelled {
+		t.Fatalf("cancel after a failure that never reached etcd: %+v %v", p, err)
 	}
 }
