@@ -38,13 +38,13 @@ type Bolt struct {
 	writes chan writeReq
 	done   chan struct{}
 
+	existingOnly bool // see ExistingOnly
+
 	// closeMu orders writers against Close: a write holds it shared while it
 	// queues, Close exclusively while it marks the store closed, so no write
 	// is ever sent on the closed queue.
 	closeMu sync.RWMutex
 	closed  bool
-
-	existingOnly bool // see ExistingOnly
 }
 
 // accessAdvice is what to do about a data directory this user may not use:
