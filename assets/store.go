@@ -224,12 +224,14 @@ func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
 			add(FlatcarImage, path.Join("flatcar", fc.Version, imageFile))
 		}
 	}
-	add(K3s, cfg.Cluster.Assets.K3s)
+	// K3s, etcd and etcdctl as the machines download them (agents never
+	// fetch etcd: config.NodeAssetsOf).
+	for _, a := range cfg.NodeAssets() {
+		add(a.Name, a.Path)
+	}
 	if cfg.Assets.K3s.AirgapImages {
 		add(K3sAirgapImages, path.Join("k3s", airgapFile(archOf(fc.Arch))))
 	}
-	add(Etcd, cfg.Cluster.Assets.Etcd)
-	add(Etcdctl, cfg.Cluster.Assets.Etcdctl)
 
 	want := map[string]string{
 		FlatcarKernel: fc.Version, FlatcarInitrd: fc.Version, FlatcarImage: fc.Version,

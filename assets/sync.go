@@ -175,18 +175,23 @@ func Sync(ctx context.Context, dir string, src config.Assets, opt Options) (*Res
 	defer unlock()
 
 	rels := plan(src)
-	// Refuse before downloading anything rather than after.
+	// Refuse before downloading anything rather than after, naming every
+	// file in the way: one run tells the operator all there is to move.
+	var blocking []error
 	for _, rel := range rels {
 		if err := checkLinkSlot(dir, rel.product+"/current"); err != nil {
-			return nil, err
+			blocking = append(blocking, err)
 		}
 		for _, a := range rel.files {
 			if a.link != "" {
 				if err := checkLinkSlot(dir, a.link); err != nil {
-					return nil, err
+					blocking = append(blocking, err)
 				}
 			}
 		}
+	}
+	if len(blocking) > 0 {
+		return nil, errors.Join(blocking...)
 	}
 	st, err := Open(dir)
 	if err != nil {

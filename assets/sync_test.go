@@ -611,9 +611,16 @@ func TestSyncRefusesToReplaceHandPlacedFile(t *testing.T) {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "flatcar"), 0o755)
 	os.WriteFile(filepath.Join(dir, "flatcar", kernelFile), []byte("my kernel"), 0o644)
+	os.WriteFile(filepath.Join(dir, "flatcar", initrdFile), []byte("my initrd"), 0o644)
+	os.MkdirAll(filepath.Join(dir, "k3s", "k3s"), 0o755)
 	_, err := syncWith(t, dir, p.src(), testOptions())
-	if err == nil || !strings.Contains(err.Error(), "by hand") {
-		t.Fatalf("got %v, want a refusal to replace the hand-placed kernel", err)
+	if err == nil || strings.Count(err.Error(), "by hand") != 3 {
+		t.Fatalf("got %v, want a refusal naming each of the 3 files in the way", err)
+	}
+	for _, f := range []string{filepath.Join("flatcar", kernelFile), filepath.Join("flatcar", initrdFile), filepath.Join("k3s", "k3s") + " is a directory"} {
+		if !strings.Contains(err.Error(), f) {
+			t.Errorf("the refusal does not name %s:\n%v", f, err)
+		}
 	}
 	if n := len(p.up.allRequests()); n != 0 {
 		t.Errorf("%d requests before refusing", n)

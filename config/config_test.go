@@ -2,9 +2,11 @@ package config
 
 import (
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,10 +97,10 @@ func TestParseRejects(t *testing.T) {
 		{"bad subnet", `subnet: 198.18.0.0/24`, `subnet: 198.18.0.0/33`, `:6: dhcp.subnet:`},
 		{"pool outside subnet", `end: 198.18.0.150`, `end: 198.18.1.150`, `:9: dhcp.pool.end: 198.18.1.150 is outside subnet`},
 		{"pool reversed", `start: 198.18.0.100`, `start: 198.18.0.200`, `:9: dhcp.pool: pool end 198.18.0.150 is before its start`},
-		{"bad lease time", `lease_time: 2h`, `lease_time: forever`, `:10: (yaml): "forever" is not a duration`},
+		{"bad lease time", `lease_time: 2h`, `lease_time: forever`, `:10: dhcp.lease_time: "forever" is not a duration like 90s, 30m or 2h`},
 		{"router outside subnet", `router: 198.18.0.254`, `router: 198.19.0.254`, `:7: dhcp.router: 198.19.0.254 is outside subnet`},
 		{"server address outside subnet", `address: 198.18.0.1`, `address: 198.19.0.1`, `:3: server.address: 198.19.0.1 is outside subnet`},
-		{"unknown field", `    ipxe_binary: snponly.efi`, `    ipxe_binray: snponly.efi`, `:19: (yaml): field ipxe_binray not found`},
+		{"unknown field", `    ipxe_binary: snponly.efi`, `    ipxe_binray: snponly.efi`, `:19: machines[3].ipxe_binray: unknown key (did you mean ipxe_binary?); machines[3] takes: mac, hostname, ip, role, ipxe_binary,`},
 		{"bad yaml", `dhcp:`, `dhcp: [`, `(yaml)`},
 		{"kernel arg with space", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"console=ttyS0 quiet\"]", `:20: machines[3].kernel_args[0]: "console=ttyS0 quiet" contains white space`},
 		{"kernel arg template typo", `    ipxe_binary: snponly.efi`, "    ipxe_binary: snponly.efi\n    kernel_args: [\"name={{.Hostnmae}}\"]", `:20: machines[3].kernel_args[0]: kernel argument "name={{.Hostnmae}}"`},
@@ -190,5 +192,29 @@ func TestLiveServersWarn(t *testing.T) {
 	text = strings.Replace(goodConfig, "assets: {flatcar: {version: 4152.2.0}}", "", 1)
 	if _, err := Parse("site.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs need the Flatcar version") {
 		t.Fatalf("disk install without a version: %v", err)
+	}
+}
+
+// A config that exists but cannot be read is not a missing one: the advice
+// is about users and modes, not about passing another file.
+func TestLoadFileUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	_, err := LoadFile(dir)
+	if err == nil || !strings.Contains(err.Error(), "that is a directory: pass the config file in it") {
+		t.Fatalf("a directory as the config: %v", err)
+	}
+	denied := readError(&fs.PathError{Op: "open", Path: "/etc/flint/site.yaml", Err: syscall.EACCES})
+	if !errors.Is(denied, fs.ErrPermission) || !strings.Contains(denied.Error(), "run flint as a user that can, or fix its owner or mode") ||
+		strings.Contains(denied.Error(), "pass an existing file") {
+		t.Fatalf("permission denied: %v", denied)
+	}
+	if os.Geteuid() != 0 { // root reads whatever the mode says
+		path := filepath.Join(dir, "site.yaml")
+		if err := os.WriteFile(path, []byte(goodConfig), 0o000); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadFile(path); err == nil || !strings.Contains(err.Error(), "fix its owner or mode") {
+			t.Fatalf("unreadable file: %v", err)
+		}
 	}
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -57,41 +60,94 @@ func (e *Error) Error() string {
 func LoadFile(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w (pass an existing file with --config)", err)
+		return nil, readError(err)
 	}
 	return Parse(path, data)
 }
 
+// readError says what to do about a config file that cannot be read: one
+// that exists but is not readable needs its mode or another user, not
+// another file.
+func readError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("read config: %w (the file exists but this user may not read it: run flint as a user that can, or fix its owner or mode, e.g. chmod 0640 and chgrp to flint's group)", err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("read config: %w (pass an existing file with --config)", err)
+	case errors.Is(err, syscall.EISDIR):
+		return fmt.Errorf("read config: %w (that is a directory: pass the config file in it with --config)", err)
+	}
+	return fmt.Errorf("read config: %w (pass a readable config file with --config)", err)
+}
+
 // Parse parses and validates config text; source names it in messages.
+// Keys the config does not take and values of the wrong kind are reported
+// each at its line, alongside what the other checks find in the rest.
 func Parse(source string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &Error{Source: source, Problems: []Problem{yamlProblem(err)}}
+		return nil, &Error{Source: source, Problems: []Problem{yamlProblem(err, data)}}
 	}
 	if len(root.Content) == 0 {
 		return nil, &Error{Source: source, Problems: []Problem{{Field: "(file)", Message: "config is empty"}}}
 	}
+	doc := root.Content[0]
+	lines := map[string]int{}
+	indexLines(doc, "", lines)
+	shapeProblems := checkShape(doc)
+	if doc.Kind != yaml.MappingNode && doc.Kind != yaml.AliasNode {
+		return nil, &Error{Source: source, Problems: shapeProblems}
+	}
 	cfg := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		return nil, &Error{Source: source, Problems: []Problem{yamlProblem(err)}}
+	if err := doc.Decode(cfg); err != nil {
+		return nil, &Error{Source: source, Problems: append(shapeProblems, yamlProblem(err, data))}
 	}
 	cfg.Source = source
-	lines := map[string]int{}
-	indexLines(root.Content[0], "", lines)
 	for i := range cfg.Machines {
 		cfg.Machines[i].Line = lines[fmt.Sprintf("machines[%d]", i)]
 	}
 	cfg.lines = lines
-	if err := cfg.validate(lines); err != nil {
-		return nil, err
+	err := cfg.validate(lines)
+	if len(shapeProblems) == 0 {
+		if err != nil {
+			return nil, err
+		}
+		return cfg, nil
 	}
-	return cfg, nil
+	// A value removed for its shape would also fail the checks as missing:
+	// report it once, in the shape's words.
+	all := &Error{Source: source, Problems: shapeProblems}
+	if cerr, ok := err.(*Error); ok {
+		for _, p := range cerr.Problems {
+			if !coveredBy(p.Field, shapeProblems) {
+				all.Problems = append(all.Problems, p)
+			}
+		}
+	}
+	// In file order; those with no line (about the file as a whole) last.
+	sort.SliceStable(all.Problems, func(i, j int) bool {
+		a, b := all.Problems[i].Line, all.Problems[j].Line
+		return a != 0 && (b == 0 || a < b)
+	})
+	return nil, all
+}
+
+// coveredBy reports whether field is, or lies under or above, a field
+// already reported.
+func coveredBy(field string, ps []Problem) bool {
+	for _, p := range ps {
+		if field == p.Field || strings.HasPrefix(field, p.Field+".") || strings.HasPrefix(field, p.Field+"[") ||
+			strings.HasPrefix(p.Field, field+".") || strings.HasPrefix(p.Field, field+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // yamlProblem turns a yaml.v3 error ("yaml: line 4: ...") into a Problem.
-func yamlProblem(err error) Problem {
+// yaml.v3 numbers the line of a parser error (an unclosed [ or {, a key
+// out of line) from 0, so those are moved to the line a person would edit.
+func yamlProblem(err error, data []byte) Problem {
 	var te *yaml.TypeError
 	msg := err.Error()
 	if errors.As(err, &te) {
@@ -107,6 +163,20 @@ func yamlProblem(err error) Problem {
 				msg = strings.TrimSpace(rest[i+1:])
 			}
 		}
+	}
+	if strings.HasPrefix(msg, "did not find expected") {
+		line++
+		if n := bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n")) + 1; line > n {
+			line = n
+		}
+	}
+	switch msg {
+	case "did not find expected ',' or ']'":
+		msg = "a [ list opened here is not closed: add the ] (or a , between its items)"
+	case "did not find expected ',' or '}'":
+		msg = "a { mapping opened here is not closed: add the } (or a , between its items)"
+	case "did not find expected key":
+		msg = "this line is not indented like the keys above it: line it up with its siblings"
 	}
 	return Problem{Field: "(yaml)", Line: line, Message: msg}
 }

@@ -77,27 +77,40 @@ func (s *Server) apiMachineEvents(c echo.Context) error {
 // reprovisionRequest is the body of POST .../reprovision.
 type reprovisionRequest struct {
 	Confirm bool `json:"confirm"`
+	// Cancel disarms an armed reprovision instead (flint reprovision --cancel).
+	Cancel bool `json:"cancel"`
 }
 
-// apiReprovision arms a machine for reinstall (flint reprovision). Without
-// confirm a server is only explained (the plan), never armed.
+// apiReprovision arms a machine for reinstall (flint reprovision), or with
+// cancel disarms it. Without confirm a server is only explained (the plan),
+// never armed. Lifecycle decides; this only maps its answers to statuses.
 func (s *Server) apiReprovision(c echo.Context) error {
 	var req reprovisionRequest
-	if err := decodeJSON(c, &req, `{"confirm": true}`); err != nil {
+	if err := decodeJSON(c, &req, `{"confirm": true} or {"cancel": true}`); err != nil {
 		return err
 	}
-	plan, err := s.Lifecycle.Reprovision(c.Param("name"), req.Confirm)
+	var plan lifecycle.Plan
+	var err error
+	if req.Cancel {
+		plan, err = s.Lifecycle.CancelReprovision(c.Param("name"))
+	} else {
+		plan, err = s.Lifecycle.Reprovision(c.Param("name"), req.Confirm)
+	}
 	switch {
-	case errors.Is(err, lifecycle.ErrBusy):
+	case errors.Is(err, lifecycle.ErrBusy), errors.Is(err, lifecycle.ErrNotInstalled),
+		errors.Is(err, lifecycle.ErrNotArmed), errors.Is(err, lifecycle.ErrRebuildStarted):
 		return textError(http.StatusConflict, "%v", err)
 	case errors.Is(err, lifecycle.ErrNoMachine):
 		return textError(http.StatusNotFound, "%v", err)
 	case err != nil:
-		s.log.Error("admin API: reprovision", "machine", c.Param("name"), "err", err)
-		return textError(http.StatusServiceUnavailable, "flint cannot arm %s now: %v", c.Param("name"), err)
+		s.log.Error("admin API: reprovision", "machine", c.Param("name"), "cancel", req.Cancel, "err", err)
+		return textError(http.StatusServiceUnavailable, "flint cannot change %s now: %v", c.Param("name"), err)
 	}
-	if plan.Armed {
+	switch {
+	case plan.Armed:
 		s.log.Info("reprovision armed", "machine", plan.Machine, "role", plan.Role)
+	case plan.Cancelled:
+		s.log.Info("reprovision cancelled", "machine", plan.Machine, "role", plan.Role)
 	}
 	return writeJSON(c, plan)
 }

@@ -63,6 +63,12 @@ func TestAdminAPI(t *testing.T) {
 		if st := f.state(t).State; st != store.StateReady {
 			t.Fatalf("refused requests armed nuc1: %s", st)
 		}
+		if rec := f.doSocket(t, "POST", path, `{"confirm":false}`, "Content-Type", "application/json"); rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "nuc1 was never installed") {
+			t.Fatalf("plan for a machine never installed: %d %s", rec.Code, rec.Body)
+		}
+		if _, err := f.st.UpdateMachine("52:54:00:12:34:56", func(m *store.Machine) error { m.State = store.StateInstalled; return nil }); err != nil {
+			t.Fatal(err)
+		}
 		var plan lifecycle.Plan
 		rec := f.doSocket(t, "POST", path, `{"confirm":false}`, "Content-Type", "application/json")
 		if json.Unmarshal(rec.Body.Bytes(), &plan); rec.Code != http.StatusOK || plan.Armed || !plan.NeedsConfirm {
@@ -74,6 +80,19 @@ func TestAdminAPI(t *testing.T) {
 		}
 		if rec := f.doSocket(t, "POST", "/api/v1/machines/nuc9/reprovision", `{}`, "Content-Type", "application/json"); rec.Code != http.StatusNotFound {
 			t.Errorf("unknown machine: %d %s", rec.Code, rec.Body)
+		}
+		if rec := f.doTLS(t, "POST", path, `{"cancel":true}`, "Content-Type", "application/json"); rec.Code != http.StatusUnauthorized {
+			t.Errorf("cancel over HTTPS without the token: %d", rec.Code)
+		}
+		rec = f.doSocket(t, "POST", path, `{"cancel":true}`, "Content-Type", "application/json")
+		if json.Unmarshal(rec.Body.Bytes(), &plan); rec.Code != http.StatusOK || !plan.Cancelled {
+			t.Fatalf("cancel: %d %s", rec.Code, rec.Body)
+		}
+		if m := f.state(t); m.State != store.StateInstalled || m.Rebuilding {
+			t.Fatalf("after cancel: %+v", m)
+		}
+		if rec := f.doSocket(t, "POST", path, `{"cancel":true}`, "Content-Type", "application/json"); rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "nothing to cancel") {
+			t.Errorf("cancel of nothing armed: %d %s", rec.Code, rec.Body)
 		}
 	})
 }

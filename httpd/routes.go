@@ -63,7 +63,7 @@ var routes = []route{
 	{getM, "/api/v1/machines", onHTTPS | onSocket, true, "machine records (admin)", (*Server).apiMachines},
 	{getM, "/api/v1/leases", onHTTPS | onSocket, true, "DHCP leases (admin)", (*Server).apiLeases},
 	{getM, "/api/v1/machines/:mac/events", onHTTPS | onSocket, true, "a machine's boot timeline (admin)", (*Server).apiMachineEvents},
-	{postM, "/api/v1/machines/:name/reprovision", onHTTPS | onSocket, true, `arm a reinstall, JSON body {"confirm": true} (admin)`, (*Server).apiReprovision},
+	{postM, "/api/v1/machines/:name/reprovision", onHTTPS | onSocket, true, `arm a reinstall, JSON body {"confirm": true}, or cancel one, {"cancel": true} (admin)`, (*Server).apiReprovision},
 	{getM, "/metrics", onHTTPS | onSocket, true, "Prometheus metrics (admin)", (*Server).metrics},
 	{getM, "/api/v1/stream", onHTTPS | onSocket, true, "server-sent events: \"changed\" whenever flint's state changed (admin)", (*Server).stream},
 	{getHeadM, "/ui/*", onHTTPS, false, "the web dashboard (static; it asks for the admin token and uses the admin API)", (*Server).ui},

@@ -59,6 +59,7 @@ type Lifecycle interface {
 	Delivered(a lifecycle.Admission, detail string) error
 	NodeEvent(r lifecycle.NodeReport) error
 	Reprovision(name string, confirm bool) (lifecycle.Plan, error)
+	CancelReprovision(name string) (lifecycle.Plan, error)
 }
 
 // Renderer makes Ignition configs (*ignition.Renderer).

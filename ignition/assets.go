@@ -78,40 +78,41 @@ func (h *hasher) sha512(path string) (string, int64, error) {
 	return sum, n, nil
 }
 
-type assetRef struct{ name, field, path string }
-
-// clusterAssets are the logical asset names, their config fields and paths.
-func clusterAssets(cfg *config.Config) []assetRef {
-	a := cfg.Cluster.Assets
-	return []assetRef{
-		{"etcd", "cluster.assets.etcd", a.Etcd},
-		{"etcdctl", "cluster.assets.etcdctl", a.Etcdctl},
-		{"k3s", "cluster.assets.k3s", a.K3s},
-	}
-}
-
 // asset hashes one asset under dir. A missing file is an *AssetError naming
 // the logical name and path.
-func (h *hasher) asset(cfg *config.Config, dir string, a assetRef) (Asset, error) {
-	path := filepath.Join(dir, filepath.FromSlash(a.path))
+func (h *hasher) asset(cfg *config.Config, dir string, a config.NodeAsset) (Asset, error) {
+	path := filepath.Join(dir, filepath.FromSlash(a.Path))
 	sum, size, err := h.sha512(path)
 	if err != nil {
-		return Asset{}, &AssetError{Name: a.name, Field: a.field, Path: path, Err: err}
+		return Asset{}, &AssetError{Name: a.Name, Field: a.Field, Path: path, Err: err}
 	}
-	return Asset{Path: a.path, URL: cfg.HTTPBaseURL() + "/assets/" + escapePath(a.path), SHA512: sum, Size: size}, nil
+	return Asset{Path: a.Path, URL: cfg.HTTPBaseURL() + "/assets/" + escapePath(a.Path), SHA512: sum, Size: size}, nil
 }
 
-// assets hashes every cluster asset under dir.
-func (h *hasher) assets(cfg *config.Config, dir string) (map[string]Asset, error) {
+// assets hashes the assets machine m downloads (config.NodeAssetsOf): an
+// agent renders without the etcd binaries.
+func (h *hasher) assets(cfg *config.Config, dir string, m *config.Machine) (map[string]Asset, error) {
 	out := map[string]Asset{}
-	for _, a := range clusterAssets(cfg) {
+	for _, a := range cfg.NodeAssetsOf(m) {
 		asset, err := h.asset(cfg, dir, a)
 		if err != nil {
 			return nil, err
 		}
-		out[a.name] = asset
+		out[a.Name] = asset
 	}
 	return out, nil
+}
+
+// available hashes every asset the config's machines download; a missing
+// one is left out (the machines that need it fail to render, saying so).
+func (h *hasher) available(cfg *config.Config, dir string) map[string]Asset {
+	out := map[string]Asset{}
+	for _, a := range cfg.NodeAssets() {
+		if asset, err := h.asset(cfg, dir, a); err == nil {
+			out[a.Name] = asset
+		}
+	}
+	return out
 }
 
 // escapePath URL-escapes each segment of a slash-separated path.

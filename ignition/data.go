@@ -30,8 +30,9 @@ type Data struct {
 	// URLs are flint's own addresses as the node reaches them.
 	URLs URLs
 	// Assets are the files nodes download from flint, by logical name:
-	// "k3s", "etcd", "etcdctl" (cluster.assets). A missing file stops the
-	// render, so every entry has its hash.
+	// "k3s" on every machine, "etcd" and "etcdctl" on servers only
+	// (config.NodeAssetsOf). A missing file stops the render, so every entry
+	// has its hash.
 	Assets map[string]Asset
 	// Etcd is the etcd cluster's bootstrap settings (the same on every node).
 	Etcd EtcdData

@@ -177,7 +177,7 @@ func (r *Renderer) Render(req Request) ([]byte, error) {
 	if req.Machine == nil {
 		return nil, ErrUnknownMachine
 	}
-	assets, err := r.hasher.assets(r.cfg, r.assetsDir)
+	assets, err := r.hasher.assets(r.cfg, r.assetsDir, req.Machine)
 	if err != nil {
 		return nil, err
 	}

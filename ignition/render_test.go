@@ -588,6 +588,39 @@ func TestMissingAsset(t *testing.T) {
 	}
 }
 
+// An agent never downloads etcd: its config renders without the etcd
+// binaries, a server's says which one is missing, and an agent profile that
+// reaches for etcd anyway is a profile problem.
+func TestAgentNeedsNoEtcd(t *testing.T) {
+	e := newEnv(t, envOpts{profiles: true})
+	os.RemoveAll(filepath.Join(e.assetsDir, "etcd"))
+	r := e.renderer(t, fakeSecrets{})
+	out, err := r.RenderMAC(macNuc4, SpecV3)
+	if err != nil {
+		t.Fatalf("agent without the etcd binaries: %v", err)
+	}
+	if strings.Contains(string(out), "/opt/bin/etcd") || !strings.Contains(string(out), "/assets/k3s/k3s") {
+		t.Errorf("agent config:\n%s", out)
+	}
+	var ae *AssetError
+	if _, err := r.RenderMAC(macNuc1, SpecV3); !errors.As(err, &ae) || ae.Name != "etcd" {
+		t.Fatalf("server without etcd: %v", err)
+	}
+	ps := ValidateAll(e.cfg, fakeSecrets{}, e.assetsDir)
+	if len(ps) != 2 || ps[0].Kind != KindAsset || ps[1].Kind != KindAsset {
+		t.Fatalf("validate with etcd missing: want the two etcd assets only, got %v", ps)
+	}
+	e.writeProfile(t, "agent.yaml", insertAfter(t, embeddedText(t, "agent.yaml"), `{{- template "k3s-files" .}}`, "    - path: /opt/x\n      contents: {source: {{quote .Assets.etcd.URL}}}\n"))
+	ps = ValidateAll(e.cfg, fakeSecrets{}, e.assetsDir)
+	found := false
+	for _, p := range ps {
+		found = found || (p.Kind == KindProfile && strings.Contains(p.Message, "etcd"))
+	}
+	if !found {
+		t.Errorf("an agent profile using .Assets.etcd is not reported: %v", ps)
+	}
+}
+
 func TestUnknownMachine(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	_, err := e.renderer(t, fakeSecrets{}).RenderMAC(mustMAC("02:00:00:00:00:99"), SpecV3)

@@ -45,13 +45,13 @@ func (r *Renderer) Problems() []Problem {
 	// profiles are still checked.
 	var problems []Problem
 	assets := map[string]Asset{}
-	for _, a := range clusterAssets(cfg) {
+	for _, a := range cfg.NodeAssets() {
 		asset, err := r.hasher.asset(cfg, assetsDir, a)
 		if err != nil {
 			problems = append(problems, Problem{Kind: KindAsset, Message: err.Error()})
-			asset = Asset{Path: a.path, URL: cfg.HTTPBaseURL() + "/assets/" + escapePath(a.path), SHA512: strings.Repeat("0", 128)}
+			asset = Asset{Path: a.Path, URL: cfg.HTTPBaseURL() + "/assets/" + escapePath(a.Path), SHA512: strings.Repeat("0", 128)}
 		}
-		assets[a.name] = asset
+		assets[a.Name] = asset
 	}
 
 	type kind struct{ profile, role, mode string }
@@ -73,8 +73,13 @@ func (r *Renderer) Problems() []Problem {
 			// Its PXE boot runs the installer, which fetches the role config.
 			variants = append(variants, variant{SpecV3, InstallerProfile})
 		}
+		// Each machine renders with the assets it gets, as when it boots.
+		mine := map[string]Asset{}
+		for _, a := range cfg.NodeAssetsOf(m) {
+			mine[a.Name] = assets[a.Name]
+		}
 		for _, v := range variants {
-			_, err := r.render(m, v.spec, assets, v.profile, ClusterStateNew)
+			_, err := r.render(m, v.spec, mine, v.profile, ClusterStateNew)
 			for _, p := range problemsOf(m, err) {
 				// The same template error shows up for every machine of a
 				// profile and in both specs: report it once.

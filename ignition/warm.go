@@ -41,29 +41,26 @@ func (r *Renderer) Warm(ctx context.Context, every time.Duration) {
 	}
 }
 
-// currentInputs is what the cache keys its entries by now; false while an
-// asset is missing (nothing renders then).
+// currentInputs is what the cache keys its entries by now, over the assets
+// there are (a missing one changes it when it arrives); false while the
+// profiles do not load (nothing renders then).
 func (r *Renderer) currentInputs() (string, bool) {
 	ps, err := r.profileSet()
 	if err != nil {
 		return "", false
 	}
-	assets, err := r.hasher.assets(r.cfg, r.assetsDir)
-	if err != nil {
-		return "", false
-	}
-	return inputsOf(ps.set.Digest(), assets), true
+	return inputsOf(ps.set.Digest(), r.hasher.available(r.cfg, r.assetsDir)), true
 }
 
 // warmOnce renders every machine's first configs that are not cached yet;
 // n counts the renders, done is false if ctx ended first.
 func (r *Renderer) warmOnce(ctx context.Context) (n int, done bool) {
-	assets, err := r.hasher.assets(r.cfg, r.assetsDir)
-	if err != nil {
-		return 0, true
-	}
 	for i := range r.cfg.Machines {
 		m := &r.cfg.Machines[i]
+		assets, err := r.hasher.assets(r.cfg, r.assetsDir, m)
+		if err != nil {
+			continue // its own request will say which asset is missing
+		}
 		variants := []string{profiles.ProfileOf(m)}
 		if r.cfg.InstallModeOf(m) == config.InstallDisk {
 			variants = []string{InstallerProfile, profiles.ProfileOf(m)}

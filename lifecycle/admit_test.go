@@ -362,6 +362,7 @@ func TestBootTokensSurviveARestart(t *testing.T) {
 	if a := other.AdmitConfig(ConfigRequest{MAC: nuc4, From: ip4, Token: tok}); a.Verdict != Refuse {
 		t.Fatalf("a flint with another key accepted the token: %v", a.Verdict)
 	}
+	f.installDisk(t, nuc4, ip4)
 	if _, err := f.m.Reprovision("nuc4", false); err != nil {
 		t.Fatal(err)
 	}

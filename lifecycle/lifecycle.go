@@ -80,7 +80,10 @@ const (
 
 // Rejoiner fixes etcd membership so a wiped member can start again with an
 // empty data directory (etcdadmin.Admin). PrepareRejoin must refuse, changing
-// nothing, when the member still answers as healthy.
+// nothing, when the member still answers as healthy. An error that matches
+// neither ErrMemberHealthy nor ErrNothingChanged may have left the
+// membership changed (the old member removed), so the rebuild can no longer
+// be cancelled.
 type Rejoiner interface {
 	PrepareRejoin(ctx context.Context, name, peerURL string) (initialCluster string, err error)
 	Close() error
@@ -135,6 +138,9 @@ type rejoinErr struct {
 	at     time.Time
 	msg    string
 	refuse bool // the member was healthy: answer 403, not 503
+	// changed: the attempt failed after (or while) changing etcd
+	// membership, so the rebuild can no longer be cancelled.
+	changed bool
 }
 
 // ErrNoReportKey is returned by New without a usable report key.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"sort"
 	"strings"
 	"time"
 
@@ -17,6 +16,10 @@ import (
 // ErrMemberHealthy is how a Rejoiner says the member still answers: a
 // running, healthy member is never replaced, whoever asks.
 var ErrMemberHealthy = errors.New("the etcd member still answers as healthy")
+
+// ErrNothingChanged is how a Rejoiner says it refused before changing
+// anything (e.g. quorum would be at risk).
+var ErrNothingChanged = errors.New("etcd membership was not changed")
 
 // armLiveRebuild takes the one rebuild slot for a rebooted live server and
 // marks it rebuilding, in one store transaction.
@@ -55,6 +58,15 @@ func (m *Manager) rejoin(mc *config.Machine, from netip.Addr) (Verdict, string) 
 	defer m.mu.Unlock()
 	if m.preparing[key] {
 		return Wait, "flint is replacing " + mc.Hostname + "'s etcd member"
+	}
+	// The arm may have been cancelled since the caller read it; cancels
+	// hold m.mu too, so this read settles it.
+	if rec, _, err := m.st.Machine(mc.MAC); err != nil {
+		return Wait, "flint cannot read its state; retry"
+	} else if rec.EtcdRejoin {
+		return Wait, "flint has replaced " + mc.Hostname + "'s etcd member; retry"
+	} else if rec.State != store.StateReprovision {
+		return Refuse, mc.Hostname + "'s reprovision was cancelled: its etcd member stays as it is"
 	}
 	if f, ok := m.failed[key]; ok && m.now().Sub(f.at) < m.RetryRejoin {
 		if f.refuse {
@@ -99,10 +111,16 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 	delete(m.preparing, mc.HW)
 	if err != nil {
 		msg := err.Error()
+		if errors.As(err, new(*localError)) {
+			// flint's own trouble (its certificate files, its database):
+			// the details, with their paths, go to the log and the
+			// timeline, never to a node on the LAN.
+			msg = fmt.Sprintf("flint cannot replace %s's etcd member now and retries; flint's log and the machine's timeline say why", mc.Hostname)
+		}
 		if healthy {
 			msg = fmt.Sprintf("%s's etcd member still runs and is healthy: a running member is never replaced (%v)", mc.Hostname, err)
 		}
-		m.failed[mc.HW] = rejoinErr{at: m.now(), msg: msg, refuse: healthy}
+		m.failed[mc.HW] = rejoinErr{at: m.now(), msg: msg, refuse: healthy, changed: errors.As(err, new(*membershipError))}
 	} else {
 		delete(m.failed, mc.HW)
 	}
@@ -147,103 +165,36 @@ func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
 	}
 	admin, err := m.connect(ctx, endpoints)
 	if err != nil {
-		return fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)
+		return &localError{fmt.Errorf("connect to etcd at %s: %w", strings.Join(endpoints, ","), err)}
 	}
 	defer admin.Close()
 	peerURL := "https://" + net.JoinHostPort(mc.IPAddr.String(), "2380")
 	if _, err := admin.PrepareRejoin(ctx, mc.Hostname, peerURL); err != nil {
-		return err
+		if errors.Is(err, ErrMemberHealthy) || errors.Is(err, ErrNothingChanged) {
+			return err
+		}
+		return &membershipError{err}
 	}
 	_, err = m.st.UpdateMachine(mc.MAC, func(r *store.Machine) error {
 		r.EtcdRejoin = true
 		return nil
 	})
-	return err
-}
-
-// Plan is what arming a reprovision will do, in words for the operator.
-type Plan struct {
-	Machine string   `json:"machine"`
-	Role    string   `json:"role"`
-	Steps   []string `json:"steps"`
-	// NeedsConfirm is true for servers: etcd membership changes.
-	NeedsConfirm bool `json:"needs_confirm"`
-	Armed        bool `json:"armed"`
-}
-
-// ErrBusy means another server is still being rebuilt.
-var ErrBusy = store.ErrRebuildBusy
-
-// ErrNoMachine means the name matches no machine of the config.
-var ErrNoMachine = errors.New("no such machine in flint's config")
-
-// Reprovision arms machine `name` (hostname or MAC) so its next boot
-// reinstalls it. For a server it only explains unless confirm is set, and it
-// refuses while another server is rebuilding: two members down at once can
-// cost a 3-member cluster its quorum. Checking and arming are one store
-// transaction, so concurrent calls arm at most one server.
-func Reprovision(st store.Store, cfg *config.Config, name string, confirm bool, now time.Time) (Plan, error) {
-	target, ok := cfg.MachineByNameOrMAC(name)
-	if !ok {
-		names := make([]string, 0, len(cfg.Machines))
-		for _, m := range cfg.Machines {
-			names = append(names, m.Hostname)
-		}
-		sort.Strings(names)
-		return Plan{}, fmt.Errorf("%w: %q (known: %s)", ErrNoMachine, name, strings.Join(names, ", "))
-	}
-	p := Plan{Machine: target.Hostname, Role: target.Role}
-	if target.Role == config.RoleServer {
-		var others []string
-		for _, s := range cfg.Servers() {
-			if s.MAC != target.MAC {
-				others = append(others, s.Hostname)
-			}
-		}
-		p.NeedsConfirm = true
-		p.Steps = []string{
-			fmt.Sprintf("check that %s's own etcd member is down (a running, healthy member is never replaced) and that the other members (%s) are healthy and quorum survives; otherwise serve nothing and say why", target.Hostname, strings.Join(others, ", ")),
-			fmt.Sprintf("remove %s's old etcd member and add it back with peer URL https://%s:2380", target.Hostname, target.IPAddr),
-			fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=existing, the same certificates, K3s token and node password", target.Hostname),
-			fmt.Sprintf("%s starts with an empty etcd data directory and copies the data from the other members", target.Hostname),
-		}
-	} else {
-		p.Steps = []string{
-			fmt.Sprintf("serve %s its config again and reinstall it", target.Hostname),
-			"it rejoins K3s with the same token and node password",
-		}
-	}
-	if p.NeedsConfirm && !confirm {
-		return p, nil
-	}
-	arm := func(r *store.Machine) error {
-		r.State, r.StateChanged = store.StateReprovision, now
-		// A new install: nothing of the old boot counts, not even a boot
-		// token issued before the arm.
-		r.Boot = store.Boot{SpentBefore: now}
-		if target.Role == config.RoleServer {
-			r.Rebuilding, r.EtcdRejoin = true, false
-		}
-		return nil
-	}
-	var err error
-	if target.Role == config.RoleServer {
-		_, err = st.ClaimRebuild(target.MAC, arm)
-	} else {
-		_, err = st.UpdateMachine(target.MAC, arm)
-	}
-	var busy *store.BusyError
-	if errors.As(err, &busy) {
-		return p, fmt.Errorf("%w: %s was reprovisioned and has not reported etcd healthy yet; wait for it (flint machines shows its last event) before rebuilding %s", ErrBusy, nameOf(busy.Holder), target.Hostname)
-	}
 	if err != nil {
-		return p, err
+		return &membershipError{&localError{err}}
 	}
-	p.Armed = true
-	return p, st.RecordSighting(store.Sighting{MAC: target.MAC, At: now, Event: "reprovision armed", TimelineOnly: true})
+	return nil
 }
 
-// Reprovision is the package function with this manager's store, config and clock.
-func (m *Manager) Reprovision(name string, confirm bool) (Plan, error) {
-	return Reprovision(m.st, m.cfg, name, confirm, m.now())
-}
+// localError is a rejoin failure of flint's own (reaching etcd with its
+// certificate, writing its state): its text may name files on flint.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
+
+// membershipError is a rejoin failure after which etcd's membership may
+// have changed (PrepareRejoin removes before it adds).
+type membershipError struct{ err error }
+
+func (e *membershipError) Error() string { return e.err.Error() }
+func (e *membershipError) Unwrap() error { return e.err }

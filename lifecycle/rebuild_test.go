@@ -26,14 +26,30 @@ func (f *fixture) bootServer(t *testing.T, hw config.MAC, ip netip.Addr) Admissi
 	return a
 }
 
+// installDisk runs one machine's disk install to installed.
+func (f *fixture) installDisk(t *testing.T, hw config.MAC, ip netip.Addr) {
+	t.Helper()
+	f.dhcp(t, hw, ip)
+	a := f.deliver(t, hw, ip, f.script(t, hw, ip), StageBoot)
+	f.deliver(t, hw, ip, a.Boot.InstalledToken, StageInstalled)
+	if err := f.report(hw, ip, a.Boot.ReportToken, EventInstallFinished); err != nil {
+		t.Fatal(err)
+	}
+	if s := f.state(t, hw).State; s != store.StateInstalled {
+		t.Fatalf("%s after its install: %s", hw, s)
+	}
+}
+
 // TestServerRebuild: an operator's reprovision of a server, on a disk install.
 func TestServerRebuild(t *testing.T) {
 	f := newFixture(t, "full", "disk")
+	f.installDisk(t, nuc1, ip1)
+	f.installDisk(t, nuc2, ip2)
 	plan, err := f.m.Reprovision("nuc2", false)
 	if err != nil || plan.Armed || !plan.NeedsConfirm || !strings.Contains(strings.Join(plan.Steps, "\n"), "remove nuc2's old etcd member and add it back with peer URL https://198.18.0.62:2380") {
 		t.Fatalf("plan without --yes: %+v %v", plan, err)
 	}
-	if s := f.state(t, nuc2).State; s != store.StateReady {
+	if s := f.state(t, nuc2).State; s != store.StateInstalled {
 		t.Fatalf("explaining must not arm: %s", s)
 	}
 	if plan, err = f.m.Reprovision("nuc2", true); err != nil || !plan.Armed {
@@ -43,7 +59,7 @@ func TestServerRebuild(t *testing.T) {
 		if _, err := f.m.Reprovision("nuc1", true); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "nuc2") {
 			t.Fatalf("second server: %v", err)
 		}
-		if s := f.state(t, nuc1).State; s != store.StateReady {
+		if s := f.state(t, nuc1).State; s != store.StateInstalled {
 			t.Fatalf("refused reprovision changed nuc1: %s", s)
 		}
 	})
@@ -133,6 +149,7 @@ func TestLiveServerRebootRejoins(t *testing.T) {
 func TestHealthyMemberIsNeverReplaced(t *testing.T) {
 	f := newFixture(t, "full", "live")
 	f.bootServer(t, nuc1, ip1)
+	f.bootServer(t, nuc2, ip2)
 	f.m.RetryRejoin = time.Hour
 	f.etc.set(fmt.Errorf("%w: member nuc1 answers at https://198.18.0.61:2379", ErrMemberHealthy), nil)
 	tok := f.script(t, nuc1, ip1)
@@ -156,6 +173,7 @@ func TestHealthyMemberIsNeverReplaced(t *testing.T) {
 
 func TestRebuildRefusedWithoutQuorum(t *testing.T) {
 	f := newFixture(t, "full", "disk")
+	f.installDisk(t, nuc2, ip2)
 	f.etc.set(errors.New("etcd quorum would be lost: nuc3 is unhealthy"), nil)
 	f.m.RetryRejoin = time.Hour
 	if _, err := f.m.Reprovision("nuc2", true); err != nil {

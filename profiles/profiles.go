@@ -78,7 +78,7 @@ func Load(overlayDir string) (*Set, error) {
 	if overlayDir != "" {
 		entries, err := os.ReadDir(overlayDir)
 		if err != nil {
-			return nil, fmt.Errorf("cluster.profiles_dir: %w", err)
+			return nil, dirError(err)
 		}
 		for _, e := range entries {
 			name := e.Name()
@@ -92,12 +92,24 @@ func Load(overlayDir string) (*Set, error) {
 			}
 			data, err := os.ReadFile(path)
 			if err != nil {
-				return nil, fmt.Errorf("cluster.profiles_dir: %w", err)
+				return nil, dirError(err)
 			}
 			files[name] = File{Name: name, Origin: path, Data: data}
 		}
 	}
 	return newSet(files), nil
+}
+
+// dirError says what to do about a profiles_dir (or a profile in it) that
+// cannot be read.
+func dirError(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("cluster.profiles_dir: %w (permission denied: flint reads its profiles as the user it runs as; run it as a user that can read them, or fix their owner or mode, e.g. chmod a+rX)", err)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("cluster.profiles_dir: %w (create the directory or fix cluster.profiles_dir in the config)", err)
+	}
+	return fmt.Errorf("cluster.profiles_dir: %w", err)
 }
 
 // Loader loads the set of one overlay directory and keeps it while the
@@ -140,7 +152,7 @@ func (l *Loader) stampOf() (string, error) {
 	}
 	entries, err := os.ReadDir(l.dir)
 	if err != nil {
-		return "", fmt.Errorf("cluster.profiles_dir: %w", err)
+		return "", dirError(err)
 	}
 	var b strings.Builder
 	for _, e := range entries {

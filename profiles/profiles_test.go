@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,5 +192,24 @@ func TestLoaderReloadsOnlyOnChange(t *testing.T) {
 	}
 	if _, err := NewLoader(filepath.Join(dir, "missing")).Load(); err == nil || !strings.Contains(err.Error(), "cluster.profiles_dir") {
 		t.Fatalf("a missing overlay: %v", err)
+	}
+}
+
+// A profiles_dir flint may not read says so, not that it is missing.
+func TestOverlayUnreadable(t *testing.T) {
+	err := dirError(&fs.PathError{Op: "open", Path: "/srv/profiles", Err: syscall.EACCES})
+	if !strings.Contains(err.Error(), "cluster.profiles_dir: open /srv/profiles: permission denied (permission denied: flint reads its profiles as the user it runs as; run it as a user that can read them, or fix their owner or mode") {
+		t.Fatalf("permission denied: %v", err)
+	}
+	_, err = Load(filepath.Join(t.TempDir(), "nope"))
+	if err == nil || !strings.Contains(err.Error(), "create the directory or fix cluster.profiles_dir") {
+		t.Fatalf("missing directory: %v", err)
+	}
+	if os.Geteuid() != 0 { // root reads whatever the mode says
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "server.yaml"), []byte("variant: flatcar\n"), 0o000)
+		if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "fix their owner or mode") {
+			t.Fatalf("unreadable profile: %v", err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,6 +39,8 @@ type Bolt struct {
 	writes chan writeReq
 	done   chan struct{}
 
+	existingOnly bool // see ExistingOnly
+
 	// closeMu orders writers against Close: a write holds it shared while it
 	// queues, Close exclusively while it marks the store closed, so no write
 	// is ever sent on the closed queue.
@@ -46,6 +49,15 @@ type Bolt struct {
 
 	// version counts committed write transactions (see Version).
 	version atomic.Uint64
+}
+
+// accessAdvice is what to do about a data directory this user may not use:
+// the state belongs to the user flint serve runs as.
+func accessAdvice(err error) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return " (permission denied: the data directory belongs to the user flint serve runs as, usually root; run this as that user, fix the directory's owner or mode, or pass another --data)"
 }
 
 type writeReq struct {
@@ -71,18 +83,32 @@ func WithLimits(l Limits) Option {
 	}
 }
 
+// ExistingOnly makes OpenBolt fail with ErrNoState instead of creating a
+// database: for commands that change a state flint serve made, which must
+// not leave one behind in a directory serve never used.
+func ExistingOnly() Option { return func(s *Bolt) { s.existingOnly = true } }
+
+// ErrNoState: the data directory holds no flint database.
+var ErrNoState = errors.New("no flint state")
+
 // OpenBolt opens (creating if needed) DIR/flint.db. With readOnly it takes a
 // shared lock and fails fast with ErrLocked while a server holds the database.
 func OpenBolt(dir string, readOnly bool, opts ...Option) (*Bolt, error) {
-	if !readOnly {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create data directory %s: %w", dir, err)
-		}
+	s := &Bolt{limits: Limits{Discovered: MaxDiscovered, Events: MaxEventsPerMachine}}
+	for _, o := range opts {
+		o(s)
 	}
 	path := filepath.Join(dir, FileName)
-	if readOnly {
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("no flint state in %s: %w (run flint serve with --data %s first)", dir, err, dir)
+	if readOnly || s.existingOnly {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w in %s: %s does not exist (run flint serve with --data %s first, or pass the --data of your flint serve)", ErrNoState, dir, path, dir)
+		} else if err != nil {
+			return nil, fmt.Errorf("read flint state in %s: %w%s", dir, err, accessAdvice(err))
+		}
+	}
+	if !readOnly {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory %s: %w%s", dir, err, accessAdvice(err))
 		}
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 300 * time.Millisecond, ReadOnly: readOnly})
@@ -90,12 +116,9 @@ func OpenBolt(dir string, readOnly bool, opts ...Option) (*Bolt, error) {
 		return nil, fmt.Errorf("%s: %w", path, ErrLocked)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open state %s: %w", path, err)
+		return nil, fmt.Errorf("open state %s: %w%s", path, err, accessAdvice(err))
 	}
-	s := &Bolt{db: db, limits: Limits{Discovered: MaxDiscovered, Events: MaxEventsPerMachine}}
-	for _, o := range opts {
-		o(s)
-	}
+	s.db = db
 	if !readOnly {
 		err = db.Update(func(tx *bolt.Tx) error {
 			newKnown := tx.Bucket(bucketKnown) == nil

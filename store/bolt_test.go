@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -208,5 +210,40 @@ func TestTimelineOrderedAndBounded(t *testing.T) {
 	}
 	if other, _ := st.Events("52:54:00:00:00:0b"); len(other) != 0 {
 		t.Fatalf("unknown MAC has events: %v", other)
+	}
+}
+
+// A command that changes serve's state must not leave a database in a
+// directory serve never used; a directory it may not read is not "no state".
+func TestOpenExistingOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "never-served")
+	_, err := OpenBolt(dir, false, ExistingOnly())
+	if !errors.Is(err, ErrNoState) || !strings.Contains(err.Error(), "run flint serve with --data "+dir+" first") {
+		t.Fatalf("open of a directory serve never used: %v", err)
+	}
+	if _, serr := os.Stat(dir); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("the open created %s: %v", dir, serr)
+	}
+	st, err := OpenBolt(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = OpenBolt(dir, false, ExistingOnly())
+	if err != nil {
+		t.Fatalf("open of serve's state: %v", err)
+	}
+	st.Close()
+
+	denied := accessAdvice(&fs.PathError{Op: "open", Path: dir, Err: syscall.EACCES})
+	if !strings.Contains(denied, "permission denied: the data directory belongs to the user flint serve runs as") {
+		t.Fatalf("advice for permission denied: %q", denied)
+	}
+	if os.Geteuid() != 0 { // root opens whatever the mode says
+		os.Chmod(dir, 0)
+		defer os.Chmod(dir, 0o700)
+		if _, err := OpenBolt(dir, true); err == nil || errors.Is(err, ErrNoState) || !strings.Contains(err.Error(), "permission denied") {
+			t.Fatalf("read-only open of an unreadable directory: %v", err)
+		}
 	}
 }

@@ -32,13 +32,17 @@ func etcdConnector(secrets *pki.PKI, log *slog.Logger) lifecycle.ConnectEtcd {
 }
 
 // rejoiner tells the lifecycle, in its own terms, that etcd refused to
-// replace a member that still runs.
+// replace a member that still runs, or refused for quorum before changing
+// anything.
 type rejoiner struct{ *etcdadmin.Admin }
 
 func (r rejoiner) PrepareRejoin(ctx context.Context, name, peerURL string) (string, error) {
 	ic, err := r.Admin.PrepareRejoin(ctx, name, peerURL)
 	if errors.Is(err, etcdadmin.ErrMemberHealthy) {
 		return "", fmt.Errorf("%w: %w", lifecycle.ErrMemberHealthy, err)
+	}
+	if errors.Is(err, etcdadmin.ErrQuorum) {
+		return "", fmt.Errorf("%w: %w", lifecycle.ErrNothingChanged, err)
 	}
 	return ic, err
 }

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
@@ -19,9 +22,9 @@ import (
 
 func newRenderCmd(g *globalFlags) *cobra.Command {
 	var path, data, mac, spec string
-	var roleCheck bool
+	var roleCheck, pretty bool
 	cmd := &cobra.Command{
-		Use:   "render --mac MAC [--config FILE] [--data DIR] [--spec 3|2] [--role-check]",
+		Use:   "render --mac MAC|HOSTNAME [--config FILE] [--data DIR] [--spec 3|2] [--pretty] [--role-check]",
 		Short: "Print the Ignition config a machine gets",
 		Long: `render prints the Ignition config flint serves to the machine with MAC, made
 with the PKI in DIR/pki and the assets in DIR/assets. render only reads DIR:
@@ -29,8 +32,9 @@ it fails if flint serve has not created the PKI there yet, and certificates or
 a node password the machine does not have yet are made in memory for the
 output (flint serve makes the real ones when the machine first asks). The
 output holds that machine's private keys and the K3s token: treat it as a
-secret.
+secret: printed to a terminal, it comes with a warning on stderr.
 
+--mac takes the machine's MAC or its hostname. --pretty indents the JSON.
 --spec 2 renders the spec 2.3.0 config legacy Flatcar clients get.
 --role-check also lists what the machine's role needs (certificates, etcd and
 K3s settings, units) and exits 1 if anything is missing or if an agent would
@@ -41,10 +45,6 @@ get etcd keys.`,
 			if err != nil {
 				return err
 			}
-			hw, err := config.ParseMAC(mac)
-			if err != nil {
-				return fmt.Errorf("--mac %q: %w", mac, err)
-			}
 			cfg, err := loadConfig(path)
 			if err != nil {
 				return err
@@ -52,10 +52,11 @@ get etcd keys.`,
 			if err := cfg.ResolveAddress(); err != nil {
 				return err
 			}
-			m, ok := cfg.MachineByMAC(hw)
-			if !ok {
-				return fmt.Errorf("MAC %s is not under machines: in %s", hw, cfg.Source)
+			m, err := machineOf(cfg, mac)
+			if err != nil {
+				return err
 			}
+			hw := m.HW
 			sp := ignition.SpecV3
 			switch spec {
 			case "3", "":
@@ -83,17 +84,49 @@ get etcd keys.`,
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: %s has no %s in %s yet: this output holds ones made just for it; flint serve makes and keeps its own when %s first fetches its config\n",
 					m.Hostname, strings.Join(u, ", "), secrets.Dir(), m.Hostname)
 			}
+			if pretty {
+				var b bytes.Buffer
+				if err := json.Indent(&b, out, "", "  "); err != nil {
+					return fmt.Errorf("indent the config: %w", err)
+				}
+				out = b.Bytes()
+			}
+			if isTerminal(cmd.OutOrStdout()) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: this is %s's config with its private keys, node password and the K3s token; it stays in this terminal's scrollback: redirect it to a file (flint render ... > %s.ign) and keep that private\n", m.Hostname, m.Hostname)
+			}
 			_, err = cmd.OutOrStdout().Write(append(out, '\n'))
 			return err
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "config file (default: the embedded example cluster)")
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory (PKI and assets)")
-	cmd.Flags().StringVar(&mac, "mac", "", "MAC address of the machine (52:54:00:12:34:56 or 52-54-00-12-34-56)")
+	cmd.Flags().StringVar(&mac, "mac", "", "the machine: its MAC (52:54:00:12:34:56 or 52-54-00-12-34-56) or its hostname")
+	cmd.Flags().BoolVar(&pretty, "pretty", false, "indent the JSON for reading")
 	cmd.Flags().StringVar(&spec, "spec", "3", "Ignition spec: 3 or 2 (legacy)")
 	cmd.Flags().BoolVar(&roleCheck, "role-check", false, "check the config carries what the machine's role needs instead of printing it")
 	cmd.MarkFlagRequired("mac")
 	return cmd
+}
+
+// machineOf finds the machine --mac names, by hostname or MAC.
+func machineOf(cfg *config.Config, s string) (*config.Machine, error) {
+	if m, ok := cfg.MachineByNameOrMAC(s); ok {
+		return m, nil
+	}
+	if hw, err := config.ParseMAC(s); err == nil {
+		return nil, fmt.Errorf("MAC %s is not under machines: in %s", hw, cfg.Source)
+	}
+	names := make([]string, 0, len(cfg.Machines))
+	for _, m := range cfg.Machines {
+		names = append(names, m.Hostname)
+	}
+	return nil, fmt.Errorf("--mac %q is neither a MAC nor a hostname under machines: in %s (hostnames: %s)", s, cfg.Source, strings.Join(names, ", "))
+}
+
+// isTerminal reports whether w is a terminal (a variable for tests).
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // openExistingPKI opens DATA/pki without creating or changing anything, for

@@ -15,9 +15,9 @@ import (
 
 func newReprovisionCmd() *cobra.Command {
 	var data, path string
-	var yes bool
+	var yes, cancel bool
 	cmd := &cobra.Command{
-		Use:   "reprovision NODE [--yes] [--data DIR]",
+		Use:   "reprovision NODE [--yes | --cancel] [--data DIR]",
 		Short: "Arm a machine so its next PXE boot reinstalls it",
 		Long: `reprovision arms NODE (a hostname or MAC from the config): its next PXE boot
 gets its Ignition config again and reinstalls it, with the same certificates,
@@ -26,16 +26,29 @@ K3s token and node password.
 For a server it first explains what will happen to etcd (the old member is
 removed and added back; the node rejoins with ETCD_INITIAL_CLUSTER_STATE=
 existing once the other members are healthy) and only arms it with --yes.
-It refuses while another server is still being rebuilt.
+It refuses while another server is still being rebuilt, and for a machine
+that was never installed (its first network boot installs it).
+
+--cancel disarms an armed reprovision: the machine is installed again and
+another server may be rebuilt. It is refused once flint has started changing
+the machine's etcd membership (etcd then waits for the member to rejoin).
 
 It talks to the running flint serve of DIR over its admin socket
 (DIR/flint.sock, for the user flint runs as), or writes DIR/flint.db
-directly when none runs (then --config names the config flint serves).`,
+directly when none runs (then --config names the config flint serves).
+It never creates DIR/flint.db: a directory flint serve never used is an error.`,
 		Args: oneNode,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			plan, err := reprovision(path, data, args[0], yes)
+			if yes && cancel {
+				return fmt.Errorf("--yes arms and --cancel disarms: pass one")
+			}
+			plan, err := reprovision(path, data, args[0], yes, cancel)
 			out := cmd.OutOrStdout()
-			if plan.Machine != "" {
+			if plan.Cancelled {
+				fmt.Fprintf(out, "cancelled: %s stays installed and no longer holds the rebuild slot; `flint machines --data %s` shows it\n", plan.Machine, data)
+				return nil
+			}
+			if plan.Machine != "" && len(plan.Steps) > 0 {
 				fmt.Fprintf(out, "%s (%s): on its next PXE boot flint will\n", plan.Machine, plan.Role)
 				for i, s := range plan.Steps {
 					fmt.Fprintf(out, "  %d. %s\n", i+1, s)
@@ -56,25 +69,37 @@ directly when none runs (then --config names the config flint serves).`,
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve that boots the machine")
 	cmd.Flags().StringVarP(&path, "config", "c", "", "config file, when flint serve is not running (default: the embedded example cluster)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "arm a server (etcd member) after reading what will happen")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "disarm an armed reprovision (refused once etcd membership changed)")
 	return cmd
 }
 
-func reprovision(cfgPath, dataDir, name string, confirm bool) (lifecycle.Plan, error) {
-	st, err := store.OpenBolt(dataDir, false)
+func reprovision(cfgPath, dataDir, name string, confirm, cancel bool) (lifecycle.Plan, error) {
+	// Never create a database: this changes the state of a flint serve.
+	st, err := store.OpenBolt(dataDir, false, store.ExistingOnly())
 	if err == nil {
 		defer st.Close()
 		cfg, err := loadConfig(cfgPath)
 		if err != nil {
 			return lifecycle.Plan{}, fmt.Errorf("%w\n(flint serve is not running, so reprovision reads the config itself: pass the one it serves with --config)", err)
 		}
+		if cancel {
+			return lifecycle.CancelReprovision(st, cfg, name, time.Now())
+		}
 		return lifecycle.Reprovision(st, cfg, name, confirm, time.Now())
+	}
+	if errors.Is(err, store.ErrNoState) {
+		return lifecycle.Plan{}, fmt.Errorf("%w\nreprovision changes what flint serve recorded about installed machines; a machine flint never served installs on its first boot", err)
 	}
 	if !errors.Is(err, store.ErrLocked) {
 		return lifecycle.Plan{}, err
 	}
 	// flint serve holds the database: ask it over the admin socket.
 	var plan lifecycle.Plan
-	err = adminCall(dataDir, http.MethodPost, "/api/v1/machines/"+url.PathEscape(name)+"/reprovision", map[string]bool{"confirm": confirm}, &plan, err)
+	body := map[string]bool{"confirm": confirm}
+	if cancel {
+		body = map[string]bool{"cancel": true}
+	}
+	err = adminCall(dataDir, http.MethodPost, "/api/v1/machines/"+url.PathEscape(name)+"/reprovision", body, &plan, err)
 	if isStatus(err, http.StatusNotFound) {
 		return plan, fmt.Errorf("%w: %v", lifecycle.ErrNoMachine, err)
 	}

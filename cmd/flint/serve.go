@@ -140,6 +140,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := checkRenders(renderer, log); err != nil {
 		return err
 	}
+	warnMissingBootFiles(cfg, assetsDir, log)
 
 	// The recorder learns which MAC is at which address from DHCP and script
 	// requests, so TFTP and asset downloads land on the right timeline.

@@ -133,11 +133,7 @@ func warnMissingAssets(w io.Writer, cfg *config.Config, dataDir string) error {
 	if err != nil {
 		return err
 	}
-	disk := false
-	for i := range cfg.Machines {
-		disk = disk || cfg.InstallModeOf(&cfg.Machines[i]) == config.InstallDisk
-	}
-	for _, g := range st.Check(cfg, disk) {
+	for _, g := range st.Check(cfg, anyDiskInstall(cfg)) {
 		fmt.Fprintf(w, "warning: asset %s (/assets/%s): %s\n", g.Name, g.Path, g.Reason)
 	}
 	return nil
