@@ -20,8 +20,9 @@ import (
 // TestDashboard: Debian's Chromium, headless on a LAN host, opens flint's
 // web dashboard over HTTPS (flint's certificate pinned), connects with the
 // admin token, sees the config's machines, watches one change state live
-// while it fetches its script and config (no reload), opens its timeline
-// and a reprovision plan (nothing armed), and saves a screenshot.
+// (no reload) while it fetches its script and config (installing) and sends
+// its first report (installed), opens its timeline and a reprovision plan
+// (nothing armed), and saves a screenshot.
 func TestDashboard(t *testing.T) {
 	needRoot(t)
 	needBinaries(t)
@@ -84,6 +85,22 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
+	ca := filepath.Join(data, "pki", "ca.crt")
+	// waitState waits until the page, never reloaded, shows node1 in want.
+	waitState := func(t *testing.T, want, after string) {
+		t.Helper()
+		start := time.Now()
+		if err := eventually(10*time.Second, 100*time.Millisecond, func() error {
+			if s := stateOf(); s != want {
+				return fmt.Errorf("node1 shows %q", s)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the page did not follow node1 to %s without a reload: %v", want, err)
+		}
+		t.Logf("the page showed %s %v after %s", want, time.Since(start).Round(time.Millisecond), after)
+	}
+
 	t.Run("a machine changes state live", func(t *testing.T) {
 		code, r := l.Curl(nuc.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
 		tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
@@ -91,19 +108,27 @@ func TestDashboard(t *testing.T) {
 			t.Fatalf("script: %s\n%s", code, r)
 		}
 		q := "/ignition?mac=" + hexhyp(node1.MAC) + "&token=" + tok[1]
-		if code, r := l.Curl(nuc.NS, "--cacert", filepath.Join(data, "pki", "ca.crt"), "-o", "/dev/null", flintHTTPS+q); code != "200" {
+		ign := filepath.Join(l.Dir, "node1.ign")
+		if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", ign, flintHTTPS+q); code != "200" {
 			t.Fatalf("config: %s\n%s", code, r)
 		}
-		start := time.Now()
-		if err := eventually(10*time.Second, 100*time.Millisecond, func() error {
-			if s := stateOf(); s != "installing" {
-				return fmt.Errorf("node1 shows %q", s)
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("the page did not follow the change without a reload: %v", err)
+		waitState(t, "installing", "its config went out")
+		// The node's first report, as flint-report-applied.service sends it
+		// with the report token from its config.
+		raw, err := os.ReadFile(ign)
+		if err != nil {
+			t.Fatal(err)
 		}
-		t.Logf("the page showed installing %v after the config went out", time.Since(start).Round(time.Millisecond))
+		rt := regexp.MustCompile(`Bearer(?: |%20)([0-9a-f]{64})`).FindSubmatch(raw)
+		if rt == nil {
+			t.Fatal("no report token in node1's config")
+		}
+		body := fmt.Sprintf(`{"mac":"%s","event":"config-applied","detail":"dashboard test"}`, node1.MAC)
+		if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", "/dev/null", "-H", "Authorization: Bearer "+string(rt[1]),
+			"-H", "Content-Type: application/json", "--data", body, flintHTTPS+"/api/v1/events"); !strings.HasPrefix(code, "2") {
+			t.Fatalf("report: %s\n%s", code, r)
+		}
+		waitState(t, "installed", "it reported config-applied")
 	})
 
 	t.Run("timeline and reprovision plan", func(t *testing.T) {
@@ -121,13 +146,13 @@ func TestDashboard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(timeline, "script") || !strings.Contains(timeline, "ignition") {
-			t.Errorf("timeline lacks the script or the config:\n%s", timeline)
+		if !strings.Contains(timeline, "script") || !strings.Contains(timeline, "ignition") || !strings.Contains(timeline, "config-applied") {
+			t.Errorf("timeline lacks the script, the config or the report:\n%s", timeline)
 		}
 		if !strings.Contains(plan, "node1") || !strings.Contains(plan, "etcd") {
 			t.Errorf("plan:\n%s", plan)
 		}
-		if s := stateOf(); s != "installing" {
+		if s := stateOf(); s != "installed" {
 			t.Errorf("showing the plan changed node1 to %q", s)
 		}
 	})
