@@ -231,8 +231,14 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 			rec = armed
 		}
 		if rec.State == store.StateReprovision && !rec.EtcdRejoin {
-			a.Verdict, a.Reason = m.rejoin(mc, req.From)
-			return a
+			if !m.hasOtherServers(mc) {
+				// No member to rejoin or to copy data from: it starts the
+				// cluster anew (the plan said so before anyone armed it).
+				m.record(mc.HW, req.From, "etcd starts anew", mc.Hostname+" is the config's only etcd member: it starts an empty cluster")
+			} else {
+				a.Verdict, a.Reason = m.rejoin(mc, req.From)
+				return a
+			}
 		}
 	}
 

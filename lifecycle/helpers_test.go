@@ -95,7 +95,12 @@ func newFixture(t *testing.T, mode, install string) *fixture {
 // newFixtureWith wraps the store (to make it fail) when wrap is set.
 func newFixtureWith(t *testing.T, mode, install string, wrap func(store.Store) store.Store) *fixture {
 	t.Helper()
-	text := strings.NewReplacer("MODE", mode, "INSTALL", install).Replace(siteConfig)
+	return newFixtureText(t, strings.NewReplacer("MODE", mode, "INSTALL", install).Replace(siteConfig), wrap)
+}
+
+// newFixtureText is a fixture on a config of its own.
+func newFixtureText(t *testing.T, text string, wrap func(store.Store) store.Store) *fixture {
+	t.Helper()
 	cfg, err := config.Parse("site.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)

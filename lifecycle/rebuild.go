@@ -153,6 +153,16 @@ func (m *Manager) runRejoin(mc *config.Machine, from netip.Addr) {
 	}
 }
 
+// hasOtherServers says whether the config has etcd members besides mc.
+func (m *Manager) hasOtherServers(mc *config.Machine) bool {
+	for _, s := range m.cfg.Servers() {
+		if s.MAC != mc.MAC {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
 	var endpoints []string
 	for _, s := range m.cfg.Servers() {
@@ -161,7 +171,7 @@ func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
 		}
 	}
 	if len(endpoints) == 0 {
-		return fmt.Errorf("%s is the only etcd member: there is no cluster to rejoin; it starts a new one", mc.Hostname)
+		return fmt.Errorf("%s is the only etcd member: there is no cluster to rejoin (admission serves it a new cluster instead; this is a bug)", mc.Hostname)
 	}
 	admin, err := m.connect(ctx, endpoints)
 	if err != nil {

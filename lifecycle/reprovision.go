@@ -92,11 +92,19 @@ func Reprovision(st store.Store, cfg *config.Config, name string, confirm bool, 
 			}
 		}
 		p.NeedsConfirm = true
-		p.Steps = []string{
-			fmt.Sprintf("check that %s's own etcd member is down (a running, healthy member is never replaced) and that the other members (%s) are healthy and quorum survives; otherwise serve nothing and say why", target.Hostname, strings.Join(others, ", ")),
-			fmt.Sprintf("remove %s's old etcd member and add it back with peer URL https://%s:2380", target.Hostname, target.IPAddr),
-			fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=existing, the same certificates, K3s token and node password", target.Hostname),
-			fmt.Sprintf("%s starts with an empty etcd data directory and copies the data from the other members", target.Hostname),
+		if len(others) == 0 {
+			p.Steps = []string{
+				fmt.Sprintf("%s is the config's only etcd member: there is no other member to copy the cluster's data from", target.Hostname),
+				fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=new, the same certificates, K3s token and node password: etcd and K3s start empty, and what the cluster stored is lost (restore an etcd snapshot afterwards if you have one)", target.Hostname),
+				"give the cluster three servers so that the next rebuild keeps its data",
+			}
+		} else {
+			p.Steps = []string{
+				fmt.Sprintf("check that %s's own etcd member is down (a running, healthy member is never replaced) and that the other members (%s) are healthy and quorum survives; otherwise serve nothing and say why", target.Hostname, strings.Join(others, ", ")),
+				fmt.Sprintf("remove %s's old etcd member and add it back with peer URL https://%s:2380", target.Hostname, target.IPAddr),
+				fmt.Sprintf("serve %s its config with ETCD_INITIAL_CLUSTER_STATE=existing, the same certificates, K3s token and node password", target.Hostname),
+				fmt.Sprintf("%s starts with an empty etcd data directory and copies the data from the other members", target.Hostname),
+			}
 		}
 	} else {
 		p.Steps = []string{
