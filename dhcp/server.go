@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -438,12 +437,25 @@ func clientDest(req *dhcpv4.DHCPv4, peer *net.UDPAddr, nak bool) *net.UDPAddr {
 
 // typeLabel is a DHCP message type as a metric label: one of RFC 2132's
 // eight, "none" without option 53, "other" for any other value (a client
-// chooses it: it must not add series).
+// chooses it: it must not add series). Constants: no allocation per packet.
 func typeLabel(t dhcpv4.MessageType) string {
 	switch t {
-	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeOffer, dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeDecline,
-		dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeInform:
-		return strings.ToLower(t.String())
+	case dhcpv4.MessageTypeDiscover:
+		return "discover"
+	case dhcpv4.MessageTypeOffer:
+		return "offer"
+	case dhcpv4.MessageTypeRequest:
+		return "request"
+	case dhcpv4.MessageTypeDecline:
+		return "decline"
+	case dhcpv4.MessageTypeAck:
+		return "ack"
+	case dhcpv4.MessageTypeNak:
+		return "nak"
+	case dhcpv4.MessageTypeRelease:
+		return "release"
+	case dhcpv4.MessageTypeInform:
+		return "inform"
 	case dhcpv4.MessageTypeNone:
 		return "none"
 	}
