@@ -104,11 +104,8 @@ func New(version string) *Metrics {
 
 // Handler serves the exposition format (what Prometheus scrapes).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: nil, ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
-
-// Registry is for tests and for what registers a function of its own.
-func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // CounterFunc registers a counter read from f at each scrape (e.g. a count
 // a package keeps anyway).
