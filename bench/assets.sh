@@ -26,6 +26,7 @@ SIZE_MIB=${SIZE_MIB:-256}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -53,9 +54,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "bench: $*" >&2; }
-
-# --- tools -----------------------------------------------------------------
 install_missing() {
 	local pkgs=()
 	[ -x /usr/sbin/nginx ] || pkgs+=(nginx)
@@ -79,18 +77,6 @@ install_missing
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # A TCP port nothing on 127.0.0.1 listens on (bounded tries).
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "no free port found" >&2
-	return 1
-}
 
 wait_http() { # URL
 	for _ in $(seq 1 100); do
@@ -102,19 +88,7 @@ wait_http() { # URL
 }
 
 # utime+stime of a process and its live children, in clock ticks.
-cpu_ticks() { # PID...
-	local total=0 pid
-	for pid in "$@" $(for p in "$@"; do pgrep -P "$p" || true; done); do
-		[ -r "/proc/$pid/stat" ] || continue
-		# Fields after the ")" that ends the command name: utime is 12th, stime 13th.
-		total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
-	done
-	echo "$total"
-}
 
-vmhwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-
-# --- the file and the two servers ------------------------------------------
 WORK=$(mktemp -d /tmp/flint-bench.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$WORK/www" "$WORK/ipxe" "$WORK/data" "$WORK/nginx-tmp"
@@ -228,8 +202,6 @@ wrk_mbps() { # URL CLIENTS -> MB/s (10^6 bytes per second)
 		printf "%.0f\n", v * m / secs / 1e6
 	}' <<<"$line"
 }
-
-median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 declare -A NG FL RSS NGCPU FLCPU
 TICK=$(getconf CLK_TCK)

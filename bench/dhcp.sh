@@ -39,6 +39,7 @@ MAX_SECONDS=${MAX_SECONDS:-90}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -61,18 +62,8 @@ WORK=""
 SERVER_PID=""
 POLICY_CREATED=""
 NS_MADE=""
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-	stop_pid "$SERVER_PID"
+	stop_pid "$SERVER_PID" 5
 	if [ -n "$NS_MADE" ]; then
 		ip netns del "$NS_SRV" 2>/dev/null || true
 		ip netns del "$NS_CLI" 2>/dev/null || true
@@ -83,9 +74,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "bench: $*" >&2; }
-
-# --- tools -----------------------------------------------------------------
 install_missing() {
 	local pkgs=()
 	[ -x /usr/sbin/dnsmasq ] || pkgs+=(dnsmasq-base)
@@ -230,9 +218,6 @@ api_bound() { # count bound leases flint reports (admin API over its socket)
 	curl -fsS --unix-socket "$FLINT_SOCK" http://flint/api/v1/leases | grep -o '"state":"bound"' | wc -l
 }
 
-median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
-
 declare -A RES DISK
 FLINT_CHECK=""
 run_one() { # SERVER CLIENTS ROUND
@@ -261,7 +246,7 @@ run_one() { # SERVER CLIENTS ROUND
 	else
 		DISK[$srv,$c]+="$(count_leases "$srv" "$d") "
 	fi
-	stop_pid "$SERVER_PID"
+	stop_pid "$SERVER_PID" 5
 	SERVER_PID=""
 	rm -rf "$d"
 }

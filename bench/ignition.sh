@@ -58,6 +58,7 @@ MATCHBOX_VERSION=v0.11.0
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 CACHE="$ROOT/.work/matchbox-$MATCHBOX_VERSION"
@@ -74,16 +75,6 @@ FLINT_PID=""
 MATCHBOX_PID=""
 FLOOR_PID=""
 PPROF_SRC=""
-stop_pid() { # PID: TERM, wait up to 10 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
 	# Only the processes this script started, by PID.
 	stop_pid "$FLINT_PID"
@@ -94,8 +85,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-log() { echo "bench: $*" >&2; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 WORK=$(mktemp -d /tmp/flint-bench-ign.XXXXXX)
@@ -165,18 +154,6 @@ fi
 
 # --- helpers ---------------------------------------------------------------
 # A TCP port nothing on 127.0.0.1 listens on (bounded tries).
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "no free port found" >&2
-	return 1
-}
 
 wait_http() { # URL PID [SECONDS]
 	local tries=$((${3:-30} * 10))
@@ -188,10 +165,6 @@ wait_http() { # URL PID [SECONDS]
 	return 1
 }
 
-vmhwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
-vmrss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 indent() { sed "s/^/$1/" "$2"; } # PREFIX FILE
 
 # --- the 100 machines and the assets -----------------------------------------

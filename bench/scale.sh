@@ -51,6 +51,7 @@ NSERVERS=3
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -74,16 +75,6 @@ SRV_IP=198.18.0.1
 WORK=""
 FLINT_PID=""
 NS_MADE=""
-stop_pid() { # PID: TERM, wait up to 10 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
 	stop_pid "$FLINT_PID"
 	if [ -n "$NS_MADE" ]; then
@@ -95,25 +86,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "bench: $*" >&2; }
-field() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
-median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 vmhwm_mib() { awk '/^VmHWM:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 vmrss_mib() { awk '/^VmRSS:/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b > 0 && a != "") printf "%.2f", a / b; else print "-"}'; }
-
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$((20000 + RANDOM % 40000))
-		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "no free port found" >&2
-	return 1
-}
 
 # wait_http URL PID [NETNS]: prints the seconds waited, or fails.
 wait_http() {
@@ -132,9 +106,6 @@ wait_http() {
 }
 
 # cpu_ticks PID: the process's user+system CPU so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-
-# wait_idle PID: waits until flint has finished its background work after
 # start-up (rendering every machine's first config ahead, which takes up to
 # half of one core): two half-second samples in a row with at most 2 ticks
 # (20 ms) of CPU each. Prints the seconds waited; fails after 300 s.

@@ -58,6 +58,7 @@ PPROF_OUT=${PPROF_OUT:-/tmp/storm-cpu.pprof}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -81,20 +82,10 @@ FLINT_PID=""
 FLOOR_PID=""
 PPROF_PID=""
 NS_MADE=""
-stop_pid() { # PID: TERM, wait up to 5 s, then KILL
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-	stop_pid "$PPROF_PID"
-	stop_pid "$FLINT_PID"
-	stop_pid "$FLOOR_PID"
+	stop_pid "$PPROF_PID" 5
+	stop_pid "$FLINT_PID" 5
+	stop_pid "$FLOOR_PID" 5
 	if [ -n "$NS_MADE" ]; then
 		ip netns del "$NS_SRV" 2>/dev/null || true
 		ip netns del "$NS_CLI" 2>/dev/null || true
@@ -104,9 +95,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log() { echo "bench: $*" >&2; }
-
-# --- tools -----------------------------------------------------------------
 pkgs=()
 [ -e /usr/lib/ipxe/ipxe.efi ] || pkgs+=(ipxe)
 command -v ip >/dev/null || pkgs+=(iproute2)
@@ -254,7 +242,7 @@ SUMMARY=$(grep '^storm ' <<<"$OUT")
 PHASES=$(sed -n '/^| phase/,/^$/p' <<<"$OUT")
 FAILURES=$(sed -n '/^Failures:/,$p' <<<"$OUT")
 log "$SUMMARY"
-field() { tr ' ' '\n' <<<"$SUMMARY" | awk -F= -v k="$1" '$1 == k {print $2}'; }
+summary() { field "$SUMMARY" "$1"; }
 
 # Kernel counters of both namespaces (since they were created): datagrams
 # dropped at a full socket receive buffer (flint's DHCP and TFTP sockets on the
@@ -284,7 +272,7 @@ FLINT_LOG=$(grep -E 'level=(WARN|ERROR)' "$WORK/flint.out" | grep -v 'run live (
 gb() { awk -v b="$1" 'BEGIN {printf "%.2f", b / 1e9}'; }
 TABLE="| NUCs | got config | failed | time to last config s | bytes to config GB | link MB/s (before / after) | floor s | ratio | flint CPU s | flint peak RSS MiB (start-up / storm) | client CPU s |
 |--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|
-| $N | $(field configs) | $(field failed) | $(field last_config_s) | $(gb "$(field bytes_to_config)") | $(field cap_before_MBps) / $(field cap_after_MBps) | $(field floor_config_s) | **$(field ratio_config)** | $(field flint_cpu_s) | $(field flint_hwm_startup_MiB) / $(field flint_hwm_storm_MiB) | $(field client_cpu_s) |"
+| $N | $(summary configs) | $(summary failed) | $(summary last_config_s) | $(gb "$(summary bytes_to_config)") | $(summary cap_before_MBps) / $(summary cap_after_MBps) | $(summary floor_config_s) | **$(summary ratio_config)** | $(summary flint_cpu_s) | $(summary flint_hwm_startup_MiB) / $(summary flint_hwm_storm_MiB) | $(summary client_cpu_s) |"
 
 IPXE_V=$(dpkg-query -W -f '${Version}' ipxe 2>/dev/null || echo unknown)
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
@@ -296,7 +284,7 @@ Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). flint, the floor 
 Load average before the run: $LOAD_BEFORE (other work on the machine skews absolute numbers; the ratio less so).
 Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), iPXE $IPXE_V.
 Storm: $N NUCs (3 servers, $((N - 3)) agents, install_mode live), power-on ramp $RAMP; SCALE=$SCALE: $SIZES. flint ready ${STARTUP}s after start (${STARTUP_CPU}s CPU; config with $N machines, fresh data dir), limits tftp_transfers $TFTP_CAP, http_connections $CONN_CAP.
-Floor: bytes the NUCs received up to their configs (TFTP + HTTP bodies) over the link's capacity (the better of $CAP_STREAMS parallel plain downloads for $CAP_TIME before and after the storm); ratio = time to the last config / floor. Through the reports (all bytes incl. Ignition's files): last report at $(field last_report_s) s, floor $(field floor_all_s) s, ratio $(field ratio_all). flint's own count afterwards: $INSTALLED machines installed (reported config-applied); $LOGLINES WARN/ERROR lines in its log besides the expected one about live etcd members. Kernel counters: $SRV_UDP_DROPS datagrams dropped at full UDP receive buffers on flint's side (DHCP, TFTP), $CLI_UDP_DROPS on the NUCs' side; $SRV_LISTEN_OVF listen queue overflows, $SRV_RETRANS TCP segments retransmitted by the server side (floor transfers included).
+Floor: bytes the NUCs received up to their configs (TFTP + HTTP bodies) over the link's capacity (the better of $CAP_STREAMS parallel plain downloads for $CAP_TIME before and after the storm); ratio = time to the last config / floor. Through the reports (all bytes incl. Ignition's files): last report at $(summary last_report_s) s, floor $(summary floor_all_s) s, ratio $(summary ratio_all). flint's own count afterwards: $INSTALLED machines installed (reported config-applied); $LOGLINES WARN/ERROR lines in its log besides the expected one about live etcd members. Kernel counters: $SRV_UDP_DROPS datagrams dropped at full UDP receive buffers on flint's side (DHCP, TFTP), $CLI_UDP_DROPS on the NUCs' side; $SRV_LISTEN_OVF listen queue overflows, $SRV_RETRANS TCP segments retransmitted by the server side (floor transfers included).
 
 $TABLE
 

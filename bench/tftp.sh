@@ -41,6 +41,7 @@ FILE=${FILE:-/usr/lib/ipxe/ipxe.efi}
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. "$ROOT/bench/lib.sh"
 README="$ROOT/bench/README.md"
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
@@ -62,19 +63,9 @@ FLINT_PID=""
 DNSMASQ_PID=""
 POLICY_CREATED=""
 NS_MADE=""
-stop_pid() {
-	local pid=$1
-	[ -n "$pid" ] || return 0
-	if kill -0 "$pid" 2>/dev/null; then
-		kill "$pid" 2>/dev/null || true
-		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
-	stop_pid "$FLINT_PID"
-	stop_pid "$DNSMASQ_PID"
+	stop_pid "$FLINT_PID" 5
+	stop_pid "$DNSMASQ_PID" 5
 	if [ -n "$NS_MADE" ]; then
 		ip netns del "$NS_SRV" 2>/dev/null || true
 		ip netns del "$NS_CLI" 2>/dev/null || true
@@ -84,8 +75,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-log() { echo "bench: $*" >&2; }
 
 install_missing() {
 	local pkgs=()
@@ -204,7 +193,6 @@ EOF
 	log "dropping $LOSS% of UDP packets each way"
 fi
 
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 TICK=$(getconf CLK_TCK)
 
 # measure IP PID CLIENTS PER_CLIENT -> "MB/s cpu_ms_per_transfer failures"
@@ -237,8 +225,6 @@ measure() {
 		printf "%.1f %.2f %d\n", ok * size / (t1 - t0) / 1e6, ticks / hz * 1000 / n, f
 	}'
 }
-
-median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 declare -A MB CPU FAIL
 for r in $(seq 1 "$ROUNDS"); do
