@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -27,21 +26,12 @@ func TestDashboard(t *testing.T) {
 	needRoot(t)
 	needBinaries(t)
 	needTools(t, "curl", "chromium")
-	l := NewLab(t)
-	data := filepath.Join(l.Dir, "data")
-	for _, f := range []string{"flatcar/flatcar_production_pxe.vmlinuz", "flatcar/flatcar_production_pxe_image.cpio.gz", "k3s/k3s", "etcd/etcd", "etcd/etcdctl"} {
-		l.writeFile(t, "data/assets/"+f, "stand-in "+f, 0o644)
-	}
-	cfg := l.WriteConfig(t, siteConfig{Mode: "off", Machines: []machine{node1, node2, node3}})
-	l.StartFlint(t, cfg, data)
-	mon := l.AddHost(t, "mon", "52:54:00:ee:00:09")
-	mon.SetAddress(t, "198.18.0.29/24")
-	nuc := l.AddHost(t, "nuc", node1.MAC)
-	nuc.SetAddress(t, node1.IP+"/24")
+	site := newMonitoredSite(t, node1, node2, node3)
+	l, data := site.l, site.data
 
 	// Chromium runs in the monitoring host's namespace; it trusts flint's
 	// serving certificate by its public key, nothing else.
-	wrapper := l.writeFile(t, "chromium-in-netns", "#!/bin/sh\nexec ip netns exec "+mon.NS+" chromium \"$@\"\n", 0o755)
+	wrapper := l.writeFile(t, "chromium-in-netns", "#!/bin/sh\nexec ip netns exec "+site.mon.NS+" chromium \"$@\"\n", 0o755)
 	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(wrapper), chromedp.NoSandbox, chromedp.WindowSize(1400, 800),
 		chromedp.Flag("ignore-certificate-errors-spki-list", spkiHash(t, filepath.Join(data, "pki", "serving", "flint.crt"))))...)
@@ -63,7 +53,7 @@ func TestDashboard(t *testing.T) {
 		err := chromedp.Do(ctx,
 			chromedp.Navigate(flintHTTPS+"/ui/"),
 			chromedp.WaitVisible(chromedp.ID("token")),
-			chromedp.SendKeys(chromedp.ID("token"), readToken(t, filepath.Join(data, "pki", "admin-token"))),
+			chromedp.SendKeys(chromedp.ID("token"), site.adminToken(t)),
 			chromedp.Click(chromedp.ID("connect")),
 			chromedp.WaitVisible(chromedp.CSS(row)),
 			chromedp.WaitVisible(chromedp.CSS("#status.live")),
@@ -85,7 +75,6 @@ func TestDashboard(t *testing.T) {
 		}
 	})
 
-	ca := filepath.Join(data, "pki", "ca.crt")
 	// waitState waits until the page, never reloaded, shows node1 in want.
 	waitState := func(t *testing.T, want, after string) {
 		t.Helper()
@@ -102,32 +91,9 @@ func TestDashboard(t *testing.T) {
 	}
 
 	t.Run("a machine changes state live", func(t *testing.T) {
-		code, r := l.Curl(nuc.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
-		tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
-		if code != "200" || tok == nil {
-			t.Fatalf("script: %s\n%s", code, r)
-		}
-		q := "/ignition?mac=" + hexhyp(node1.MAC) + "&token=" + tok[1]
-		ign := filepath.Join(l.Dir, "node1.ign")
-		if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", ign, flintHTTPS+q); code != "200" {
-			t.Fatalf("config: %s\n%s", code, r)
-		}
+		config := site.node1Boots(t)
 		waitState(t, "installing", "its config went out")
-		// The node's first report, as flint-report-applied.service sends it
-		// with the report token from its config.
-		raw, err := os.ReadFile(ign)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rt := regexp.MustCompile(`Bearer(?: |%20)([0-9a-f]{64})`).FindSubmatch(raw)
-		if rt == nil {
-			t.Fatal("no report token in node1's config")
-		}
-		body := fmt.Sprintf(`{"mac":"%s","event":"config-applied","detail":"dashboard test"}`, node1.MAC)
-		if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", "/dev/null", "-H", "Authorization: Bearer "+string(rt[1]),
-			"-H", "Content-Type: application/json", "--data", body, flintHTTPS+"/api/v1/events"); !strings.HasPrefix(code, "2") {
-			t.Fatalf("report: %s\n%s", code, r)
-		}
+		site.node1Reports(t, config, "config-applied")
 		waitState(t, "installed", "it reported config-applied")
 	})
 

@@ -20,19 +20,8 @@ func TestPrometheus(t *testing.T) {
 	needRoot(t)
 	needBinaries(t)
 	needTools(t, "curl", "prometheus")
-	l := NewLab(t)
-	data := filepath.Join(l.Dir, "data")
-	// Stand-ins for the files a server's config names (their hashes go in).
-	for _, f := range []string{"flatcar/flatcar_production_pxe.vmlinuz", "flatcar/flatcar_production_pxe_image.cpio.gz", "k3s/k3s", "etcd/etcd", "etcd/etcdctl"} {
-		l.writeFile(t, "data/assets/"+f, "stand-in "+f, 0o644)
-	}
-	cfg := l.WriteConfig(t, siteConfig{Mode: "off", Machines: []machine{node1}})
-	l.StartFlint(t, cfg, data)
-	mon := l.AddHost(t, "mon", "52:54:00:ee:00:09")
-	mon.SetAddress(t, "198.18.0.29/24")
-	nuc := l.AddHost(t, "nuc", node1.MAC)
-	nuc.SetAddress(t, node1.IP+"/24")
-	ca := filepath.Join(data, "pki", "ca.crt")
+	site := newMonitoredSite(t, node1)
+	l, data, ca, mon := site.l, site.data, site.ca, site.mon
 
 	t.Run("scrape needs the admin token", func(t *testing.T) {
 		if code, r := l.Curl(mon.NS, "--cacert", ca, "-o", "/dev/null", flintHTTPS+"/metrics"); code != "401" {
@@ -45,7 +34,7 @@ func TestPrometheus(t *testing.T) {
 
 	t.Run("promtool check metrics", func(t *testing.T) {
 		out := filepath.Join(l.Dir, "metrics.txt")
-		code, r := l.Curl(mon.NS, "--cacert", ca, "-H", "Authorization: Bearer "+readToken(t, filepath.Join(data, "pki", "admin-token")), "-o", out, flintHTTPS+"/metrics")
+		code, r := l.Curl(mon.NS, "--cacert", ca, "-H", "Authorization: Bearer "+site.adminToken(t), "-o", out, flintHTTPS+"/metrics")
 		if code != "200" {
 			t.Fatalf("GET /metrics with the token: %s\n%s", code, r)
 		}
@@ -54,19 +43,7 @@ func TestPrometheus(t *testing.T) {
 		}
 	})
 
-	// What a booting machine does: its script, the pointer, its config.
-	code, r := l.Curl(nuc.NS, flintHTTP+"/machines/"+hexhyp(node1.MAC)+"/boot.ipxe")
-	tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
-	if code != "200" || tok == nil {
-		t.Fatalf("script: %s, no token\n%s", code, r)
-	}
-	q := "/ignition?mac=" + hexhyp(node1.MAC) + "&token=" + tok[1]
-	if code, r := l.Curl(nuc.NS, "-o", "/dev/null", flintHTTP+q); code != "200" {
-		t.Fatalf("pointer: %s\n%s", code, r)
-	}
-	if code, r := l.Curl(nuc.NS, "--cacert", ca, "-o", "/dev/null", flintHTTPS+q); code != "200" {
-		t.Fatalf("config: %s\n%s", code, r)
-	}
+	site.node1Boots(t)
 
 	u, _ := url.Parse(flintHTTPS)
 	prom := l.writeFile(t, "prometheus.yml", fmt.Sprintf(`global: {scrape_interval: 1s, scrape_timeout: 1s}
