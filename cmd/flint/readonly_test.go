@@ -66,19 +66,7 @@ func TestRenderWithoutPKICreatesNothing(t *testing.T) {
 		}
 	})
 	t.Run("existing PKI: renders, writes nothing, says what it made up", func(t *testing.T) {
-		data := t.TempDir()
-		if _, err := pki.Open(filepath.Join(data, "pki"), time.Now, nil); err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range []string{"etcd/etcd", "etcd/etcdctl", "k3s/k3s"} {
-			f := filepath.Join(data, "assets", a)
-			if err := os.MkdirAll(filepath.Dir(f), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(f, []byte("binary"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-		}
+		data := renderData(t)
 		before := filesUnder(t, data)
 		out, stderr, err := runCLI(t, "render", "--mac", exampleMAC, "--data", data)
 		if err != nil {
