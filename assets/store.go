@@ -179,12 +179,12 @@ type Gap struct {
 func (g Gap) String() string { return g.Name + ": " + g.Reason }
 
 // Missing lists the logical names of the assets a config's machines need
-// that the store lacks, in a fixed order. diskInstall adds the Flatcar disk
-// image (machines that install to disk fetch it; live PXE machines do not).
-// Use it in `flint validate` to warn before machines fail to boot.
-func (s *Store) Missing(cfg *config.Config, diskInstall bool) []string {
+// that the store lacks, in a fixed order: the Flatcar disk image only when a
+// machine installs to disk (config.DiskInstalls; live PXE machines never
+// fetch it). Use it in `flint validate` to warn before machines fail to boot.
+func (s *Store) Missing(cfg *config.Config) []string {
 	var names []string
-	for _, g := range s.Check(cfg, diskInstall) {
+	for _, g := range s.Check(cfg) {
 		if len(names) == 0 || names[len(names)-1] != g.Name {
 			names = append(names, g.Name)
 		}
@@ -194,7 +194,7 @@ func (s *Store) Missing(cfg *config.Config, diskInstall bool) []string {
 
 // Check is Missing with a reason per path: a file that does not exist, or a
 // synced file whose version is not the configured one.
-func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
+func (s *Store) Check(cfg *config.Config) []Gap {
 	type need struct{ name, path string }
 	var needs []need
 	add := func(name, p string) {
@@ -217,7 +217,7 @@ func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
 		add(FlatcarInitrd, m.Initrd)
 	}
 	fc := cfg.Assets.Flatcar
-	if diskInstall {
+	if cfg.DiskInstalls() {
 		if fc.Version == "" {
 			needs = append(needs, need{FlatcarImage, ""})
 		} else {
@@ -241,7 +241,7 @@ func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
 	var gaps []Gap
 	for _, n := range needs {
 		if n.path == "" {
-			gaps = append(gaps, Gap{n.name, "", "disk installs need the Flatcar disk image: set assets.flatcar.version and assets.flatcar.install_image, then run flint assets sync"})
+			gaps = append(gaps, Gap{n.name, "", "disk installs need the Flatcar disk image: set assets.flatcar.version, then run flint assets sync"})
 			continue
 		}
 		fi, err := os.Stat(filepath.Join(s.dir, filepath.FromSlash(n.path)))

@@ -128,6 +128,7 @@ ipxe:
   directory: %s
 cluster:
   name: test
+  install_mode: live
 %smachines:
   - {mac: '52:54:00:00:00:01', hostname: nuc1, ip: 198.18.0.11, role: server}
 `, httpPort, httpsPort, freePort(t), dir, extra)

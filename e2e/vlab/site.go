@@ -51,6 +51,7 @@ boot:
   assets_dir: %s
 cluster:
   name: e2e
+  install_mode: live  # the test OS runs from RAM; it has no installer
 machines:
 `, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
