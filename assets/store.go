@@ -92,7 +92,27 @@ type Manifest struct {
 	Format  int       `json:"format"`
 	Updated time.Time `json:"updated"`
 	Entries []Entry   `json:"entries"`
+	// Syncs is what every `flint assets sync` of this store did; flint
+	// serve exposes it as metrics (sync is a command of its own).
+	Syncs SyncStats `json:"syncs"`
 }
+
+// SyncStats counts the syncs of a store since it was created.
+type SyncStats struct {
+	Runs        int64     `json:"runs"`
+	LastRun     time.Time `json:"last_run,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastOK: the last run synced every release.
+	LastOK bool `json:"last_ok"`
+	// Bytes is the content downloaded by all runs.
+	Bytes int64 `json:"bytes"`
+	// Failures counts, by product (flatcar, k3s, etcd), the runs that could
+	// not sync its release (a download, a verification, a file in the way).
+	Failures map[string]int64 `json:"failures,omitempty"`
+}
+
+// Syncs is the store's sync record as Open read it.
+func (s *Store) Syncs() SyncStats { return s.m.Syncs }
 
 // Store is an assets directory and its manifest as Open read it: a snapshot,
 // safe for concurrent readers. Open again to see what a later sync did.

@@ -179,7 +179,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 			met.TFTPTransfer(file, n, err == nil)
 		},
 	}, log.With("service", "tftp"))
-	registerCounts(met, cfg, rec, dhcpSrv, tftpSrv)
+	registerCounts(met, cfg, rec, dhcpSrv, tftpSrv, assetsDir)
 	httpSrv, err := httpd.New(httpd.Options{
 		Config:     cfg,
 		State:      rec,
