@@ -34,7 +34,9 @@ func TestExposition(t *testing.T) {
 	m.TFTPTransfer("ipxe.efi", 1000, true)
 	m.TFTPTransfer("ipxe.efi", 0, false)
 	m.HTTPRequest("http", "/machines/:mac/boot.ipxe", "GET", 200, 3*time.Millisecond)
-	m.Config("secret", "serve")
+	m.Config("secret", "serve", "")
+	m.RefusalReasons([]string{"token", "address"})
+	m.Config("secret", "refuse", "token")
 	m.CounterFunc("flint_events_dropped_total", "Timeline events dropped because the queue was full.", func() float64 { return 7 })
 	m.AssetSync(func() (AssetSyncs, bool) {
 		return AssetSyncs{Runs: 3, LastRun: time.Unix(1700000100, 0), LastSuccess: time.Unix(1700000000, 0), Bytes: 4096,
@@ -52,6 +54,9 @@ func TestExposition(t *testing.T) {
 			`flint_http_requests_total{code="200",listener="http",method="GET",route="/machines/:mac/boot.ipxe"} 1`,
 			`flint_http_request_duration_seconds_count{listener="http",route="/machines/:mac/boot.ipxe"} 1`,
 			`flint_ignition_configs_total{kind="secret",verdict="serve"} 1`,
+			`flint_ignition_configs_total{kind="secret",verdict="refuse"} 1`,
+			`flint_ignition_refusals_total{kind="secret",reason="token"} 1`,
+			`flint_ignition_refusals_total{kind="pointer",reason="address"} 0`,
 			`flint_events_dropped_total 7`,
 			`flint_asset_sync_runs_total 3`,
 			`flint_asset_sync_downloaded_bytes_total 4096`,
@@ -120,7 +125,8 @@ func TestNilCountsNothing(t *testing.T) {
 	m.DHCPPacket("DISCOVER", "OFFER")
 	m.TFTPTransfer("x", 1, true)
 	m.HTTPRequest("http", "/", "GET", 200, time.Second)
-	m.Config("secret", "serve")
+	m.Config("secret", "refuse", "token")
+	m.RefusalReasons([]string{"token"})
 	m.CounterFunc("flint_x_total", "x", func() float64 { return 0 })
 }
 
