@@ -79,6 +79,10 @@ func Open(m *config.Machine) (Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.Hostname, err)
 	}
+	if b.Type == config.BMCIPMI && len(pass) > 20 {
+		// IPMI 2.0 keys a session with at most 20 bytes of password.
+		return nil, fmt.Errorf("%s: the BMC password is %d bytes; IPMI allows at most 20: set a shorter one on the BMC and in its password source", m.Hostname, len(pass))
+	}
 	c := &bmc{machine: m.Hostname, cfg: b, pass: pass, timeout: b.Timeout.Duration}
 	if c.timeout <= 0 {
 		c.timeout = config.DefaultBMCTimeout
@@ -191,6 +195,9 @@ func (c *bmc) wrap(ctx context.Context, step string, err error) error {
 	for _, noise := range []string{"* no Opener implementations found", "* no PowerStateGetter implementations found", "* no PowerSetter implementations found", "* no BootDeviceSetter implementations found"} {
 		msg = strings.ReplaceAll(msg, noise, "")
 	}
+	for _, noise := range []string{"<nil>: ", "* failed to set boot device", "* failed to set power state", "* failed to get power state"} {
+		msg = strings.ReplaceAll(msg, noise, "")
+	}
 	if i := strings.Index(msg, "errors occurred: * "); i >= 0 && i < 4 {
 		msg = msg[i+len("errors occurred: * "):]
 	}
@@ -259,7 +266,13 @@ func (c *bmc) NetworkBoot(ctx context.Context) error {
 		return err
 	})
 	if err != nil && ctx.Err() == nil {
-		return fmt.Errorf("%w: %w", ErrNoBootOverride, err)
+		return noOverride{err}
 	}
 	return err
 }
+
+// noOverride is a refused next-boot override: errors.Is(ErrNoBootOverride).
+type noOverride struct{ error }
+
+func (noOverride) Is(target error) bool { return target == ErrNoBootOverride }
+func (e noOverride) Unwrap() error      { return e.error }
