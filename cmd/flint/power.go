@@ -155,9 +155,7 @@ func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *confi
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	printed := map[string]bool{}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
+	show := func() {
 		evs, err := readEvents(dataDir, m.MAC)
 		if err != nil {
 			fmt.Fprintf(out, "  (cannot read the timeline now: %v)\n", err)
@@ -170,7 +168,13 @@ func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *confi
 			printed[key] = true
 			fmt.Fprintf(out, "  %s  %+7.1fs  %-28s %-15s %s\n", e.At.Local().Format("15:04:05.000"), e.At.Sub(since).Seconds(), e.Event, addrOrDash(e), e.Detail)
 		}
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		show()
 		if rec, ok, err := readMachine(dataDir, m.MAC); err == nil && ok && rec.State == store.StateInstalled && !rec.StateChanged.Before(since) {
+			show() // the report that made it installed, recorded meanwhile
 			fmt.Fprintf(out, "%s: installed, %s after it was armed\n", m.Hostname, rec.StateChanged.Sub(since).Round(100*time.Millisecond))
 			return nil
 		}
