@@ -213,3 +213,128 @@ machines:
 	})
 	t.Logf("the machine's power log: %v", powerLines())
 }
+
+// TestPowerIPMISimBootOverride: ipmi_sim with a chassis control program (its
+// interface to a board's power and boot-device lines) takes boot overrides.
+// `flint power pxe` sets the next boot to PXE (the program records what
+// ipmi_sim passed it), and `flint reprovision --reboot` does the same before
+// it power-cycles the machine. The program holds the power state in a file.
+func TestPowerIPMISimBootOverride(t *testing.T) {
+	needBinaries(t)
+	needTools(t, "ipmi_sim", "ipmitool")
+	dir := t.TempDir()
+	lanPort := freePort(t, "udp")
+	const password = "Pa55-not-4-logs"
+	calls := filepath.Join(dir, "chassis.log")
+	state := filepath.Join(dir, "power")
+	boot := filepath.Join(dir, "boot")
+	program := filepath.Join(dir, "chassis.sh")
+	// ipmi_sim runs "PROG 0x20 get PARM..." (answering PARM:VALUE lines)
+	// and "PROG 0x20 set PARM VALUE..." (silent on success).
+	script := fmt.Sprintf(`#!/bin/sh
+echo "$*" >> %[1]s
+shift
+op=$1; shift
+case $op in
+get)
+  for p in "$@"; do
+    case $p in
+    power) echo "power:$(cat %[2]s 2>/dev/null || echo 0)" ;;
+    boot) echo "boot:$(cat %[3]s 2>/dev/null || echo default)" ;;
+    *) echo "no $p"; exit 1 ;;
+    esac
+  done ;;
+set)
+  while [ $# -ge 2 ]; do
+    case $1 in
+    power) echo "$2" > %[2]s ;;
+    boot) echo "$2" > %[3]s ;;
+    reset) ;;
+    *) echo "no $1"; exit 1 ;;
+    esac
+    shift 2
+  done ;;
+*) exit 1 ;;
+esac
+`, calls, state, boot)
+	if err := os.WriteFile(program, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sim, err := ipmisim.Start(ipmisim.Options{
+		Dir: dir, Addr: netip.MustParseAddr("127.0.0.1"), LANPort: lanPort,
+		User: "flint", Password: password, ChassisControl: program,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		sim.Stop()
+		if t.Failed() {
+			b, _ := os.ReadFile(sim.Log)
+			c, _ := os.ReadFile(calls)
+			t.Logf("ipmi_sim log:\n%s\nchassis program calls:\n%s", b, c)
+		}
+	})
+	pwFile := filepath.Join(dir, "bmc.pw")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	site := filepath.Join(dir, "site.yaml")
+	text := fmt.Sprintf(`dhcp: {mode: proxy}
+machines:
+  - mac: "52:54:00:00:00:61"
+    hostname: node1
+    ip: 198.18.0.61
+    role: server
+    bmc: {type: ipmi, address: "127.0.0.1:%d", username: flint, password_file: %s}
+`, lanPort, pwFile)
+	if err := os.WriteFile(site, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	power := func(args ...string) Result {
+		t.Helper()
+		r := runFlint(t, append(append([]string{"power"}, args...), "--config", site)...)
+		t.Logf("$ flint power %s -> exit %d in %v: %s%s", strings.Join(args, " "), r.Code, r.Dur.Round(time.Millisecond), r.Stdout, r.Stderr)
+		return r
+	}
+	read := func(p string) string {
+		b, _ := os.ReadFile(p)
+		return strings.TrimSpace(string(b))
+	}
+
+	if r := power("status", "node1"); r.Code != 0 || r.Stdout != "node1: off\n" {
+		t.Fatalf("%s", r)
+	}
+	if r := power("pxe", "node1"); r.Code != 0 || !strings.Contains(r.Stdout, "node1: next boot is a network boot") {
+		t.Fatalf("%s", r)
+	}
+	if got := read(boot); got != "pxe" {
+		t.Fatalf("the BMC's boot device is %q after flint power pxe, want pxe; program calls:\n%s", got, read(calls))
+	}
+	if !strings.Contains(read(calls), "0x20 set boot pxe") {
+		t.Errorf("ipmi_sim never set the boot device: %s", read(calls))
+	}
+	if r := power("on", "node1"); r.Code != 0 || read(state) != "1" {
+		t.Fatalf("on: power %q: %s", read(state), r)
+	}
+	if err := os.WriteFile(boot, []byte("default\n"), 0o644); err != nil { // the firmware consumed the override
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(calls, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := power("cycle", "node1"); r.Code != 0 {
+		t.Fatalf("%s", r)
+	}
+	// ipmi_sim powers off at once and on again a second later.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(read(calls), "set power 1") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := read(calls); !strings.Contains(got, "0x20 set power 0") || !strings.Contains(got, "0x20 set power 1") || strings.Index(got, "set power 0") > strings.Index(got, "set power 1") {
+		t.Errorf("cycle: program calls %q, want set power 0 then set power 1", got)
+	}
+	if strings.Contains(read(calls), password) {
+		t.Error("ipmi_sim passed the password to the chassis program")
+	}
+}

@@ -34,6 +34,11 @@ type Options struct {
 	// PoweroffWait is how long a connected VM gets to shut down gracefully
 	// before SIGTERM (ipmi_sim's poweroff_wait, whole seconds, at least 1).
 	PoweroffWait int
+	// ChassisControl is an executable ipmi_sim asks instead for the power
+	// state, power changes and the next boot device (its chassis_control
+	// program: "PROG 0x20 get power boot", "PROG 0x20 set boot pxe"); it
+	// takes the place of StartCmd.
+	ChassisControl string
 	// Wrap runs ipmi_sim inside something (e.g. ip netns exec NS).
 	Wrap []string
 }
@@ -55,7 +60,7 @@ func Start(o Options) (*Sim, error) {
 	if !o.Addr.IsLoopback() && !lab.Contains(o.Addr) {
 		return nil, fmt.Errorf("ipmisim: %s is neither loopback nor in %s", o.Addr, lab)
 	}
-	if strings.ContainsAny(o.User+o.Password+o.StartCmd, "\"\n") {
+	if strings.ContainsAny(o.User+o.Password+o.StartCmd+o.ChassisControl, "\"\n") {
 		return nil, errors.New("ipmisim: user, password and start command must not hold quotes or newlines")
 	}
 	if o.PoweroffWait < 1 {
@@ -77,6 +82,9 @@ func Start(o Options) (*Sim, error) {
 	}
 	if o.StartCmd != "" {
 		fmt.Fprintf(&b, "  startcmd \"%s\"\n  startnow false\n  poweroff_wait %d\n  kill_wait 2\n", o.StartCmd, o.PoweroffWait)
+	}
+	if o.ChassisControl != "" {
+		fmt.Fprintf(&b, "  chassis_control \"%s 0x20\"\n", o.ChassisControl)
 	}
 	fmt.Fprintf(&b, "  user 2 true \"%s\" \"%s\" admin 10 md5\n", o.User, o.Password)
 	conf := filepath.Join(o.Dir, "lan.conf")
