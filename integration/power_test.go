@@ -302,38 +302,39 @@ machines:
 		return strings.TrimSpace(string(b))
 	}
 
-	if r := power("status", "node1"); r.Code != 0 || r.Stdout != "node1: off\n" {
-		t.Fatalf("%s", r)
-	}
-	if r := power("pxe", "node1"); r.Code != 0 || !strings.Contains(r.Stdout, "node1: next boot is a network boot") {
-		t.Fatalf("%s", r)
-	}
-	if got := read(boot); got != "pxe" {
-		t.Fatalf("the BMC's boot device is %q after flint power pxe, want pxe; program calls:\n%s", got, read(calls))
-	}
-	if !strings.Contains(read(calls), "0x20 set boot pxe") {
-		t.Errorf("ipmi_sim never set the boot device: %s", read(calls))
-	}
-	if r := power("on", "node1"); r.Code != 0 || read(state) != "1" {
-		t.Fatalf("on: power %q: %s", read(state), r)
-	}
-	if err := os.WriteFile(boot, []byte("default\n"), 0o644); err != nil { // the firmware consumed the override
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(calls, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if r := power("cycle", "node1"); r.Code != 0 {
-		t.Fatalf("%s", r)
-	}
-	// ipmi_sim powers off at once and on again a second later.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(read(calls), "set power 1") && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if got := read(calls); !strings.Contains(got, "0x20 set power 0") || !strings.Contains(got, "0x20 set power 1") || strings.Index(got, "set power 0") > strings.Index(got, "set power 1") {
-		t.Errorf("cycle: program calls %q, want set power 0 then set power 1", got)
-	}
+	t.Run("pxe sets the next boot device, through ipmi_sim to the program", func(t *testing.T) {
+		if r := power("status", "node1"); r.Code != 0 || r.Stdout != "node1: off\n" {
+			t.Fatalf("%s", r)
+		}
+		if r := power("pxe", "node1"); r.Code != 0 || !strings.Contains(r.Stdout, "node1: next boot is a network boot") {
+			t.Fatalf("%s", r)
+		}
+		if got := read(boot); got != "pxe" {
+			t.Fatalf("the BMC's boot device is %q after flint power pxe, want pxe; program calls:\n%s", got, read(calls))
+		}
+		if !strings.Contains(read(calls), "0x20 set boot pxe") {
+			t.Errorf("ipmi_sim never set the boot device: %s", read(calls))
+		}
+	})
+	t.Run("cycle is power 0, then power 1", func(t *testing.T) {
+		if r := power("on", "node1"); r.Code != 0 || read(state) != "1" {
+			t.Fatalf("on: power %q: %s", read(state), r)
+		}
+		if err := os.WriteFile(calls, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := power("cycle", "node1"); r.Code != 0 {
+			t.Fatalf("%s", r)
+		}
+		// ipmi_sim powers off at once and on again a second later.
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(read(calls), "set power 1") && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got := read(calls); !strings.Contains(got, "0x20 set power 0") || !strings.Contains(got, "0x20 set power 1") || strings.Index(got, "set power 0") > strings.Index(got, "set power 1") {
+			t.Errorf("cycle: program calls %q, want set power 0 then set power 1", got)
+		}
+	})
 	if strings.Contains(read(calls), password) {
 		t.Error("ipmi_sim passed the password to the chassis program")
 	}
