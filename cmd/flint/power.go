@@ -150,15 +150,20 @@ func rebootToInstall(ctx context.Context, out io.Writer, m *config.Machine, pc p
 }
 
 // followTimeline prints the machine's timeline events from since on as they
-// arrive, until flint records it installed after since.
+// arrive, until flint records it installed after since. Each read runs
+// aside, so Ctrl-C ends the command at once even if flint serve is slow.
 func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *config.Machine, since time.Time, wait, every time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	printed := map[string]bool{}
-	show := func() {
+	printed := map[string]bool{} // bounded by limits.timeline_events
+	type poll struct {
+		lines     []string
+		installed *store.Machine
+	}
+	newLines := func(p *poll) {
 		evs, err := readEvents(dataDir, m.MAC)
 		if err != nil {
-			fmt.Fprintf(out, "  (cannot read the timeline now: %v)\n", err)
+			p.lines = append(p.lines, fmt.Sprintf("  (cannot read the timeline now: %v)", err))
 		}
 		for _, e := range evs {
 			key := fmt.Sprint(e.At.UnixNano(), e.Event, e.IP, e.Detail)
@@ -166,28 +171,49 @@ func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *confi
 				continue
 			}
 			printed[key] = true
-			fmt.Fprintf(out, "  %s  %+7.1fs  %-28s %-15s %s\n", e.At.Local().Format("15:04:05.000"), e.At.Sub(since).Seconds(), e.Event, addrOrDash(e), e.Detail)
+			p.lines = append(p.lines, fmt.Sprintf("  %s  %+7.1fs  %-28s %-15s %s", e.At.Local().Format("15:04:05.000"), e.At.Sub(since).Seconds(), e.Event, addrOrDash(e), e.Detail))
 		}
+	}
+	read := func() poll {
+		var p poll
+		newLines(&p)
+		if rec, ok, err := readMachine(dataDir, m.MAC); err == nil && ok && rec.State == store.StateInstalled && !rec.StateChanged.Before(since) {
+			newLines(&p) // the report that made it installed, recorded meanwhile
+			p.installed = &rec
+		}
+		return p
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		show()
-		if rec, ok, err := readMachine(dataDir, m.MAC); err == nil && ok && rec.State == store.StateInstalled && !rec.StateChanged.Before(since) {
-			show() // the report that made it installed, recorded meanwhile
-			fmt.Fprintf(out, "%s: installed, %s after it was armed\n", m.Hostname, rec.StateChanged.Sub(since).Round(100*time.Millisecond))
-			return nil
-		}
+		done := make(chan poll, 1)
+		go func() { done <- read() }()
 		select {
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%s was not installed within %s: `flint machines --data %s` shows where it is, and its console why", m.Hostname, wait, dataDir)
+		case p := <-done:
+			for _, ln := range p.lines {
+				fmt.Fprintln(out, ln)
 			}
-			fmt.Fprintf(out, "stopped following %s; it goes on booting: `flint machines --data %s --watch` shows it\n", m.Hostname, dataDir)
-			return nil
-		case <-t.C:
+			if p.installed != nil {
+				fmt.Fprintf(out, "%s: installed, %s after it was armed\n", m.Hostname, p.installed.StateChanged.Sub(since).Round(100*time.Millisecond))
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return stopFollowing(ctx, out, m, dataDir, wait)
+			case <-t.C:
+			}
+		case <-ctx.Done():
+			return stopFollowing(ctx, out, m, dataDir, wait)
 		}
 	}
+}
+
+func stopFollowing(ctx context.Context, out io.Writer, m *config.Machine, dataDir string, wait time.Duration) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("%s was not installed within %s: `flint machines --data %s` shows where it is, and its console why", m.Hostname, wait, dataDir)
+	}
+	fmt.Fprintf(out, "stopped following %s; it goes on booting: `flint machines --data %s --watch` shows it\n", m.Hostname, dataDir)
+	return nil
 }
 
 func addrOrDash(e store.Event) string {

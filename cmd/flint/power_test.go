@@ -288,6 +288,29 @@ func TestReprovisionReboot(t *testing.T) {
 			t.Error("the BMC password is in the output")
 		}
 	})
+	t.Run("Ctrl-C stops following at once; the machine stays armed", func(t *testing.T) {
+		cmd := newRootCmd()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out strings.Builder
+		cmd.SetContext(ctx)
+		cmd.SetOut(&out)
+		cmd.SetArgs([]string{"reprovision", "nuc1", "--yes", "--reboot", "--data", data, "--config", site})
+		var cycled time.Time
+		f := &fakePower{onCycle: func() { cycled = time.Now(); time.AfterFunc(1500*time.Millisecond, cancel) }}
+		useFakePower(t, f)
+		err := cmd.Execute()
+		took := time.Since(cycled) - 1500*time.Millisecond
+		if err != nil || !strings.Contains(out.String(), "stopped following nuc1; it goes on booting") || took > time.Second {
+			t.Fatalf("%v after Ctrl-C: %v\n%s", took, err, out.String())
+		}
+		if m := machine(); m.State != store.StateReprovision {
+			t.Errorf("state %s, want still armed", m.State)
+		}
+		if _, _, err := runCLI(t, "reprovision", "nuc1", "--cancel", "--data", data, "--config", site); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("gives up after --wait", func(t *testing.T) {
 		f := &fakePower{}
 		useFakePower(t, f)
