@@ -263,6 +263,9 @@ type Machine struct {
 	// InstallMode and InstallDisk override the cluster's.
 	InstallMode string `yaml:"install_mode"`
 	InstallDisk string `yaml:"install_disk"`
+	// BMC is the machine's baseboard management controller, for flint power
+	// and flint reprovision --reboot; nil: none.
+	BMC *BMC `yaml:"bmc"`
 
 	HW     MAC        `yaml:"-"` // MAC, parsed
 	IPAddr netip.Addr `yaml:"-"`

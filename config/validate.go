@@ -187,6 +187,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	c.bootPaths("boot", cfg.Boot.Kernel, cfg.Boot.Initrd, cfg.Boot.KernelArgs)
 	cfg.validateSecurity(c)
 	cfg.validateMachines(c)
+	cfg.validateBMCs(c)
 	cfg.validateCluster(c)
 	cfg.validateAssets(c)
 

@@ -55,7 +55,14 @@ cluster:
 machines:
 `, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
-		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, v.Desc)
+		extra := ""
+		if len(v.KernelArgs) > 0 {
+			extra += fmt.Sprintf(", kernel_args: [%s]", strings.Join(v.KernelArgs, ", "))
+		}
+		if v.BMC != "" {
+			extra += ", bmc: " + v.BMC
+		}
+		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s%s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, extra, v.Desc)
 	}
 	return b.String()
 }
