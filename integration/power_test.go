@@ -71,6 +71,7 @@ wait $!
 	deadPort := freePort(t, "udp") // nothing answers there
 	site := filepath.Join(dir, "site.yaml")
 	text := fmt.Sprintf(`dhcp: {mode: proxy}
+cluster: {install_mode: live}
 machines:
   - mac: "52:54:00:00:00:61"
     hostname: node1
@@ -281,6 +282,7 @@ esac
 	}
 	site := filepath.Join(dir, "site.yaml")
 	text := fmt.Sprintf(`dhcp: {mode: proxy}
+cluster: {install_mode: live}
 machines:
   - mac: "52:54:00:00:00:61"
     hostname: node1
