@@ -44,6 +44,8 @@ type Config struct {
 
 	// idx finds machines by key; Parse builds it (see index).
 	idx *machineIndex
+	// snx finds subnets by address and machines by switch port; Parse builds it.
+	snx *subnetIndex
 	// lines maps field paths to their lines, for checks made after Parse.
 	lines map[string]int
 }
@@ -96,8 +98,15 @@ type DHCP struct {
 	DeclineHold Duration `yaml:"decline_hold"`
 	// DiscoverUnknown makes flint boot machines that are not in the config (proxy and full mode).
 	DiscoverUnknown bool `yaml:"discover_unknown"`
+	// Subnets are several networks flint serves in full mode, its own
+	// segment and those behind DHCP relays; the single Subnet (with Pool,
+	// Router and DNS) is the one-network form of the same.
+	Subnets []Subnet `yaml:"subnets"`
 
-	// Parsed forms, filled by Validate.
+	// Networks are the subnets served, parsed: Subnets, or the one of
+	// Subnet. Filled by Validate.
+	Networks []Subnet `yaml:"-"`
+	// Parsed forms of the single-subnet form, filled by Validate.
 	SubnetPrefix netip.Prefix `yaml:"-"`
 	RouterIP     netip.Addr   `yaml:"-"`
 	DNSIPs       []netip.Addr `yaml:"-"`
@@ -266,6 +275,10 @@ type Machine struct {
 	// BMC is the machine's baseboard management controller, for flint power
 	// and flint reprovision --reboot; nil: none.
 	BMC *BMC `yaml:"bmc"`
+	// Relay identifies the machine by the switch port a DHCP relay reports
+	// (option 82) instead of by MAC: whichever box is plugged into that port
+	// gets this machine's address. Full mode only.
+	Relay *Relay `yaml:"relay"`
 
 	HW     MAC        `yaml:"-"` // MAC, parsed
 	IPAddr netip.Addr `yaml:"-"`

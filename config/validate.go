@@ -123,57 +123,9 @@ func (cfg *Config) validate(lines map[string]int) error {
 	default:
 		c.fail("dhcp.mode", "unknown mode %q: use full, proxy or off", d.Mode)
 	}
-	if d.Subnet != "" {
-		p, err := netip.ParsePrefix(strings.TrimSpace(d.Subnet))
-		if err != nil || !p.Addr().Is4() {
-			c.fail("dhcp.subnet", "%q is not an IPv4 subnet in CIDR form (like 198.18.0.0/24)", d.Subnet)
-		} else {
-			d.SubnetPrefix = p.Masked()
-		}
-	} else if d.Mode == ModeFull {
-		c.fail("dhcp.subnet", "full mode needs the subnet flint is authoritative for")
-	}
-	if d.Router != "" {
-		d.RouterIP = c.ip("dhcp.router", d.Router)
-		if d.RouterIP.IsValid() && d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(d.RouterIP) {
-			c.fail("dhcp.router", "%s is outside subnet %s", d.RouterIP, d.SubnetPrefix)
-		}
-	}
-	for i, s := range d.DNS {
-		if a := c.ip(fmt.Sprintf("dhcp.dns[%d]", i), s); a.IsValid() {
-			d.DNSIPs = append(d.DNSIPs, a)
-		}
-	}
-	if d.Pool != nil {
-		d.Pool.StartIP = c.ip("dhcp.pool.start", d.Pool.Start)
-		d.Pool.EndIP = c.ip("dhcp.pool.end", d.Pool.End)
-		if d.Pool.StartIP.IsValid() && d.Pool.EndIP.IsValid() {
-			if d.Pool.EndIP.Less(d.Pool.StartIP) {
-				c.fail("dhcp.pool", "pool end %s is before its start %s", d.Pool.EndIP, d.Pool.StartIP)
-			}
-			if d.SubnetPrefix.IsValid() {
-				for _, f := range []struct {
-					name string
-					ip   netip.Addr
-				}{{"dhcp.pool.start", d.Pool.StartIP}, {"dhcp.pool.end", d.Pool.EndIP}} {
-					if !d.SubnetPrefix.Contains(f.ip) {
-						c.fail(f.name, "%s is outside subnet %s", f.ip, d.SubnetPrefix)
-					}
-				}
-			}
-		}
-	}
-	if d.Mode == ModeFull && s.AddressIP.IsValid() && d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(s.AddressIP) {
-		c.fail("server.address", "%s is outside subnet %s: machines could not reach flint", s.AddressIP, d.SubnetPrefix)
-	}
-	if d.Pool.Contains(d.RouterIP) {
-		c.fail("dhcp.pool", "the pool contains the router %s: leave it out of the pool", d.RouterIP)
-	}
+	cfg.validateNetworks(c)
 	if s.DHCPPort == s.ProxyPort {
 		c.fail("server.proxy_port", "must differ from server.dhcp_port (%d)", s.DHCPPort)
-	}
-	if d.Pool.Contains(s.AddressIP) {
-		c.fail("server.address", "%s is inside the pool: flint could hand its own address to a machine", s.AddressIP)
 	}
 	for name, v := range map[string]time.Duration{"dhcp.lease_time": d.LeaseTime.Duration, "dhcp.offer_hold": d.OfferHold.Duration, "dhcp.decline_hold": d.DeclineHold.Duration} {
 		if v <= 0 {
@@ -193,6 +145,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 
 	cfg.Warnings = c.warnings
 	cfg.idx = buildIndex(cfg.Machines)
+	cfg.snx = buildSubnetIndex(cfg.DHCP.Networks, cfg.Machines)
 	if len(c.problems) > 0 {
 		return &Error{Source: cfg.Source, Problems: c.problems}
 	}
@@ -366,10 +319,10 @@ func (cfg *Config) validateCluster(c *checker) {
 }
 
 func (cfg *Config) validateMachines(c *checker) {
-	d := &cfg.DHCP
 	macs := map[string]string{}
 	ips := map[netip.Addr]string{}
 	names := map[string]string{}
+	slots := map[Relay]string{}
 	servers := 0
 	for i := range cfg.Machines {
 		m := &cfg.Machines[i]
@@ -416,19 +369,11 @@ func (cfg *Config) validateMachines(c *checker) {
 				c.fail(f+".ip", "address %s is also reserved for %s", a, prev)
 			}
 			ips[a] = f
-			if d.SubnetPrefix.IsValid() && !d.SubnetPrefix.Contains(a) {
-				c.fail(f+".ip", "%s is outside subnet %s", a, d.SubnetPrefix)
-			}
-			if d.Pool.Contains(a) {
-				c.fail(f+".ip", "%s is inside the pool %s-%s: it could be leased to another machine", a, d.Pool.StartIP, d.Pool.EndIP)
-			}
 			if a == cfg.Server.AddressIP {
 				c.fail(f+".ip", "%s is flint's own address", a)
 			}
-			if a == d.RouterIP {
-				c.fail(f+".ip", "%s is the router's address", a)
-			}
 		}
+		cfg.validateMachineNetwork(c, f, m, m.IPAddr, slots)
 		c.bootPaths(f, m.Kernel, m.Initrd, m.KernelArgs)
 		if m.Profile != "" && !hostnameRE.MatchString(m.Profile) {
 			c.fail(f+".profile", "%q is not a profile name (lower-case letters, digits and '-')", m.Profile)
