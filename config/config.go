@@ -306,6 +306,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.Strin
 type machineIndex struct {
 	byMAC  map[MAC]int
 	byName map[string]int
+	byIP   map[netip.Addr]int
 }
 
 // index returns the lookup tables Parse built. A Config assembled by hand (in
@@ -319,7 +320,7 @@ func (c *Config) index() *machineIndex {
 }
 
 func buildIndex(machines []Machine) *machineIndex {
-	ix := &machineIndex{byMAC: make(map[MAC]int, len(machines)), byName: make(map[string]int, len(machines))}
+	ix := &machineIndex{byMAC: make(map[MAC]int, len(machines)), byName: make(map[string]int, len(machines)), byIP: make(map[netip.Addr]int, len(machines))}
 	for i := range machines {
 		m := &machines[i]
 		if !m.HW.IsZero() {
@@ -330,6 +331,9 @@ func buildIndex(machines []Machine) *machineIndex {
 		if _, dup := ix.byName[m.Hostname]; !dup && m.Hostname != "" {
 			ix.byName[m.Hostname] = i
 		}
+		if _, dup := ix.byIP[m.IPAddr]; !dup && m.IPAddr.IsValid() {
+			ix.byIP[m.IPAddr] = i
+		}
 	}
 	return ix
 }
@@ -337,6 +341,15 @@ func buildIndex(machines []Machine) *machineIndex {
 // MachineByMAC finds a configured machine; ok is false for unknown MACs.
 func (c *Config) MachineByMAC(mac MAC) (*Machine, bool) {
 	i, ok := c.index().byMAC[mac]
+	if !ok {
+		return nil, false
+	}
+	return &c.Machines[i], true
+}
+
+// MachineByIP finds the machine an address is reserved for.
+func (c *Config) MachineByIP(ip netip.Addr) (*Machine, bool) {
+	i, ok := c.index().byIP[ip]
 	if !ok {
 		return nil, false
 	}

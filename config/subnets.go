@@ -149,6 +149,16 @@ func (c *Config) MachineBySlot(circuitID, remoteID string) (*Machine, bool) {
 	return nil, false
 }
 
+// HasPool reports whether any served subnet has a pool.
+func (d *DHCP) HasPool() bool {
+	for i := range d.Networks {
+		if d.Networks[i].Pool != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // validateNetworks checks the subnets flint serves: dhcp.subnets, or the
 // single dhcp.subnet with dhcp.pool, dhcp.router and dhcp.dns. It fills
 // DHCP.Networks with the parsed subnets.

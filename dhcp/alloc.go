@@ -9,16 +9,16 @@ import (
 	"github.com/flint-boot/flint/store"
 )
 
-// allocator is full mode's address book: reservations from the config, leases
-// (bound and declined) and offers held for a client. One mutex guards it all:
-// every decision that hands out an address is made and recorded under it, so
-// concurrent clients can never be given the same address.
+// allocator is full mode's address book of one subnet: reservations from the
+// config, leases (bound and declined) and offers held for a client. One mutex
+// guards it all: every decision that hands out an address is made and
+// recorded under it, so concurrent clients can never be given the same
+// address. Each subnet flint serves has its own.
 type allocator struct {
 	mu sync.Mutex
 
 	pool       *config.Pool               // nil: no addresses for unknown MACs
 	reservedBy map[netip.Addr]string      // config machine address -> its MAC
-	reservedOf map[string]netip.Addr      // config machine MAC -> its address
 	excluded   map[netip.Addr]string      // never handed out: flint, router, network, broadcast
 	offerHold  time.Duration              // how long an offer stays reserved for its client
 	declined   time.Duration              // how long a DECLINEd address stays out of the pool
@@ -34,11 +34,10 @@ type hold struct {
 	until time.Time
 }
 
-func newAllocator(cfg *config.Config) *allocator {
+func newAllocator(cfg *config.Config, n *config.Subnet) *allocator {
 	a := &allocator{
-		pool:       cfg.DHCP.Pool,
+		pool:       n.Pool,
 		reservedBy: map[netip.Addr]string{},
-		reservedOf: map[string]netip.Addr{},
 		excluded:   map[netip.Addr]string{},
 		offerHold:  cfg.DHCP.OfferHold.Duration,
 		declined:   cfg.DHCP.DeclineHold.Duration,
@@ -48,18 +47,17 @@ func newAllocator(cfg *config.Config) *allocator {
 		heldBy:     map[netip.Addr]string{},
 	}
 	for _, m := range cfg.Machines {
-		if m.IPAddr.IsValid() && !m.HW.IsZero() {
+		if m.IPAddr.IsValid() && !m.HW.IsZero() && n.Prefix.Contains(m.IPAddr) {
 			a.reservedBy[m.IPAddr] = m.HW.String()
-			a.reservedOf[m.HW.String()] = m.IPAddr
 		}
 	}
-	if ip := cfg.Server.AddressIP; ip.IsValid() {
+	if ip := cfg.Server.AddressIP; ip.IsValid() && n.Prefix.Contains(ip) {
 		a.excluded[ip] = "flint's own address"
 	}
-	if ip := cfg.DHCP.RouterIP; ip.IsValid() {
+	if ip := n.RouterIP; ip.IsValid() {
 		a.excluded[ip] = "the router's address"
 	}
-	if p := cfg.DHCP.SubnetPrefix; p.IsValid() && p.Addr().Is4() && p.Bits() <= 30 {
+	if p := n.Prefix; p.IsValid() && p.Addr().Is4() && p.Bits() <= 30 {
 		a.excluded[p.Masked().Addr()] = "the subnet's network address"
 		a.excluded[lastAddr(p)] = "the subnet's broadcast address"
 	}
@@ -204,12 +202,13 @@ func (a *allocator) dropHold(mac string) {
 	a.clearHold(mac)
 }
 
-// owns reports whether ip is mac's to use: its reservation for a config
-// machine (and nothing else), otherwise an address offered to or leased by it.
-// The caller holds a.mu.
-func (a *allocator) owns(mac string, ip netip.Addr, now time.Time) bool {
-	if r, ok := a.reservedOf[mac]; ok {
-		return ip == r
+// owns reports whether ip is mac's to use: res, the reservation of the
+// config machine the request was answered as (and nothing else), otherwise
+// (res invalid: a client the config does not know) an address offered to or
+// leased by it. The caller holds a.mu.
+func (a *allocator) owns(mac string, ip, res netip.Addr, now time.Time) bool {
+	if res.IsValid() {
+		return ip == res
 	}
 	if !a.usable(ip, mac, now) {
 		return false
@@ -222,10 +221,10 @@ func (a *allocator) owns(mac string, ip netip.Addr, now time.Time) bool {
 }
 
 // belongsTo is owns for callers outside the allocator.
-func (a *allocator) belongsTo(mac string, ip netip.Addr, now time.Time) bool {
+func (a *allocator) belongsTo(mac string, ip, res netip.Addr, now time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.owns(mac, ip, now)
+	return a.owns(mac, ip, res, now)
 }
 
 // verdict is what an INIT-REBOOT request deserves.
@@ -239,10 +238,10 @@ const (
 )
 
 // judge classifies a client's claim to ip; why explains a NAK.
-func (a *allocator) judge(mac string, ip netip.Addr, now time.Time) (v verdict, why string) {
+func (a *allocator) judge(mac string, ip, res netip.Addr, now time.Time) (v verdict, why string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.owns(mac, ip, now) {
+	if a.owns(mac, ip, res, now) {
 		return verdictOwned, ""
 	}
 	if other := a.reservedBy[ip]; other != "" {
@@ -262,28 +261,34 @@ func (a *allocator) judge(mac string, ip netip.Addr, now time.Time) (v verdict, 
 	if other, ok := a.heldBy[ip]; ok && other != mac && a.holds[other].until.After(now) {
 		return verdictTaken, "offered to " + other
 	}
-	_, reserved := a.reservedOf[mac]
 	_, leased := a.leaseOf[mac]
 	_, held := a.holds[mac]
-	if reserved || leased || held {
+	if res.IsValid() || leased || held {
 		return verdictWrong, "not the client's address"
 	}
 	return verdictUnknown, ""
 }
 
 // bind records l (bound to l.MAC) in memory if l.IP is still that MAC's to
-// use. It returns an undo for when persisting fails, and the MAC's previous
-// address if it had another one: that record stays (blocking the address for
-// others) until the caller deleted it from the store and calls forget.
-func (a *allocator) bind(l store.Lease, now time.Time) (undo func(), previous netip.Addr, ok bool) {
+// use (res as for owns). It returns an undo for when persisting fails, and
+// the MAC's previous address if it had another one: that record stays
+// (blocking the address for others) until the caller deleted it from the
+// store and calls forget. A reservation bound to another box before (a
+// machine chosen by its relay port, whose box was swapped) now is this one's.
+func (a *allocator) bind(l store.Lease, res netip.Addr, now time.Time) (undo func(), previous netip.Addr, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.owns(l.MAC, l.IP, now) {
+	if !a.owns(l.MAC, l.IP, res, now) {
 		return nil, netip.Addr{}, false
 	}
 	prevAtIP, hadAtIP := a.leases[l.IP]
 	prevIP, hadPrevIP := a.leaseOf[l.MAC]
 	prevHold, hadHold := a.holds[l.MAC]
+	otherMAC := ""
+	if hadAtIP && prevAtIP.State == store.LeaseBound && prevAtIP.MAC != l.MAC && a.leaseOf[prevAtIP.MAC] == l.IP {
+		otherMAC = prevAtIP.MAC
+		delete(a.leaseOf, otherMAC)
+	}
 
 	a.clearHold(l.MAC)
 	a.leases[l.IP] = l
@@ -301,6 +306,9 @@ func (a *allocator) bind(l store.Lease, now time.Time) (undo func(), previous ne
 		}
 		if hadAtIP {
 			a.leases[l.IP] = prevAtIP
+			if _, taken := a.leaseOf[otherMAC]; otherMAC != "" && !taken {
+				a.leaseOf[otherMAC] = l.IP
+			}
 		} else {
 			delete(a.leases, l.IP)
 		}
@@ -327,12 +335,21 @@ func (a *allocator) boundTo(mac string, ip netip.Addr) bool {
 	return ok && l.State == store.LeaseBound && l.MAC == mac
 }
 
-// isReservation reports whether ip is the config's reserved address of mac.
-func (a *allocator) isReservation(mac string, ip netip.Addr) bool {
+// reservedLease is the reserved address mac holds an unexpired bound lease
+// on, if any: a box a relay port chose as a machine of the config, renewing
+// later without the relay (and so without option 82).
+func (a *allocator) reservedLease(mac string, now time.Time) (netip.Addr, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r, ok := a.reservedOf[mac]
-	return ok && r == ip
+	ip, ok := a.leaseOf[mac]
+	if !ok || a.reservedBy[ip] == "" {
+		return netip.Addr{}, false
+	}
+	l := a.leases[ip]
+	if l.State != store.LeaseBound || l.MAC != mac || !l.Expires.After(now) {
+		return netip.Addr{}, false
+	}
+	return ip, true
 }
 
 // forget drops mac's lease record of ip, after the caller deleted it from the
@@ -352,10 +369,10 @@ func (a *allocator) forget(mac string, ip netip.Addr) {
 
 // decline quarantines a pool address mac was offered or leased and found in
 // use by another host. It returns the quarantine record to persist.
-func (a *allocator) decline(mac string, ip netip.Addr, now time.Time) (store.Lease, bool) {
+func (a *allocator) decline(mac string, ip, res netip.Addr, now time.Time) (store.Lease, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, known := a.reservedOf[mac]; known || !a.owns(mac, ip, now) {
+	if res.IsValid() || !a.owns(mac, ip, res, now) {
 		return store.Lease{}, false
 	}
 	a.clearHold(mac)

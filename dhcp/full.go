@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -12,67 +13,160 @@ import (
 	"github.com/flint-boot/flint/store"
 )
 
-// handleFull is full mode: flint is the DHCP server of cfg.DHCP.SubnetPrefix
-// (RFC 2131).
+// fullReq is one full-mode request with what it is answered as: the subnet
+// (and its address book) and the machine of the config, if any.
+type fullReq struct {
+	req   *dhcpv4.DHCPv4
+	ci    clientInfo
+	peer  *net.UDPAddr
+	log   pktLog
+	relay relayInfo
+	sub   *config.Subnet
+	opts  *replyOptions
+	a     *allocator
+	m     *config.Machine // nil: a client the config does not know
+	by    string          // how m was chosen: ByMAC, BySlot, ByLease
+}
+
+// res is the reservation of the request's machine (invalid for a client the
+// config does not know).
+func (r *fullReq) res() netip.Addr {
+	if r.m == nil {
+		return netip.Addr{}
+	}
+	return r.m.IPAddr
+}
+
+// handleFull is full mode: flint is the DHCP server of the subnets in
+// cfg.DHCP.Networks (RFC 2131), its own segment's and those behind relays.
 func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	ci := readClient(req)
-	if giaddr, ok := addrOf(req.GatewayIPAddr); ok && !s.cfg.DHCP.SubnetPrefix.Contains(giaddr) {
-		// Addresses from our subnet would be useless on the relay's.
-		log.Debug("ignored: relayed from a subnet flint does not serve", "giaddr", giaddr)
+	r, ok := s.fullRequestOf(req, peer, log)
+	if !ok {
 		return nil, nil
 	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		return s.fullDiscover(req, ci, peer, log)
+		return s.fullDiscover(r)
 	case dhcpv4.MessageTypeRequest:
-		return s.fullRequest(req, ci, peer, log)
+		return s.fullRequest(r)
 	case dhcpv4.MessageTypeRelease:
-		s.fullRelease(req, ci, peer, log)
+		s.fullRelease(r)
 	case dhcpv4.MessageTypeDecline:
-		s.fullDecline(req, ci, peer, log)
+		s.fullDecline(r)
 	case dhcpv4.MessageTypeInform:
-		return s.fullInform(req, ci, peer, log)
+		return s.fullInform(r)
 	default:
 		log.Debug("ignored: not a message a server answers")
 	}
 	return nil, nil
 }
 
-func (s *Server) fullDiscover(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+// fullRequestOf picks the subnet and the machine a request is answered as
+// (SelectSubnet, SelectMachine), each candidate looked up by key; ok false:
+// no answer.
+func (s *Server) fullRequestOf(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*fullReq, bool) {
+	r := &fullReq{req: req, ci: readClient(req), peer: peer, log: log, relay: readRelay(req)}
+	q := SubnetQuery{GIAddr: r.relay.GIAddr, ByGIAddr: -1, ByCIAddr: -1, Local: -1}
+	if r.relay.GIAddr.IsValid() {
+		q.ByGIAddr, _ = s.cfg.SubnetIndexOf(r.relay.GIAddr)
+	} else if ciaddr, ok := addrOf(req.ClientIPAddr); ok {
+		q.CIAddr = ciaddr
+		q.ByCIAddr, _ = s.cfg.SubnetIndexOf(ciaddr)
+	}
+	q.Local, _ = s.cfg.LocalSubnet()
+	sc := SelectSubnet(q)
+	if sc.Index < 0 {
+		if sc.Relayed {
+			// A relay flint has no subnet for: addresses from another subnet
+			// would be useless there. Every packet of it would say so.
+			s.complain(log, "giaddr "+r.relay.GIAddr.String(), slog.LevelWarn,
+				"ignored: "+sc.Reason+": add the relay's subnet to dhcp.subnets, or point the relay elsewhere (logged once a minute per relay)",
+				"giaddr", r.relay.GIAddr)
+		} else {
+			log.Debug("ignored: " + sc.Reason)
+		}
+		return nil, false
+	}
+	r.sub, r.opts, r.a = &s.cfg.DHCP.Networks[sc.Index], &s.replyOpts[sc.Index], s.allocs[sc.Index]
+
+	mq := MachineQuery{Relay: r.relay, Subnet: r.sub.Prefix}
+	mq.ByMAC, _ = s.machine(r.ci.MAC)
+	if r.relay.Option82 {
+		mq.BySlot, _ = s.cfg.MachineBySlot(r.relay.CircuitID, r.relay.RemoteID)
+	}
+	if mq.ByMAC == nil && mq.BySlot == nil {
+		if ip, ok := r.a.reservedLease(r.ci.mac, s.now()); ok {
+			mq.ByLease, _ = s.cfg.MachineByIP(ip)
+		}
+	}
+	mc := SelectMachine(mq)
+	if mc.Refuse != "" {
+		s.complain(log, "refuse "+r.ci.mac, slog.LevelWarn, "ignored: "+mc.Refuse+" (logged once a minute)", "relay", r.relay.detail())
+		if mq.ByMAC != nil || mq.BySlot != nil {
+			s.note(r, netip.Addr{}, "dhcp "+req.MessageType().String()+" (ignored)", mc.Refuse)
+		}
+		return nil, false
+	}
+	r.m, r.by = mc.Machine, mc.By
+	return r, true
+}
+
+// note puts an exchange on the timeline of the request's machine: the
+// config machine it was answered as (whichever box it was, the box's MAC in
+// the detail), else the client's MAC. A relayed request notes its relay and
+// option 82.
+func (s *Server) note(r *fullReq, ip netip.Addr, event string, detail ...string) {
+	s.recordFull(r, s.sighting(r.ci, ip, event), detail...)
+}
+
+func (s *Server) recordFull(r *fullReq, sg store.Sighting, detail ...string) {
+	parts := detail
+	if r.m != nil && r.m.MAC != r.ci.mac {
+		sg.MAC = r.m.MAC
+		parts = append(parts, fmt.Sprintf("box %s, chosen by its %s", r.ci.mac, r.by))
+	}
+	if d := r.relay.detail(); d != "" {
+		parts = append(parts, d)
+	}
+	sg.Detail = strings.Join(parts, "; ")
+	s.recordSightingOf(sg, r.m != nil || s.known(r.ci.MAC))
+}
+
+func (s *Server) fullDiscover(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
+	ci, log, m := r.ci, r.log, r.m
 	mac := ci.mac
-	m, known := s.machine(ci.MAC)
 	var ip netip.Addr
-	if known {
+	if m != nil {
 		ip = m.IPAddr
 	} else {
-		if s.cfg.DHCP.Pool == nil {
-			s.complain(log, "no pool "+mac, slog.LevelInfo, "no address for an unknown machine: it is not in the config and dhcp.pool is not set (logged once a minute)")
-			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: unknown machine, no pool)")
+		pool := r.sub.Pool
+		if pool == nil {
+			s.complain(log, "no pool "+mac, slog.LevelInfo, "no address for an unknown machine: it is not in the config and its subnet has no pool (logged once a minute)", "subnet", r.sub.Prefix)
+			s.note(r, netip.Addr{}, "dhcp DISCOVER (ignored: unknown machine, no pool)")
 			return nil, nil
 		}
-		requested, _ := addrOf(req.RequestedIPAddress())
+		requested, _ := addrOf(r.req.RequestedIPAddress())
 		var ok bool
-		if ip, ok = s.alloc.offer(mac, requested, now); !ok {
-			s.complain(log, "pool full "+mac, slog.LevelWarn, "no address for an unknown machine: dhcp.pool is exhausted (logged once a minute)", "pool", s.cfg.DHCP.Pool.Start+"-"+s.cfg.DHCP.Pool.End)
-			s.record(ci, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
+		if ip, ok = r.a.offer(mac, requested, now); !ok {
+			s.complain(log, "pool full "+mac, slog.LevelWarn, "no address for an unknown machine: the pool is exhausted (logged once a minute)", "pool", pool.Start+"-"+pool.End)
+			s.note(r, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
 			return nil, nil
 		}
 	}
 	dec := s.decide(ci, m)
-	reply := s.leaseReply(req, dhcpv4.MessageTypeOffer, ip, m, dec)
+	reply := s.leaseReply(r, dhcpv4.MessageTypeOffer, ip, dec)
 	if log.enabled(slog.LevelInfo) { // the arguments alone cost allocations per packet
-		log.Info("dhcp offer", "ip", ip, "file", dec.File, "boot", dec.Reason)
+		log.Info("dhcp offer", "ip", ip, "file", dec.File, "boot", dec.Reason, "relay", r.relay.detail())
 	}
-	s.record(ci, ip, "dhcp OFFER")
-	return reply, clientDest(req, peer, false)
+	s.note(r, ip, "dhcp OFFER")
+	return reply, clientDest(r.req, r.peer, false)
 }
 
 // fullRequest tells the client states of RFC 2131 4.3.2 apart by option 54,
 // option 50 and ciaddr.
-func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	mac := ci.mac
-	m, _ := s.machine(ci.MAC)
+func (s *Server) fullRequest(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	req, log, mac, res := r.req, r.log, r.ci.mac, r.res()
 	serverID, hasServerID := addrOf(req.ServerIdentifier())
 	requested, hasRequested := addrOf(req.RequestedIPAddress())
 	ciaddr, hasCiaddr := addrOf(req.ClientIPAddr)
@@ -80,7 +174,7 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 	switch {
 	case hasServerID && serverID != s.addr:
 		// SELECTING another server's offer: ours is free again.
-		s.alloc.dropHold(mac)
+		r.a.dropHold(mac)
 		log.Debug("client chose another DHCP server", "server", serverID)
 		return nil, nil
 
@@ -93,29 +187,29 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 			log.Debug("ignored: REQUEST for our offer without a requested address")
 			return nil, nil
 		}
-		if !s.alloc.belongsTo(mac, ip, s.now()) {
-			return s.nak(req, ci, peer, ip, "address not offered to this client", log)
+		if !r.a.belongsTo(mac, ip, res, s.now()) {
+			return s.nak(r, ip, "address not offered to this client")
 		}
-		return s.ack(req, ci, peer, ip, m, log)
+		return s.ack(r, ip)
 
 	case hasCiaddr: // RENEWING (unicast) or REBINDING (broadcast)
-		if !s.alloc.belongsTo(mac, ciaddr, s.now()) {
-			return s.nak(req, ci, peer, ciaddr, "address not leased to this client", log)
+		if !r.a.belongsTo(mac, ciaddr, res, s.now()) {
+			return s.nak(r, ciaddr, "address not leased to this client")
 		}
-		return s.ack(req, ci, peer, ciaddr, m, log)
+		return s.ack(r, ciaddr)
 
 	case hasRequested: // INIT-REBOOT: the client wants its old address back
-		if !s.cfg.DHCP.SubnetPrefix.Contains(requested) {
-			return s.nak(req, ci, peer, requested, "address is not in subnet "+s.cfg.DHCP.SubnetPrefix.String(), log)
+		if !r.sub.Prefix.Contains(requested) {
+			return s.nak(r, requested, "address is not in subnet "+r.sub.Prefix.String())
 		}
-		switch v, why := s.alloc.judge(mac, requested, s.now()); v {
+		switch v, why := r.a.judge(mac, requested, res, s.now()); v {
 		case verdictOwned:
-			return s.ack(req, ci, peer, requested, m, log)
+			return s.ack(r, requested)
 		case verdictTaken, verdictWrong:
-			return s.nak(req, ci, peer, requested, why, log)
+			return s.nak(r, requested, why)
 		default:
 			log.Debug("INIT-REBOOT from a client flint has no record of: staying silent (RFC 2131 4.3.2)", "requested", requested)
-			s.record(ci, netip.Addr{}, "dhcp REQUEST (ignored: no record of this client)")
+			s.note(r, netip.Addr{}, "dhcp REQUEST (ignored: no record of this client)")
 			return nil, nil
 		}
 	}
@@ -126,16 +220,17 @@ func (s *Server) fullRequest(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 // ack binds ip to the client, makes the lease durable, then answers. If the
 // store fails there is no ACK: the client retries and nothing it was told is
 // lost in a crash.
-func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, m *config.Machine, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) ack(r *fullReq, ip netip.Addr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	now := s.now()
+	ci, log, m := r.ci, r.log, r.m
 	mac := ci.mac
 	l := store.Lease{IP: ip, MAC: mac, State: store.LeaseBound, Start: now, Expires: now.Add(s.cfg.DHCP.LeaseTime.Duration)}
 	if m != nil {
 		l.Hostname = m.Hostname
 	}
-	undo, previous, ok := s.alloc.bind(l, now)
+	undo, previous, ok := r.a.bind(l, r.res(), now)
 	if !ok { // lost a race since the check: someone else has it now
-		return s.nak(req, ci, peer, ip, "address is no longer available", log)
+		return s.nak(r, ip, "address is no longer available")
 	}
 	if err := s.st.PutLease(l); err != nil {
 		undo()
@@ -146,27 +241,28 @@ func (s *Server) ack(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 		if err := s.st.DeleteLease(previous); err != nil {
 			log.Warn("delete the client's previous lease", "ip", previous, "err", err)
 		} else {
-			s.alloc.forget(mac, previous)
+			r.a.forget(mac, previous)
 		}
 	}
 	dec := s.decide(ci, m)
-	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, ip, m, dec)
+	reply := s.leaseReply(r, dhcpv4.MessageTypeAck, ip, dec)
 	if log.enabled(slog.LevelInfo) {
-		log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"))
+		log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"), "relay", r.relay.detail())
 	}
 	// The address the machine took from DHCP: the lifecycle trusts requests
 	// from it as the machine's own.
 	sg := s.sighting(ci, ip, "dhcp ACK")
 	sg.DHCPAddr = true
-	s.recordSighting(sg, ci.MAC)
-	return reply, clientDest(req, peer, false)
+	s.recordFull(r, sg)
+	return reply, clientDest(r.req, r.peer, false)
 }
 
 // nakMessage is what a NAK tells the client (option 56). It is broadcast, so
 // it never names who holds the address; flint's log does.
 const nakMessage = "the requested address is not available to this client"
 
-func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip netip.Addr, why string, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+func (s *Server) nak(r *fullReq, ip netip.Addr, why string) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	req := r.req
 	reply := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ipOf(s.addr))),
@@ -175,9 +271,9 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 	if _, relayed := addrOf(req.GatewayIPAddr); relayed {
 		reply.SetBroadcast() // the relay must broadcast it: the client's address is wrong
 	}
-	log.Info("dhcp nak", "ip", ip, "reason", why)
-	s.record(ci, netip.Addr{}, "dhcp NAK")
-	return reply, clientDest(req, peer, true)
+	r.log.Info("dhcp nak", "ip", ip, "reason", why, "relay", r.relay.detail())
+	s.note(r, netip.Addr{}, "dhcp NAK")
+	return reply, clientDest(req, r.peer, true)
 }
 
 // fullRelease frees a client's lease when the client itself says so (RFC
@@ -187,14 +283,15 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, ip ne
 // machine's lease, and with it the lifecycle's proof of which address the
 // machine is at. A config machine's reservation is never dropped at all: the
 // address is that machine's alone, and a sender address is easy to forge too.
-func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
+func (s *Server) fullRelease(r *fullReq) {
+	req, ci, peer, log := r.req, r.ci, r.peer, r.log
 	mac := ci.mac
 	ip, ok := addrOf(req.ClientIPAddr)
 	if serverID, has := addrOf(req.ServerIdentifier()); has && serverID != s.addr {
 		log.Debug("ignored: RELEASE for another server", "server", serverID)
 		return
 	}
-	if !ok || !s.alloc.boundTo(mac, ip) {
+	if !ok || !r.a.boundTo(mac, ip) {
 		if !s.tampered(log, ci, "RELEASE", fmt.Sprintf("of %s from %s, which it does not hold", ip, peerAddr(peer)), "ip", ip, "peer", peer) {
 			log.Debug("ignored: RELEASE of an address not leased to this client", "ip", ip, "peer", peer)
 		}
@@ -207,18 +304,18 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		}
 		return
 	}
-	if s.alloc.isReservation(mac, ip) {
+	if ip == r.res() {
 		log.Info("dhcp release of a reserved address: lease kept (the address is the machine's alone)", "ip", ip)
-		s.record(ci, ip, "dhcp RELEASE (reserved address kept)")
+		s.note(r, ip, "dhcp RELEASE (reserved address kept)")
 		return
 	}
 	if err := s.st.DeleteLease(ip); err != nil {
 		log.Warn("delete released lease", "ip", ip, "err", err)
 		return
 	}
-	s.alloc.forget(mac, ip)
+	r.a.forget(mac, ip)
 	log.Info("dhcp release", "ip", ip)
-	s.record(ci, ip, "dhcp RELEASE")
+	s.note(r, ip, "dhcp RELEASE")
 }
 
 // fullDecline quarantines a pool address a client found in use by another
@@ -226,7 +323,8 @@ func (s *Server) fullRelease(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 // that chaddr, and only if sent by a client without an address (0.0.0.0, as
 // RFC 2131 has it), from the declined address itself, or by the relay it
 // names: not from some other host's address.
-func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) {
+func (s *Server) fullDecline(r *fullReq) {
+	req, ci, peer, log := r.req, r.ci, r.peer, r.log
 	ip, ok := addrOf(req.RequestedIPAddress())
 	if !ok {
 		log.Debug("ignored: DECLINE without a requested address (option 50)")
@@ -239,15 +337,15 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		}
 		return
 	}
-	if m, known := s.machine(ci.MAC); known && ip == m.IPAddr {
+	if m := r.m; m != nil && ip == m.IPAddr {
 		// A reservation only ever goes to this machine: quarantining it helps
 		// nobody. Someone has to find the host squatting on it.
 		log.Warn("a machine's reserved address is in use by another host (DECLINE): find and reconfigure that host",
 			"ip", ip, "hostname", m.Hostname)
-		s.record(ci, ip, "dhcp DECLINE (reserved address in use by another host)")
+		s.note(r, ip, "dhcp DECLINE (reserved address in use by another host)")
 		return
 	}
-	l, ok := s.alloc.decline(ci.mac, ip, s.now())
+	l, ok := r.a.decline(ci.mac, ip, r.res(), s.now())
 	if !ok {
 		log.Debug("ignored: DECLINE of an address not offered or leased to this client", "ip", ip)
 		return
@@ -256,7 +354,7 @@ func (s *Server) fullDecline(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAdd
 		log.Warn("persist declined address (it stays quarantined until restart)", "ip", ip, "err", err)
 	}
 	log.Warn("address declined: another host uses it; quarantined", "ip", ip, "until", l.Expires.Format("15:04:05"))
-	s.record(ci, netip.Addr{}, "dhcp DECLINE")
+	s.note(r, netip.Addr{}, "dhcp DECLINE")
 }
 
 // sentFrom reports whether a packet about ip came from ip itself, from the
@@ -282,27 +380,26 @@ func sentFrom(req *dhcpv4.DHCPv4, peer *net.UDPAddr, ip netip.Addr, unaddressed 
 
 // fullInform answers a client that configured its address itself: options
 // only, no address and no lease (RFC 2131 3.4).
-func (s *Server) fullInform(req *dhcpv4.DHCPv4, ci clientInfo, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	ciaddr, ok := addrOf(req.ClientIPAddr)
-	_, relayed := addrOf(req.GatewayIPAddr)
-	if !ok || (!relayed && !s.cfg.DHCP.SubnetPrefix.Contains(ciaddr)) {
-		log.Debug("ignored: INFORM without an address in our subnet", "ciaddr", ciaddr)
+func (s *Server) fullInform(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
+	ciaddr, ok := addrOf(r.req.ClientIPAddr)
+	if !ok || (!r.relay.GIAddr.IsValid() && !r.sub.Prefix.Contains(ciaddr)) {
+		r.log.Debug("ignored: INFORM without an address in our subnet", "ciaddr", ciaddr)
 		return nil, nil
 	}
-	m, _ := s.machine(ci.MAC)
-	dec := s.decide(ci, m)
-	reply := s.leaseReply(req, dhcpv4.MessageTypeAck, netip.Addr{}, m, dec)
-	log.Info("dhcp ack (inform)", "ip", ciaddr, "file", dec.File)
-	s.record(ci, ciaddr, "dhcp ACK (INFORM)")
-	return reply, clientDest(req, peer, false)
+	dec := s.decide(r.ci, r.m)
+	reply := s.leaseReply(r, dhcpv4.MessageTypeAck, netip.Addr{}, dec)
+	r.log.Info("dhcp ack (inform)", "ip", ciaddr, "file", dec.File)
+	s.note(r, ciaddr, "dhcp ACK (INFORM)")
+	return reply, clientDest(r.req, r.peer, false)
 }
 
 // leaseReply builds a full-mode OFFER or ACK. Without yiaddr (INFORM) it
 // carries no lease times.
-func (s *Server) leaseReply(req *dhcpv4.DHCPv4, typ dhcpv4.MessageType, yiaddr netip.Addr, m *config.Machine, dec BootDecision) *dhcpv4.DHCPv4 {
+func (s *Server) leaseReply(r *fullReq, typ dhcpv4.MessageType, yiaddr netip.Addr, dec BootDecision) *dhcpv4.DHCPv4 {
+	req, m := r.req, r.m
 	reply := newReply(req)
 	reply.YourIPAddr = ipOf(yiaddr)
-	opts := &s.replyOpts
+	opts := r.opts
 	switch typ {
 	case dhcpv4.MessageTypeOffer:
 		setOptions(reply, opts.offer)

@@ -408,7 +408,7 @@ func TestFullRelease(t *testing.T) {
 			wantNoReply(t, reply)
 
 			l, stored := st.lease(ip)
-			_, inMemory := s.alloc.leaseFor(tc.holder)
+			_, inMemory := s.allocs[0].leaseFor(tc.holder)
 			if tc.released {
 				if stored || inMemory {
 					t.Fatalf("lease kept after the holder's RELEASE: stored %v (%+v), in memory %v", stored, l, inMemory)
@@ -624,7 +624,7 @@ func TestFullExpiredLeasesAreDroppedOnLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, ok := s.alloc.leaseFor(macN(9)); ok {
+	if l, ok := s.allocs[0].leaseFor(macN(9)); ok {
 		t.Errorf("expired lease loaded: %+v", l)
 	}
 	if got := offerFor(t, s, macN(1)); got != old {
@@ -659,7 +659,7 @@ func TestFullNoACKUntilLeaseIsDurable(t *testing.T) {
 	st.mu.Unlock()
 	reply, _ := exchange(t, s, packet(macN(1), dhcpv4.MessageTypeRequest, serverID(flintIP), requested(ip)))
 	wantNoReply(t, reply)
-	if _, ok := s.alloc.leaseFor(macN(1)); ok {
+	if _, ok := s.allocs[0].leaseFor(macN(1)); ok {
 		t.Error("lease kept in memory though the store failed")
 	}
 	// The offer is still held; once the store works the retry is ACKed.
@@ -687,7 +687,7 @@ func TestFullMovedClientLosesOldLease(t *testing.T) {
 	if l, ok := st.lease(old); ok {
 		t.Errorf("old lease still stored: %+v", l)
 	}
-	if l, ok := s.alloc.leaseFor(macN(1)); !ok || l.IP != moved {
+	if l, ok := s.allocs[0].leaseFor(macN(1)); !ok || l.IP != moved {
 		t.Errorf("in-memory lease %+v", l)
 	}
 }

@@ -181,19 +181,21 @@ func checkFullReply(t *testing.T, s *Server, req, reply *dhcpv4.DHCPv4, now time
 		t.Fatalf("%s of %s, outside the subnet", reply.MessageType(), ip)
 	}
 	mac := req.ClientHWAddr.String()
-	a := s.alloc
+	a := s.allocs[0]
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if r, reserved := a.reservedOf[mac]; reserved && ip != r {
+	if m, reserved := s.machine(req.ClientHWAddr); reserved && ip != m.IPAddr {
+		r := m.IPAddr
 		t.Fatalf("%s of %s to %s, whose reservation is %s", reply.MessageType(), ip, mac, r)
 	}
+	_, known := s.machine(req.ClientHWAddr)
 	switch reply.MessageType() {
 	case dhcpv4.MessageTypeAck:
 		if l, ok := a.leases[ip]; !ok || l.State != store.LeaseBound || l.MAC != mac || !l.Expires.After(now) {
 			t.Fatalf("ACK of %s to %s, but its lease is %+v", ip, mac, l)
 		}
 	case dhcpv4.MessageTypeOffer:
-		if _, reserved := a.reservedOf[mac]; !reserved && a.holds[mac].ip != ip {
+		if !known && a.holds[mac].ip != ip {
 			t.Fatalf("OFFER of %s to %s, but the hold is %+v", ip, mac, a.holds[mac])
 		}
 	default:
@@ -237,7 +239,7 @@ func checkNoLeaseTaken(t *testing.T, before map[netip.Addr]string, st *memStore,
 // allocator says.
 func checkFullState(t *testing.T, s *Server, st *memStore, now time.Time) {
 	t.Helper()
-	a := s.alloc
+	a := s.allocs[0]
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	owner := map[netip.Addr]string{} // unexpired bound leases
@@ -266,8 +268,10 @@ func checkFullState(t *testing.T, s *Server, st *memStore, now time.Time) {
 		if r := a.reservedBy[ip]; r != "" && r != l.MAC {
 			t.Fatalf("%s, reserved for %s, leased to %s", ip, r, l.MAC)
 		}
-		if r, ok := a.reservedOf[l.MAC]; ok && r != ip {
-			t.Fatalf("%s, whose reservation is %s, leased %s", l.MAC, r, ip)
+		if hw, err := net.ParseMAC(l.MAC); err != nil {
+			t.Fatalf("lease of %s names %q", ip, l.MAC)
+		} else if m, ok := s.machine(hw); ok && m.IPAddr != ip {
+			t.Fatalf("%s, whose reservation is %s, leased %s", l.MAC, m.IPAddr, ip)
 		}
 	}
 	for mac, h := range a.holds {

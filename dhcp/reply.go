@@ -17,8 +17,8 @@ type rawOption struct {
 
 func encoded(o dhcpv4.Option) rawOption { return rawOption{o.Code.Code(), o.Value.ToBytes()} }
 
-// replyOptions are what every full-mode lease reply carries, encoded once
-// from the config instead of once per packet.
+// replyOptions are what every full-mode lease reply of one subnet carries,
+// encoded once from the config instead of once per packet.
 type replyOptions struct {
 	common []rawOption // server identifier, netmask, router, DNS, domain
 	times  []rawOption // lease time, T1 (50%) and T2 (87.5%): replies with an address
@@ -26,22 +26,22 @@ type replyOptions struct {
 	ack    rawOption
 }
 
-func newReplyOptions(cfg *config.Config) replyOptions {
+func newReplyOptions(cfg *config.Config, n *config.Subnet) replyOptions {
 	d := &cfg.DHCP
 	r := replyOptions{
 		offer: encoded(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer)),
 		ack:   encoded(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck)),
 	}
 	r.common = append(r.common, encoded(dhcpv4.OptServerIdentifier(ipOf(cfg.Server.AddressIP))))
-	if d.SubnetPrefix.IsValid() {
-		r.common = append(r.common, encoded(dhcpv4.OptSubnetMask(net.CIDRMask(d.SubnetPrefix.Bits(), 32))))
+	if n.Prefix.IsValid() {
+		r.common = append(r.common, encoded(dhcpv4.OptSubnetMask(net.CIDRMask(n.Prefix.Bits(), 32))))
 	}
-	if d.RouterIP.IsValid() {
-		r.common = append(r.common, encoded(dhcpv4.OptRouter(ipOf(d.RouterIP))))
+	if n.RouterIP.IsValid() {
+		r.common = append(r.common, encoded(dhcpv4.OptRouter(ipOf(n.RouterIP))))
 	}
-	if len(d.DNSIPs) > 0 {
-		dns := make([]net.IP, len(d.DNSIPs))
-		for i, a := range d.DNSIPs {
+	if len(n.DNSIPs) > 0 {
+		dns := make([]net.IP, len(n.DNSIPs))
+		for i, a := range n.DNSIPs {
 			dns[i] = ipOf(a)
 		}
 		r.common = append(r.common, encoded(dhcpv4.OptDNS(dns...)))

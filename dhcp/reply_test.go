@@ -64,7 +64,8 @@ func TestLeaseReplyEncodedOnce(t *testing.T) {
 			for _, m := range []*config.Machine{nil, nuc1} {
 				for _, yi := range []netip.Addr{{}, nuc1IP} {
 					dec := s.decide(readClient(req), m)
-					got := s.leaseReply(req, typ, yi, m, dec).ToBytes()
+					r := &fullReq{req: req, m: m, opts: &s.replyOpts[0]}
+					got := s.leaseReply(r, typ, yi, dec).ToBytes()
 					want := modifierReply(s, req, typ, yi, m, dec).ToBytes()
 					if !bytes.Equal(got, want) {
 						t.Errorf("%s %s machine %v yiaddr %v:\n got %x\nwant %x", name, typ, m != nil, yi, got, want)

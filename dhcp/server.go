@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,11 +46,14 @@ type Server struct {
 	log  *slog.Logger
 	addr netip.Addr // flint's address: option 54, siaddr
 	// httpBase is cfg.HTTPBaseURL() and replyOpts the options every lease
-	// reply carries, encoded once (the config does not change while it serves).
+	// reply of each subnet carries, encoded once (the config does not change
+	// while it serves).
 	httpBase  string
-	replyOpts replyOptions
-	alloc     *allocator
-	now       func() time.Time
+	replyOpts []replyOptions
+	// allocs are the address books of the subnets (cfg.DHCP.Networks, same
+	// index), in full mode.
+	allocs []*allocator
+	now    func() time.Time
 
 	quiet quietLog
 	// tamper limits what spoofed packets about machines of the config put in
@@ -100,8 +104,11 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		if !cfg.Server.AddressIP.Is4() {
 			return nil, errors.New("dhcp: server.address is not resolved to an IPv4 address (call ResolveAddress first)")
 		}
-		if mode == config.ModeFull && !cfg.DHCP.SubnetPrefix.IsValid() {
-			return nil, errors.New("dhcp: full mode needs dhcp.subnet")
+		if mode == config.ModeFull && len(cfg.DHCP.Networks) == 0 {
+			return nil, errors.New("dhcp: full mode needs dhcp.subnet or dhcp.subnets")
+		}
+		if _, ok := cfg.LocalSubnet(); mode == config.ModeFull && !ok {
+			return nil, fmt.Errorf("dhcp: server.address %s is in none of dhcp.subnets: flint could not tell which subnet serves its own segment; add it to dhcp.subnets or set server.address", cfg.Server.AddressIP)
 		}
 	default:
 		return nil, fmt.Errorf("dhcp: unknown mode %q: use full, proxy or off", mode)
@@ -117,8 +124,6 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		log:           log.With("component", "dhcp"),
 		addr:          cfg.Server.AddressIP,
 		httpBase:      cfg.HTTPBaseURL(),
-		replyOpts:     newReplyOptions(cfg),
-		alloc:         newAllocator(cfg),
 		now:           now,
 		unknownEvents: tokenBucket{perPeriod: perMinute, period: time.Minute},
 	}
@@ -126,12 +131,31 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		s.notes = n
 	}
 	if mode == config.ModeFull {
+		for i := range cfg.DHCP.Networks {
+			n := &cfg.DHCP.Networks[i]
+			s.allocs = append(s.allocs, newAllocator(cfg, n))
+			s.replyOpts = append(s.replyOpts, newReplyOptions(cfg, n))
+		}
 		leases, err := st.Leases()
 		if err != nil {
 			return nil, fmt.Errorf("dhcp: load leases: %w", err)
 		}
-		kept := s.alloc.load(leases, s.now())
-		s.log.Debug("leases loaded", "kept", kept, "expired", len(leases)-kept)
+		// Each lease goes to the book of its subnet; one in no subnet (the
+		// config changed) is left alone in the store.
+		bySubnet := make([][]store.Lease, len(s.allocs))
+		outside := 0
+		for _, l := range leases {
+			if i, ok := cfg.SubnetIndexOf(l.IP); ok {
+				bySubnet[i] = append(bySubnet[i], l)
+			} else {
+				outside++
+			}
+		}
+		kept := 0
+		for i, a := range s.allocs {
+			kept += a.load(bySubnet[i], s.now())
+		}
+		s.log.Debug("leases loaded", "kept", kept, "expired", len(leases)-kept-outside, "outside_subnets", outside)
 	}
 	return s, nil
 }
@@ -145,7 +169,15 @@ func (s *Server) Listening() []string {
 	}
 	switch s.cfg.DHCP.Mode {
 	case config.ModeFull:
-		return []string{fmt.Sprintf("dhcp full on :%d (%s), subnet %s", s.cfg.Server.DHCPPort, on, s.cfg.DHCP.SubnetPrefix)}
+		var nets []string
+		for _, n := range s.cfg.DHCP.Networks {
+			if n.Local {
+				nets = append(nets, n.Prefix.String()+" (own segment)")
+			} else {
+				nets = append(nets, n.Prefix.String()+" (relayed)")
+			}
+		}
+		return []string{fmt.Sprintf("dhcp full on :%d (%s), subnet %s", s.cfg.Server.DHCPPort, on, strings.Join(nets, ", "))}
 	case config.ModeProxy:
 		return []string{
 			fmt.Sprintf("dhcp proxy on :%d (%s)", s.cfg.Server.DHCPPort, on),
@@ -364,7 +396,18 @@ type noter interface {
 // server for is written at once: the lifecycle checks script and config
 // requests against it moments later.
 func (s *Server) recordSighting(sg store.Sighting, mac net.HardwareAddr) {
-	_, known := s.machine(mac)
+	s.recordSightingOf(sg, s.known(mac))
+}
+
+// known reports whether mac is a machine of the config.
+func (s *Server) known(mac net.HardwareAddr) bool {
+	_, ok := s.machine(mac)
+	return ok
+}
+
+// recordSightingOf is recordSighting for a sighting whose machine is known
+// (a machine of the config) or not.
+func (s *Server) recordSightingOf(sg store.Sighting, known bool) {
 	if !known {
 		s.unknownMu.Lock()
 		ok := s.unknownEvents.take(sg.At)
@@ -462,10 +505,17 @@ func typeLabel(t dhcpv4.MessageType) string {
 	return "other"
 }
 
-// PoolStats counts the address pool (full mode with a pool; zero otherwise).
+// PoolStats counts the address pools of all subnets (full mode with a pool;
+// zero otherwise).
 func (s *Server) PoolStats() PoolStats {
-	if s.alloc == nil {
-		return PoolStats{}
+	var sum PoolStats
+	now := s.now()
+	for _, a := range s.allocs {
+		st := a.stats(now)
+		sum.Size += st.Size
+		sum.Bound += st.Bound
+		sum.Declined += st.Declined
+		sum.Offered += st.Offered
 	}
-	return s.alloc.stats(s.now())
+	return sum
 }

@@ -250,8 +250,10 @@ func pkiNode(cfg *config.Config, m *config.Machine) pki.Node {
 
 // buildData assembles the template data of machine m.
 func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, error) {
-	if !cfg.DHCP.SubnetPrefix.IsValid() {
-		return nil, fmt.Errorf("dhcp.subnet is not set: nodes get a static address and need its prefix length")
+	// The machine's own subnet: its prefix length, gateway and DNS servers.
+	sub, ok := cfg.SubnetOf(m.IPAddr)
+	if !ok {
+		return nil, fmt.Errorf("%s's address %s is in no subnet of dhcp.subnet or dhcp.subnets: nodes get a static address and need its prefix length", m.Hostname, m.IPAddr)
 	}
 	if !cfg.Server.AddressIP.IsValid() {
 		return nil, fmt.Errorf("flint's own address (server.address) is not known: node URLs would point nowhere")
@@ -274,8 +276,8 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 			FQDN:      cfg.FQDN(m),
 			MAC:       m.HW.String(),
 			IP:        m.IPAddr.String(),
-			PrefixLen: cfg.DHCP.SubnetPrefix.Bits(),
-			Gateway:   addrString(cfg.DHCP.RouterIP),
+			PrefixLen: sub.Prefix.Bits(),
+			Gateway:   addrString(sub.RouterIP),
 			Role:      m.Role,
 			Profile:   in.profile,
 		},
@@ -296,7 +298,7 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 		},
 		Assets: in.assets,
 	}
-	for _, a := range cfg.DHCP.DNSIPs {
+	for _, a := range sub.DNSIPs {
 		d.Machine.DNS = append(d.Machine.DNS, a.String())
 	}
 	var members, endpoints []string

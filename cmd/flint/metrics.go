@@ -26,10 +26,10 @@ func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder
 		func() float64 { return float64(t.Stats().Active) })
 	m.GaugeFunc("flint_tftp_cached_bytes", "Bytes of iPXE binaries kept in memory for TFTP.",
 		func() float64 { return float64(t.Stats().CachedBytes) })
-	if cfg.DHCP.Mode == config.ModeFull && cfg.DHCP.Pool != nil {
-		m.GaugeFunc("flint_dhcp_pool_addresses", "Addresses of dhcp.pool flint may hand out (reservations and its own excluded).",
+	if cfg.DHCP.Mode == config.ModeFull && cfg.DHCP.HasPool() {
+		m.GaugeFunc("flint_dhcp_pool_addresses", "Addresses of the pools (dhcp.pool, or those of dhcp.subnets) flint may hand out (reservations and its own excluded).",
 			func() float64 { return float64(d.PoolStats().Size) })
-		m.GaugesBy("flint_dhcp_pool_leases", "Unexpired leases in dhcp.pool, by state (bound, declined, offered: held for a REQUEST).", "state",
+		m.GaugesBy("flint_dhcp_pool_leases", "Unexpired leases in the pools, by state (bound, declined, offered: held for a REQUEST).", "state",
 			func() map[string]int {
 				st := d.PoolStats()
 				return map[string]int{"bound": st.Bound, "declined": st.Declined, "offered": st.Offered}
