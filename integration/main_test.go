@@ -89,6 +89,8 @@ var toolPackages = map[string]string{
 	"dnsmasq":  "dnsmasq-base",
 	"ipmi_sim": "openipmi",
 	"ipmitool": "ipmitool",
+	"dhcrelay": "isc-dhcp-relay",
+	"tcpdump":  "tcpdump",
 }
 
 // needTools checks that the programs exist (as root, so namespaces work too).

@@ -18,6 +18,7 @@ TEST=(
   atftp           # TFTP client with blksize/tsize options
   curl            # HTTP and tftp:// client, /healthz polling
   dnsmasq-base    # the LAN's own DHCP server next to flint in proxy mode
+  isc-dhcp-relay  # dhcrelay: a real DHCP relay (giaddr, option 82) between flint and remote segments
   etcd-server     # real etcd members: member replacement and cluster convergence tests
   etcd-client     # etcdctl, to check what the tests did to the cluster
   tcpdump         # captures a whole boot on the lab bridge: no secret crosses in clear
