@@ -108,13 +108,17 @@ type MachineData struct {
 	FQDN string
 	// MAC is the boot NIC's address, lower case with colons ("02:00:0a:00:00:3c").
 	MAC string
+	// ByPort: the machine is a relay port (machines[].relay), not a MAC:
+	// whichever box is plugged into it boots as this machine, so its NIC is
+	// matched by kind, not by MAC.
+	ByPort bool
 	// IP is the reserved address (machine.ip).
 	IP string
-	// PrefixLen is dhcp.subnet's prefix length (24 for a /24).
+	// PrefixLen is the prefix length of the machine's subnet (24 for a /24).
 	PrefixLen int
-	// Gateway is dhcp.router; empty when there is none.
+	// Gateway is its subnet's router; empty when there is none.
 	Gateway string
-	// DNS are dhcp.dns.
+	// DNS are its subnet's DNS servers.
 	DNS []string
 	// Role is "server" or "agent".
 	Role string
@@ -275,6 +279,7 @@ func buildData(cfg *config.Config, m *config.Machine, in dataInputs) (*Data, err
 			Hostname:  m.Hostname,
 			FQDN:      cfg.FQDN(m),
 			MAC:       m.HW.String(),
+			ByPort:    m.Relay != nil,
 			IP:        m.IPAddr.String(),
 			PrefixLen: sub.Prefix.Bits(),
 			Gateway:   addrString(sub.RouterIP),

@@ -40,13 +40,17 @@ const (
 // Script decides machine mac's iPXE script, asked from address from. An
 // install script gets a fresh boot token; issuing it writes nothing.
 func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
-	mc, ok := m.cfg.MachineByMAC(mac)
+	from = from.Unmap()
+	mc, ok, err := m.machineOf(mac, from)
+	if err != nil {
+		m.log.Error("cannot read the lease of the requester; failing closed", "mac", mac, "from", from, "err", err)
+		return Script{Verdict: ScriptWait, Reason: "flint cannot read its state; retry"}
+	}
 	if !ok {
 		return Script{Verdict: ScriptUnknown, Reason: "not in the config"}
 	}
-	from = from.Unmap()
 	disk := m.cfg.InstallModeOf(mc) == config.InstallDisk
-	rec, err := m.machine(mac)
+	rec, err := m.machine(mc.HW)
 	if err != nil {
 		m.log.Error("cannot read machine state; failing closed", "machine", mc.Hostname, "err", err)
 		if disk {
@@ -71,6 +75,44 @@ func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 	now := m.now()
 	m.note(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: EventScript})
 	return Script{Verdict: ScriptInstall, Machine: mc, Token: m.issueBootToken(mc.HW, from, now)}
+}
+
+// machineOf finds the machine of the config a script request is about: the
+// one with the MAC, or in full mode the machine whose relay port
+// (machines[].relay) the DHCP server chose this box for, though its MAC is
+// in no config. The lease at from, looked up by key, says so: it names the
+// box's MAC and was bound as that machine (its host name), on the address
+// reserved for it. From then on the box is that machine: its script names
+// the machine's MAC, and so do its config and reports.
+func (m *Manager) machineOf(mac config.MAC, from netip.Addr) (*config.Machine, bool, error) {
+	if mc, ok := m.cfg.MachineByMAC(mac); ok {
+		return mc, true, nil
+	}
+	if m.cfg.DHCP.Mode != config.ModeFull {
+		return nil, false, nil
+	}
+	mc, ok := m.cfg.MachineByIP(from)
+	if !ok || mc.Relay == nil {
+		return nil, false, nil
+	}
+	l, ok, err := m.st.Lease(from)
+	if err != nil {
+		return nil, false, fmt.Errorf("read the lease of %s: %w", from, err)
+	}
+	if !ok || l.MAC != mac.String() || !leaseOf(l, mc, m.now()) {
+		return nil, false, nil
+	}
+	return mc, true, nil
+}
+
+// leaseOf reports whether l is machine mc's unexpired lease: bound to its
+// MAC, or, for a machine chosen by its relay port, bound as that machine to
+// whichever box is in the port.
+func leaseOf(l store.Lease, mc *config.Machine, now time.Time) bool {
+	if l.State != store.LeaseBound || !l.Expires.After(now) {
+		return false
+	}
+	return l.MAC == mc.MAC || (mc.Relay != nil && l.Hostname == mc.Hostname)
 }
 
 func (m *Manager) recordSighting(mc *config.Machine, from netip.Addr, event, detail string) {

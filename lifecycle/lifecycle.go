@@ -316,7 +316,7 @@ func (m *Manager) ownAddress(mc *config.Machine, rec store.Machine, from netip.A
 		if err != nil {
 			return "", fmt.Errorf("read the lease of %s: %w", mc.IPAddr, err)
 		}
-		if !ok || l.MAC != mc.MAC || l.State != store.LeaseBound || !l.Expires.After(now) {
+		if !ok || !leaseOf(l, mc, now) {
 			return fmt.Sprintf("request from %s, but %s holds no lease from flint (boot it from the network first)", from, mc.MAC), nil
 		}
 		if from != mc.IPAddr {
