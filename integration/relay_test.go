@@ -87,7 +87,8 @@ func (l *Lab) addRemoteHost(t *testing.T, router *Host, name, mac, link, bridge 
 // subnet and its machine fetches its iPXE script and its config over HTTP(S)
 // through the router, while a machine on flint's own segment does the same
 // at the same time; a box whose MAC is in no config gets the machine of the
-// relay port it is plugged into (option 82 circuit id, added by dhcrelay -a);
+// relay port it is plugged into (option 82 circuit id, added by dhcrelay -a),
+// and then that machine's script and config;
 // a relay in no configured subnet is dropped with one log line naming it;
 // leases of every subnet survive a SIGKILL of flint.
 func TestDHCPRelay(t *testing.T) {
@@ -231,6 +232,26 @@ func TestDHCPRelay(t *testing.T) {
 			t.Fatalf("timeline of rack1n: %s\n%s", code, tr)
 		}
 		wantEvent(t, "rack1n", tr.Stdout, "dhcp ACK", rackNode.IP, `via relay `+rackGW+`, circuit-id "rack1"`)
+
+		// Past DHCP the box is bench7 too: its script (asked for by its own
+		// MAC) names bench7's config, whose network unit matches the box's NIC.
+		b7.SetAddress(t, bench7.IP+"/25")
+		l.mustIP(t, "-n", b7.NS, "route", "add", "198.18.0.0/24", "via", slotGW)
+		network, err := bootOverHTTP(l, b7, bench7, ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "[Match]\nName=en* eth*\nType=ether\n\n[Network]\nAddress=198.18.2.17/25\nGateway=198.18.2.1\n"
+		if !strings.HasPrefix(network, want) {
+			t.Errorf("bench7's network unit:\n%s\nwant it to start:\n%s", network, want)
+		}
+		t.Logf("bench7's network unit, served to the box in slot7: %q", network)
+		_, tr = f.API(l, "/api/v1/machines/"+hexhyp(bench7.MAC)+"/events")
+		for _, ev := range []string{"http script", "ignition"} {
+			if !strings.Contains(tr.Stdout, `"event":"`+ev) {
+				t.Errorf("bench7's timeline lacks %q:\n%s", ev, tr.Stdout)
+			}
+		}
 	})
 
 	t.Run("a relay in no subnet is dropped and named once", func(t *testing.T) {
@@ -320,16 +341,20 @@ func wantEvent(t *testing.T, who, timeline, event, ip, detail string) {
 	t.Errorf("%s's timeline has no %q at %s with detail %q:\n%s", who, event, ip, detail, timeline)
 }
 
-// bootOverHTTP does what machine m does once iPXE runs, from host h: its
-// script, the pointer config, and its config over HTTPS; it returns the
+// bootOverHTTP does what machine m does once iPXE runs on host h: its
+// script (by the MAC of h's NIC, as iPXE asks), then the pointer config and
+// the config over HTTPS the script names, which must be m's; it returns the
 // network unit the config writes.
 func bootOverHTTP(l *Lab, h *Host, m machine, ca string) (string, error) {
-	code, r := l.Curl(h.NS, flintHTTP+"/machines/"+hexhyp(m.MAC)+"/boot.ipxe")
-	tok := regexp.MustCompile(`token=([0-9a-f]{64})`).FindStringSubmatch(r.Stdout)
-	if code != "200" || tok == nil {
-		return "", fmt.Errorf("%s: script: %s, no token\n%s", m.Hostname, code, r)
+	code, r := l.Curl(h.NS, flintHTTP+"/machines/"+hexhyp(h.MAC)+"/boot.ipxe")
+	url := regexp.MustCompile(`/ignition\?mac=([0-9a-f-]{17})&token=[0-9a-f]{64}`).FindStringSubmatch(r.Stdout)
+	if code != "200" || url == nil {
+		return "", fmt.Errorf("%s: script: %s, no config URL with a token\n%s", m.Hostname, code, r)
 	}
-	q := "/ignition?mac=" + hexhyp(m.MAC) + "&token=" + tok[1]
+	if url[1] != hexhyp(m.MAC) {
+		return "", fmt.Errorf("%s: the script of %s names the config of %s, want %s", m.Hostname, h.MAC, url[1], hexhyp(m.MAC))
+	}
+	q := url[0]
 	if code, r := l.Curl(h.NS, "-o", "/dev/null", flintHTTP+q); code != "200" {
 		return "", fmt.Errorf("%s: pointer config: %s\n%s", m.Hostname, code, r)
 	}
