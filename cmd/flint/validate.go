@@ -97,6 +97,16 @@ Assets missing from DIR/assets are warnings.`,
 			servers := len(cfg.Servers())
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok: dhcp mode %s, %s (%s, %s)\n", cfg.Source, cfg.DHCP.Mode,
 				plural(len(cfg.Machines), "machine", "machines"), plural(servers, "server", "servers"), plural(len(cfg.Machines)-servers, "agent", "agents"))
+			if len(cfg.DHCP.Subnets) > 0 {
+				// Which subnet answers requests that come without a relay.
+				for _, n := range cfg.DHCP.Networks {
+					how := "relayed (giaddr in it)"
+					if n.Local {
+						how = "flint's own segment (requests without a relay), holding server.address"
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "  subnet %s: %s\n", n.Prefix, how)
+				}
+			}
 			return nil
 		},
 	}
