@@ -78,7 +78,11 @@ func (s *Server) fullRequestOf(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog
 	mc := SelectMachine(mq)
 	if mc.Refuse != "" {
 		s.complain(log, "refuse "+r.ci.mac, slog.LevelWarn, "ignored: "+mc.Refuse+" (logged once a minute)", "relay", r.relay.detail())
-		if mq.ByMAC != nil || mq.BySlot != nil {
+		// On the timeline of the machine it is about: its MAC's, else its port's.
+		if r.m, r.by = mq.ByMAC, ByMAC; r.m == nil {
+			r.m, r.by = mq.BySlot, BySlot
+		}
+		if r.m != nil {
 			s.note(r, netip.Addr{}, "dhcp "+req.MessageType().String()+" (ignored)", mc.Refuse)
 		}
 		return nil, false

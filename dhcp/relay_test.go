@@ -302,6 +302,11 @@ func TestRelayedFullMode(t *testing.T) {
 		if !strings.Contains(logs.String(), "nuc1's address 198.18.0.10 is not in subnet 198.18.1.0/24") {
 			t.Errorf("log does not say why:\n%s", logs)
 		}
+		wantSighting(t, st, nuc1MAC, "dhcp DISCOVER (ignored)", "nuc1's address 198.18.0.10 is not in subnet 198.18.1.0/24, where the request comes from: plug it into its own segment or change its ip; via relay 198.18.1.1")
+		// A port's machine asked for on a relay of another subnet: on its timeline too.
+		reply, _ = viaRelay(t, s, packet("02:00:00:00:99:07", dhcpv4.MessageTypeDiscover, relayedBy(rack1), opt82(1, "slot7")))
+		wantNoReply(t, reply)
+		wantSighting(t, st, "02:00:c6:12:02:11", "dhcp DISCOVER (ignored)", "bench7's address 198.18.2.17 is not in subnet 198.18.1.0/24, where the request comes from: plug it into its own segment or change its ip; box 02:00:00:00:99:07, chosen by its relay port; via relay 198.18.1.1, circuit-id \"slot7\"")
 	})
 
 	t.Run("giaddr in no subnet: dropped, logged once", func(t *testing.T) {
@@ -420,4 +425,17 @@ func TestRelayPortSelectsMachine(t *testing.T) {
 	if forged != nil && yiaddr(forged) == bench7IP {
 		t.Errorf("a client's own option 82 chose bench7")
 	}
+}
+
+// wantSighting finds event with detail among mac's sightings.
+func wantSighting(t *testing.T, st *memStore, mac, event, detail string) {
+	t.Helper()
+	var seen []string
+	for _, sg := range st.sightingsOf(mac) {
+		if sg.Event == event && sg.Detail == detail {
+			return
+		}
+		seen = append(seen, sg.Event+": "+sg.Detail)
+	}
+	t.Errorf("%s has no %q with detail %q; it has:\n%s", mac, event, detail, strings.Join(seen, "\n"))
 }
