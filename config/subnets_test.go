@@ -31,6 +31,7 @@ machines:
     role: agent
     relay: {circuit_id: slot7}
   - {mac: "52:54:00:00:00:63", hostname: bench8, ip: 198.18.2.18, role: agent, relay: {circuit_id: slot8, remote_id: sw1}}
+cluster: {install_mode: live}
 `
 
 func TestParseSubnets(t *testing.T) {

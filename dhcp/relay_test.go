@@ -160,6 +160,7 @@ machines:
   - {mac: "02:00:c6:12:00:0a", hostname: nuc1, ip: 198.18.0.10, role: server}
   - {mac: "02:00:c6:12:01:0b", hostname: rack1, ip: 198.18.1.11, role: agent}
   - {mac: "02:00:c6:12:02:11", hostname: bench7, ip: 198.18.2.17, role: agent, relay: {circuit_id: slot7}}
+cluster: {install_mode: live}
 `
 
 // logBuffer collects what the server logs.

@@ -57,6 +57,7 @@ dhcp:
       router: %s
 ipxe:
   directory: /usr/lib/ipxe
+cluster: {install_mode: live}
 machines:
 `, flintIP, httpPort, subnet, routerIP, dnsIP, poolStart, poolEnd, rackGW, rackPoolLo, rackPoolHi, slotGW)
 	for _, m := range []machine{node1, rackNode} {

@@ -64,7 +64,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 func TestValidateSubnets(t *testing.T) {
 	dir := t.TempDir()
 	good := "server: {address: 198.18.0.1}\ndhcp:\n  mode: full\n  subnets:\n    - {subnet: 198.18.0.0/24}\n    - {subnet: 198.18.1.0/24, router: 198.18.1.1}\n" +
-		"machines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.1.9, role: server, relay: {circuit_id: slot1}}\n"
+		"machines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.1.9, role: server, relay: {circuit_id: slot1}}\ncluster: {install_mode: live}\n"
 	f := filepath.Join(dir, "good.yaml")
 	if err := os.WriteFile(f, []byte(good), 0o644); err != nil {
 		t.Fatal(err)
