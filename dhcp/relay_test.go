@@ -440,3 +440,36 @@ func wantSighting(t *testing.T, st *memStore, mac, event, detail string) {
 	}
 	t.Errorf("%s has no %q with detail %q; it has:\n%s", mac, event, detail, strings.Join(seen, "\n"))
 }
+
+// server.address left out of the config is read from the interface at
+// start: its subnet is flint's own segment then, and one in no subnet stops
+// the DHCP service with a reason.
+func TestLocalSubnetResolvedAtStart(t *testing.T) {
+	text := strings.Replace(relayYAML, "  address: 198.18.0.1\n", "", 1)
+	for _, tc := range []struct {
+		addr, banner, err string
+	}{
+		{"198.18.1.5", "198.18.1.0/24 (own segment)", ""},
+		{"198.18.0.1", "198.18.0.0/24 (own segment)", ""},
+		{"198.18.7.1", "", "server.address 198.18.7.1 is in none of dhcp.subnets"},
+	} {
+		cfg, err := config.Parse("relay.yaml", []byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Server.AddressIP = a4(tc.addr) // what ResolveAddress does
+		s, err := newServer(cfg, newMemStore(), nil, time.Now)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("address %s: err %v, want %q", tc.addr, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(s.Listening(), " "); !strings.Contains(got, tc.banner) {
+			t.Errorf("address %s: banner %q, want %q", tc.addr, got, tc.banner)
+		}
+	}
+}

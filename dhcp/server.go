@@ -170,8 +170,9 @@ func (s *Server) Listening() []string {
 	switch s.cfg.DHCP.Mode {
 	case config.ModeFull:
 		var nets []string
-		for _, n := range s.cfg.DHCP.Networks {
-			if n.Local {
+		local, _ := s.cfg.LocalSubnet() // server.address may have been resolved after Parse
+		for i, n := range s.cfg.DHCP.Networks {
+			if i == local {
 				nets = append(nets, n.Prefix.String()+" (own segment)")
 			} else {
 				nets = append(nets, n.Prefix.String()+" (relayed)")

@@ -99,6 +99,9 @@ Assets missing from DIR/assets are warnings.`,
 				plural(len(cfg.Machines), "machine", "machines"), plural(servers, "server", "servers"), plural(len(cfg.Machines)-servers, "agent", "agents"))
 			if len(cfg.DHCP.Subnets) > 0 {
 				// Which subnet answers requests that come without a relay.
+				if !cfg.Server.AddressIP.IsValid() {
+					fmt.Fprintln(cmd.OutOrStdout(), "  flint's own segment (requests without a relay): the subnet holding server.address, which flint reads from its interface at start")
+				}
 				for _, n := range cfg.DHCP.Networks {
 					how := "relayed (giaddr in it)"
 					if n.Local {
