@@ -308,13 +308,13 @@ func (cfg *Config) localOf() (int, bool) {
 }
 
 // validateMachineNetwork checks machine m's reserved address against the
-// subnets and its relay identity. slots maps identities to their machines'
-// fields, for duplicates.
-func (cfg *Config) validateMachineNetwork(c *checker, f string, m *Machine, a netip.Addr, slots map[Relay]string) {
+// subnets (nets: their index) and its relay identity. slots maps identities
+// to their machines' fields, for duplicates.
+func (cfg *Config) validateMachineNetwork(c *checker, nets *subnetIndex, f string, m *Machine, a netip.Addr, slots map[Relay]string) {
 	d := &cfg.DHCP
 	if a.IsValid() && len(d.Networks) > 0 {
 		var n *Subnet
-		if i, ok := buildSubnetIndex(d.Networks, nil).find(a); ok {
+		if i, ok := nets.find(a); ok {
 			n = &d.Networks[i]
 		}
 		switch {

@@ -323,6 +323,7 @@ func (cfg *Config) validateMachines(c *checker) {
 	ips := map[netip.Addr]string{}
 	names := map[string]string{}
 	slots := map[Relay]string{}
+	nets := buildSubnetIndex(cfg.DHCP.Networks, nil)
 	servers := 0
 	for i := range cfg.Machines {
 		m := &cfg.Machines[i]
@@ -373,7 +374,7 @@ func (cfg *Config) validateMachines(c *checker) {
 				c.fail(f+".ip", "%s is flint's own address", a)
 			}
 		}
-		cfg.validateMachineNetwork(c, f, m, m.IPAddr, slots)
+		cfg.validateMachineNetwork(c, nets, f, m, m.IPAddr, slots)
 		c.bootPaths(f, m.Kernel, m.Initrd, m.KernelArgs)
 		if m.Profile != "" && !hostnameRE.MatchString(m.Profile) {
 			c.fail(f+".profile", "%q is not a profile name (lower-case letters, digits and '-')", m.Profile)
