@@ -14,21 +14,21 @@ import (
 // handleFull is full mode: flint is the DHCP server of the subnets in
 // cfg.DHCP.Networks (RFC 2131), its own segment's and those behind relays.
 func (s *Server) handleFull(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*dhcpv4.DHCPv4, *net.UDPAddr) {
-	r, ok := s.fullRequestOf(req, peer, log)
-	if !ok {
+	var r fullReq // on the stack: no allocation per packet
+	if !s.fullRequestOf(&r, req, peer, log) {
 		return nil, nil
 	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		return s.fullDiscover(r)
+		return s.fullDiscover(&r)
 	case dhcpv4.MessageTypeRequest:
-		return s.fullRequest(r)
+		return s.fullRequest(&r)
 	case dhcpv4.MessageTypeRelease:
-		s.fullRelease(r)
+		s.fullRelease(&r)
 	case dhcpv4.MessageTypeDecline:
-		s.fullDecline(r)
+		s.fullDecline(&r)
 	case dhcpv4.MessageTypeInform:
-		return s.fullInform(r)
+		return s.fullInform(&r)
 	default:
 		log.Debug("ignored: not a message a server answers")
 	}

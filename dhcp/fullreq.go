@@ -38,10 +38,10 @@ func (r *fullReq) res() netip.Addr {
 }
 
 // fullRequestOf picks the subnet and the machine a request is answered as
-// (SelectSubnet, SelectMachine), each candidate looked up by key; ok false:
-// no answer.
-func (s *Server) fullRequestOf(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) (*fullReq, bool) {
-	r := &fullReq{req: req, ci: readClient(req), peer: peer, log: log, relay: readRelay(req)}
+// (SelectSubnet, SelectMachine), each candidate looked up by key, into r;
+// false: no answer.
+func (s *Server) fullRequestOf(r *fullReq, req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog) bool {
+	*r = fullReq{req: req, ci: readClient(req), peer: peer, log: log, relay: readRelay(req)}
 	q := SubnetQuery{GIAddr: r.relay.GIAddr, ByGIAddr: -1, ByCIAddr: -1, Local: -1}
 	if r.relay.GIAddr.IsValid() {
 		q.ByGIAddr, _ = s.cfg.SubnetIndexOf(r.relay.GIAddr)
@@ -61,7 +61,7 @@ func (s *Server) fullRequestOf(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog
 		} else {
 			log.Debug("ignored: " + sc.Reason)
 		}
-		return nil, false
+		return false
 	}
 	r.sub, r.opts, r.a = &s.cfg.DHCP.Networks[sc.Index], &s.replyOpts[sc.Index], s.allocs[sc.Index]
 
@@ -85,10 +85,10 @@ func (s *Server) fullRequestOf(req *dhcpv4.DHCPv4, peer *net.UDPAddr, log pktLog
 		if r.m != nil {
 			s.note(r, netip.Addr{}, "dhcp "+req.MessageType().String()+" (ignored)", mc.Refuse)
 		}
-		return nil, false
+		return false
 	}
 	r.m, r.by = mc.Machine, mc.By
-	return r, true
+	return true
 }
 
 // note puts an exchange on the timeline of the request's machine: the
