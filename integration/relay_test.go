@@ -85,7 +85,8 @@ func (l *Lab) addRemoteHost(t *testing.T, router *Host, name, mac, link, bridge 
 
 // TestDHCPRelay: Debian's dhcrelay on a router between flint's segment and
 // three remote ones. Behind it, udhcpc gets its reservation from the relay's
-// subnet and its machine fetches its iPXE script and its config over HTTP(S)
+// subnet (unicast to giaddr:67, option 82 echoed: both seen on the wire) and
+// its machine fetches its iPXE script and its config over HTTP(S)
 // through the router, while a machine on flint's own segment does the same
 // at the same time; a box whose MAC is in no config gets the machine of the
 // relay port it is plugged into (option 82 circuit id, added by dhcrelay -a),
@@ -145,7 +146,7 @@ func TestDHCPRelay(t *testing.T) {
 	t.Run("relayed and local clients at once", func(t *testing.T) {
 		// What crosses the router's upstream leg: replies to the relay
 		// must be unicast to giaddr:67 (RFC 2131 4.1).
-		dump := l.Start(t, rtr.NS, "tcpdump", "tcpdump", "-i", "eth0", "-n", "-l", "udp", "port", "67")
+		dump := l.Start(t, rtr.NS, "tcpdump", "tcpdump", "-i", "eth0", "-n", "-l", "-v", "udp", "port", "67")
 		if err := eventually(10*time.Second, 50*time.Millisecond, func() error {
 			if !strings.Contains(dump.Stderr.String(), "listening on") {
 				return errNotYet
@@ -167,19 +168,41 @@ func TestDHCPRelay(t *testing.T) {
 		wantRelayedLease(t, "udhcpc rack1n behind the relay", remote, rr, rackNode.IP, rackGW, "255.255.255.0", "198.18.1.53", "ipxe.efi")
 		time.Sleep(200 * time.Millisecond) // tcpdump -l prints each packet as it comes; let the last lines out
 		dump.stop()
-		lines := dump.Stdout.String()
-		for _, want := range []string{
-			"IP " + relayUpIP + ".67 > " + flintIP + ".67: BOOTP/DHCP, Request",
-			"IP " + flintIP + ".67 > " + rackGW + ".67: BOOTP/DHCP, Reply",
-		} {
-			if !strings.Contains(lines, want) {
-				t.Errorf("the router's upstream leg never carried %q:\n%s", want, lines)
+		// tcpdump -v: a header line per packet, then its fields indented.
+		var packets []string
+		for _, ln := range strings.Split(dump.Stdout.String(), "\n") {
+			if ln != "" && ln[0] != ' ' && ln[0] != '\t' || len(packets) == 0 {
+				packets = append(packets, "")
+			}
+			packets[len(packets)-1] += ln + "\n"
+		}
+		var toRelay, toFlint, summary []string
+		for _, p := range packets {
+			switch {
+			case strings.Contains(p, relayUpIP+".67 > "+flintIP+".67: BOOTP/DHCP, Request"):
+				toFlint = append(toFlint, p)
+			case strings.Contains(p, flintIP+".67 > "+rackGW+".67: BOOTP/DHCP, Reply"):
+				toRelay = append(toRelay, p)
+			case strings.Contains(p, flintIP+".67 > 255.255.255.255.67"):
+				t.Errorf("a reply to the relay was broadcast:\n%s", p)
+			}
+			for _, ln := range strings.Split(p, "\n") {
+				if strings.Contains(ln, "BOOTP/DHCP") || strings.Contains(ln, "Gateway-IP") || strings.Contains(ln, "Circuit-ID") {
+					summary = append(summary, strings.TrimSpace(ln))
+				}
 			}
 		}
-		if strings.Contains(lines, flintIP+".67 > 255.255.255.255.67") {
-			t.Errorf("a reply to the relay was broadcast:\n%s", lines)
+		if len(toFlint) < 2 || len(toRelay) < 2 {
+			t.Errorf("the router's upstream leg carried %d relayed requests and %d replies unicast to the relay %s:67, want 2 and 2 (DISCOVER/OFFER, REQUEST/ACK):\n%s",
+				len(toFlint), len(toRelay), rackGW, dump.Stdout.String())
 		}
-		t.Logf("on the router's upstream leg:\n%s", lines)
+		// RFC 3046 2.2: the server echoes option 82 as the relay sent it.
+		for _, p := range append(toFlint, toRelay...) {
+			if !strings.Contains(p, "Circuit-ID SubOption 1, length 5: rack1") {
+				t.Errorf("no option 82 with circuit id rack1 in:\n%s", p)
+			}
+		}
+		t.Logf("on the router's upstream leg:\n%s", strings.Join(summary, "\n"))
 	})
 
 	t.Run("both boot over HTTP through the router at once", func(t *testing.T) {
