@@ -148,3 +148,19 @@ func TestSubnetsRejects(t *testing.T) {
 		})
 	}
 }
+
+// A switch's binary circuit id is written with YAML escapes and compared
+// byte for byte.
+func TestBinaryCircuitID(t *testing.T) {
+	text := strings.Replace(subnetsConfig, "relay: {circuit_id: slot7}", `relay: {circuit_id: "\x00\x04\x00\x0a"}`, 1)
+	cfg, err := Parse("site.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := cfg.MachineBySlot("\x00\x04\x00\x0a", "anything"); !ok || m.Hostname != "bench7" {
+		t.Errorf("MachineBySlot(binary) = %v %v", m, ok)
+	}
+	if _, ok := cfg.MachineBySlot("\x00\x04\x00\x0b", ""); ok {
+		t.Error("another port matched")
+	}
+}
