@@ -1,6 +1,6 @@
-// Package e2e boots real firmware from flint: three QEMU machines (SeaBIOS
-// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM) PXE-boot a small
-// test OS from flint and run the real Ignition client against it. See
+// Package e2e boots real firmware from flint: four QEMU machines (SeaBIOS
+// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM, OVMF's UEFI HTTP
+// boot) netboot a small test OS from flint and run the real Ignition client against it. See
 // vlab for the lab itself and testos/ for the test OS.
 //
 // The suite needs root (network namespaces, taps) and Debian packages
@@ -83,7 +83,7 @@ func needPrerequisites(t *testing.T) {
 	var missing []string
 	for tool, pkg := range map[string]string{
 		"ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "curl": "curl",
-		"cpio": "cpio", "apt-get": "apt", "gcc": "gcc", "strip": "binutils",
+		"cpio": "cpio", "apt-get": "apt", "gcc": "gcc", "strip": "binutils", "tcpdump": "tcpdump",
 	} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", tool, pkg))

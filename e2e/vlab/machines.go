@@ -24,12 +24,18 @@ type VM struct {
 	// NativePXE disables the NIC's option ROM (QEMU's iPXE), so OVMF's own
 	// PXE client boots: DHCP with arch 7, then TFTP ipxe.efi from flint.
 	NativePXE bool
+	// HTTPBoot turns OVMF's PXE client off (IPv4 PXE and the whole IPv6
+	// stack, through OVMF's fw_cfg knobs), so the firmware's only network
+	// boot option is UEFI HTTP boot (HttpBootDxe, in Debian's build): DHCP
+	// with arch 16 and vendor class HTTPClient, then an HTTP GET of the URL
+	// flint answers with (ipxe.efi). Needs UEFI and NativePXE.
+	HTTPBoot bool
 
 	MAC, Hostname, IP, Role string
 	Tap                     string
 }
 
-// Machines are the three boot paths the lab exercises. Two servers and an
+// Machines are the four boot paths the lab exercises. Three servers and an
 // agent: both Ignition profiles are applied.
 var Machines = []VM{
 	{
@@ -46,13 +52,29 @@ var Machines = []VM{
 		UEFI: true,
 		NIC:  "e1000", MAC: "52:54:00:e2:e0:03", Hostname: "e2e-e1000", IP: "198.18.0.13", Role: "agent", Tap: "tap-e1000",
 	},
+	{
+		// Firmware that boots over HTTP only: OVMF's HTTP client fetches
+		// ipxe.efi from flint, never TFTP.
+		Name: "http", Desc: "OVMF UEFI HTTP boot, PXE off, virtio-net without ROM (arch 16 HTTPClient -> HTTP ipxe.efi -> iPXE -> HTTP)",
+		UEFI: true, NativePXE: true, HTTPBoot: true,
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:04", Hostname: "e2e-http", IP: "198.18.0.14", Role: "server", Tap: "tap-http",
+	},
 }
 
 // TFTPFile is the first-stage file the machine's firmware must fetch over
 // TFTP, or "" when its NIC ROM already is iPXE and goes straight to HTTP.
 func (v VM) TFTPFile() string {
-	if v.NativePXE {
+	if v.NativePXE && !v.HTTPBoot {
 		return "ipxe.efi"
+	}
+	return ""
+}
+
+// HTTPFile is the first-stage path the machine's firmware must fetch over
+// HTTP (UEFI HTTP boot), or "".
+func (v VM) HTTPFile() string {
+	if v.HTTPBoot {
+		return "/ipxe/ipxe.efi"
 	}
 	return ""
 }
@@ -110,6 +132,13 @@ func (v VM) QEMUArgs(dir string) ([]string, error) {
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	if v.HTTPBoot {
+		// OVMF reads these at boot (OvmfPkg/RUNTIME_CONFIG.md): no PXE over
+		// IPv4, no IPv6 at all, so HTTP boot over IPv4 is all that is left.
+		args = append(args,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n")
 	}
 	return args, nil
 }
