@@ -275,6 +275,10 @@ func checkMachine(t *testing.T, lab *vlab.Lab, r *vmRun, leases []vlab.Lease, ti
 		t.Errorf("flint's leases for %s: %+v, want exactly one bound lease of %s", r.MAC, mine, r.IP)
 	}
 
+	// Secure Boot as the test OS found it: enforced on the Secure Boot
+	// machine only (the firmware's variable, the kernel's word and its lockdown).
+	checkSecureBoot(t, r)
+
 	// flint told the firmware kinds apart by DHCP option 93 and saw iPXE.
 	if r.record.Arch != r.Arch() || !r.record.Known || r.record.Hostname != r.Hostname {
 		t.Errorf("flint's machine record: arch %q known %v hostname %q, want arch %q, known, %s", r.record.Arch, r.record.Known, r.record.Hostname, r.Arch(), r.Hostname)
@@ -476,16 +480,23 @@ func checkTimeline(t *testing.T, r *vmRun) {
 	}
 	// The steps, each expected after the one before it.
 	steps := []string{"dhcp ACK"} // the firmware's (OVMF) or iPXE ROM's lease
-	if f := r.TFTPFile(); f != "" {
+	switch f := r.TFTPFile(); {
+	case r.SecureBoot:
+		// Shim, the GRUB it loads, GRUB's configs, kernel and initrd, all
+		// over TFTP (the signed GRUB has no HTTP); GRUB keeps the firmware's
+		// lease. The lifecycle records its decision as for an iPXE script.
+		steps = append(steps, "tftp "+f, "tftp "+secureBootGrub, "tftp "+secureBootGrubCfg,
+			"http script", "tftp /grub/machines/"+r.MAC+"/grub.cfg",
+			"tftp /assets/"+vlab.KernelAsset, "tftp /assets/"+vlab.InitrdAsset)
+	case f != "":
 		steps = append(steps, "tftp "+f, "dhcp ACK") // then iPXE asks again
+	case r.HTTPFile() != "":
+		steps = append(steps, "http "+r.HTTPFile(), "dhcp ACK") // UEFI HTTP boot; then iPXE asks again
 	}
-	if f := r.HTTPFile(); f != "" {
-		steps = append(steps, "http "+f, "dhcp ACK") // UEFI HTTP boot; then iPXE asks again
+	if !r.SecureBoot {
+		steps = append(steps, "http script", "http /assets/"+vlab.KernelAsset, "http /assets/"+vlab.InitrdAsset)
 	}
 	steps = append(steps,
-		"http script",
-		"http /assets/"+vlab.KernelAsset,
-		"http /assets/"+vlab.InitrdAsset,
 		"dhcp ACK",            // the test OS's udhcpc
 		"ignition served",     // over TLS (the pointer over plain HTTP is not on the timeline)
 		"node config-applied", // what a Flatcar node's flint-report-applied.service posts

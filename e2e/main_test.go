@@ -90,15 +90,19 @@ func needPrerequisites(t *testing.T) {
 		}
 	}
 	for file, pkg := range map[string]string{
-		vlab.OVMFCode:                           "ovmf",
-		vlab.OVMFVars:                           "ovmf",
-		"/usr/lib/ipxe/ipxe.efi":                "ipxe",
-		"/usr/lib/ipxe/qemu/efi-virtio.rom":     "ipxe-qemu",
-		"/usr/lib/ipxe/qemu/efi-e1000.rom":      "ipxe-qemu",
-		"/bin/busybox":                          "busybox-static",
-		"/usr/include/blkid/blkid.h":            "libblkid-dev",
-		"/usr/lib/x86_64-linux-gnu/libc.so":     "libc6-dev",
-		"/usr/lib/x86_64-linux-gnu/libblkid.so": "libblkid-dev",
+		vlab.OVMFCode:                      "ovmf",
+		vlab.OVMFVars:                      "ovmf",
+		vlab.OVMFCodeSecure:                "ovmf",
+		vlab.OVMFVarsMS:                    "ovmf",
+		"/usr/lib/shim/shimx64.efi.signed": "shim-signed",
+		"/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grub-efi-amd64-signed",
+		"/usr/lib/ipxe/ipxe.efi":                                "ipxe",
+		"/usr/lib/ipxe/qemu/efi-virtio.rom":                     "ipxe-qemu",
+		"/usr/lib/ipxe/qemu/efi-e1000.rom":                      "ipxe-qemu",
+		"/bin/busybox":                                          "busybox-static",
+		"/usr/include/blkid/blkid.h":                            "libblkid-dev",
+		"/usr/lib/x86_64-linux-gnu/libc.so":                     "libc6-dev",
+		"/usr/lib/x86_64-linux-gnu/libblkid.so":                 "libblkid-dev",
 	} {
 		if _, err := os.Stat(file); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", file, pkg))

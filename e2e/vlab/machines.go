@@ -13,6 +13,10 @@ import (
 const (
 	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	// The Secure Boot build (it needs SMM) and vars with Microsoft's keys
+	// enrolled and Secure Boot on: what a NUC ships with.
+	OVMFCodeSecure = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+	OVMFVarsMS     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 )
 
 // VM is one lab machine: how QEMU emulates it and what flint's config says about it.
@@ -30,6 +34,11 @@ type VM struct {
 	// with arch 16 and vendor class HTTPClient, then an HTTP GET of the URL
 	// flint answers with (ipxe.efi). Needs UEFI and NativePXE.
 	HTTPBoot bool
+	// SecureBoot boots OVMF's Secure Boot build with Microsoft's keys, and
+	// flint's config says secure_boot for the machine: native PXE loads
+	// Debian's signed Shim, then signed GRUB, then the signed test OS kernel.
+	// Needs UEFI and NativePXE.
+	SecureBoot bool
 
 	MAC, Hostname, IP, Role string
 	Tap                     string
@@ -61,10 +70,23 @@ var Machines = []VM{
 	},
 }
 
+// SecureBootMachine boots with Secure Boot enforced: OVMF's Secure Boot
+// build with Microsoft's keys, native PXE, flint's signed chain (Shim, GRUB)
+// and Debian's signed kernel. It boots on its own (TestSecureBoot): five TCG
+// machines at once would crowd 2 cores.
+var SecureBootMachine = VM{
+	Name: "secure", Desc: "OVMF Secure Boot (Microsoft keys), native PXE (arch 7 -> TFTP Shim -> GRUB -> TFTP kernel, initrd)",
+	UEFI: true, NativePXE: true, SecureBoot: true,
+	NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:05", Hostname: "e2e-secure", IP: "198.18.0.15", Role: "server", Tap: "tap-secure",
+}
+
 // TFTPFile is the first-stage file the machine's firmware must fetch over
 // TFTP, or "" when its NIC ROM already is iPXE and goes straight to HTTP.
 func (v VM) TFTPFile() string {
-	if v.NativePXE && !v.HTTPBoot {
+	switch {
+	case v.SecureBoot:
+		return "shimx64.efi"
+	case v.NativePXE && !v.HTTPBoot:
 		return "ipxe.efi"
 	}
 	return ""
@@ -100,10 +122,14 @@ func (v VM) QEMUArgs(dir string) ([]string, error) {
 	if v.NativePXE {
 		nic += ",romfile=" // no iPXE ROM: the firmware's own PXE boots
 	}
+	machine := "q35"
+	if v.SecureBoot {
+		machine = "q35,smm=on" // OVMF's Secure Boot build keeps its variables in SMM
+	}
 	args := []string{
 		"-name", "flint-" + v.Name,
 		"-accel", "tcg",
-		"-machine", "q35",
+		"-machine", machine,
 		"-m", "512",
 		"-smp", "1",
 		"-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
@@ -125,12 +151,19 @@ func (v VM) QEMUArgs(dir string) ([]string, error) {
 		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+port)
 	}
 	if v.UEFI {
+		code, varsTemplate := OVMFCode, OVMFVars
+		if v.SecureBoot {
+			code, varsTemplate = OVMFCodeSecure, OVMFVarsMS
+			// Only SMM code may write the flash: the guest cannot turn
+			// Secure Boot off behind the firmware's back.
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
 		vars := filepath.Join(dir, "vm-"+v.Name+".OVMF_VARS.fd")
-		if err := copyFile(OVMFVars, vars); err != nil {
+		if err := copyFile(varsTemplate, vars); err != nil {
 			return nil, fmt.Errorf("OVMF vars (Debian package ovmf): %w", err)
 		}
 		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
 	}
 	if v.HTTPBoot {

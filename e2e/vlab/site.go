@@ -54,7 +54,11 @@ cluster:
 machines:
 `, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
-		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, v.Desc)
+		sb := ""
+		if v.SecureBoot {
+			sb = ", secure_boot: true"
+		}
+		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s%s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, sb, v.Desc)
 	}
 	return b.String()
 }
