@@ -62,13 +62,13 @@ integration: deps
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 20m -v ./integration/
 
-## e2e: four QEMU machines (SeaBIOS+iPXE, OVMF native PXE, OVMF+e1000, OVMF HTTP boot) netboot a test OS
+## e2e: five QEMU machines (SeaBIOS+iPXE, OVMF native PXE, OVMF+e1000, OVMF HTTP boot, OVMF Secure Boot) netboot a test OS
 ## from flint and run the real Ignition client; checks every step (root, ~1-2 min)
 e2e: deps
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
 
-## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, four VMs; flint keeps running
+## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, five VMs; flint keeps running
 lab: deps build
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) run ./e2e/cmd/flint-lab up

@@ -1,6 +1,6 @@
-// Package e2e boots real firmware from flint: four QEMU machines (SeaBIOS
+// Package e2e boots real firmware from flint: five QEMU machines (SeaBIOS
 // with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM, OVMF's UEFI HTTP
-// boot) netboot a small test OS from flint and run the real Ignition client against it. See
+// boot, OVMF with Secure Boot through Shim and GRUB) netboot a small test OS from flint and run the real Ignition client against it. See
 // vlab for the lab itself and testos/ for the test OS.
 //
 // The suite needs root (network namespaces, taps) and Debian packages

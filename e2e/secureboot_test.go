@@ -3,8 +3,6 @@ package e2e
 import (
 	"strings"
 	"testing"
-
-	"github.com/flint-boot/flint/e2e/vlab"
 )
 
 // The TFTP names after Shim, as the clients ask for them: Shim loads
@@ -15,18 +13,15 @@ const (
 	secureBootGrubCfg = "/grub/grub.cfg"
 )
 
-// TestSecureBoot boots a machine with Secure Boot enforced: OVMF's Secure
-// Boot build with Microsoft's keys enrolled (Debian's .ms files), q35 with
-// SMM. Its native PXE loads Debian's signed Shim from flint over TFTP, Shim
-// checks and loads Debian's signed network GRUB, GRUB loads the machine's
-// GRUB config from flint (the same decision as an iPXE script: kernel,
-// initrd, kernel arguments and the Ignition URL with a boot token) and boots
-// the test OS's Debian kernel, which Shim's Debian key must have signed. The
-// test OS reports Secure Boot as the firmware, and the kernel, see it, and
-// Ignition applies the config as on every machine (checkMachine).
-func TestSecureBoot(t *testing.T) {
-	netboot(t, []vlab.VM{vlab.SecureBootMachine}, nil)
-}
+// The Secure Boot machine (vlab.Machines, "secure") boots with Secure Boot
+// enforced: OVMF's Secure Boot build with Microsoft's keys enrolled (Debian's
+// .ms files), q35 with SMM. Its native PXE loads Debian's signed Shim from
+// flint over TFTP, Shim checks and loads Debian's signed network GRUB, GRUB
+// loads the machine's GRUB config from flint (the same decision as an iPXE
+// script: kernel, initrd, kernel arguments and the Ignition URL with a boot
+// token) and boots the test OS's Debian kernel, which Shim's Debian key must
+// have signed. The test OS reports Secure Boot as the firmware and the
+// kernel see it, and Ignition applies the config as on every machine.
 
 // checkSecureBoot: the Secure Boot machine's test OS found Secure Boot on
 // and enforced; every other UEFI machine found it off, and BIOS no EFI.

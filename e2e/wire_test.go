@@ -10,14 +10,17 @@ import (
 	"github.com/flint-boot/flint/e2e/vlab"
 )
 
-// captureUDP records every UDP packet on the lab bridge, decoded by tcpdump,
-// while the machines boot; its check reads the DHCP exchange of each UEFI HTTP
+// captureUDP records the DHCP and TFTP requests on the lab bridge, decoded
+// by tcpdump, while the machines boot; its check reads the DHCP exchange of each UEFI HTTP
 // boot machine and fails on any TFTP packet.
 func captureUDP(t *testing.T, lab *vlab.Lab) func(*testing.T, []*vmRun) {
 	t.Helper()
 	out := filepath.Join(lab.Dir, "udp.tcpdump.txt")
 	// -l: a line at a time, so what SIGTERM interrupts is already written.
-	p, err := vlab.Start("tcpdump", lab.Net.Command("tcpdump", "-i", vlab.Bridge, "-n", "-l", "-vv", "-s", "0", "udp"), out, false)
+	// DHCP, proxyDHCP and TFTP requests: a TFTP transfer starts with a
+	// request to port 69 (its data flows between other ports).
+	filter := "udp port 67 or udp port 68 or udp port 69 or udp port 4011"
+	p, err := vlab.Start("tcpdump", lab.Net.Command("tcpdump", "-i", vlab.Bridge, "-n", "-l", "-vv", "-s", "0", filter), out, false)
 	if err != nil {
 		t.Fatal(err)
 	}

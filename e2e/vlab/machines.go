@@ -44,8 +44,8 @@ type VM struct {
 	Tap                     string
 }
 
-// Machines are the four boot paths the lab exercises. Three servers and an
-// agent: both Ignition profiles are applied.
+// Machines are the five boot paths the lab exercises. Three servers and two
+// agents: both Ignition profiles are applied.
 var Machines = []VM{
 	{
 		Name: "bios", Desc: "SeaBIOS, virtio-net with QEMU's iPXE ROM (iPXE asks for the HTTP script directly)",
@@ -68,16 +68,14 @@ var Machines = []VM{
 		UEFI: true, NativePXE: true, HTTPBoot: true,
 		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:04", Hostname: "e2e-http", IP: "198.18.0.14", Role: "server", Tap: "tap-http",
 	},
-}
-
-// SecureBootMachine boots with Secure Boot enforced: OVMF's Secure Boot
-// build with Microsoft's keys, native PXE, flint's signed chain (Shim, GRUB)
-// and Debian's signed kernel. It boots on its own (TestSecureBoot): five TCG
-// machines at once would crowd 2 cores.
-var SecureBootMachine = VM{
-	Name: "secure", Desc: "OVMF Secure Boot (Microsoft keys), native PXE (arch 7 -> TFTP Shim -> GRUB -> TFTP kernel, initrd)",
-	UEFI: true, NativePXE: true, SecureBoot: true,
-	NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:05", Hostname: "e2e-secure", IP: "198.18.0.15", Role: "server", Tap: "tap-secure",
+	{
+		// Secure Boot enforced: OVMF's Secure Boot build with Microsoft's
+		// keys, native PXE, flint's signed chain (Shim, GRUB) and Debian's
+		// signed kernel, everything after DHCP over TFTP.
+		Name: "secure", Desc: "OVMF Secure Boot (Microsoft keys), native PXE (arch 7 -> TFTP Shim -> GRUB -> TFTP kernel, initrd)",
+		UEFI: true, NativePXE: true, SecureBoot: true,
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:05", Hostname: "e2e-secure", IP: "198.18.0.15", Role: "agent", Tap: "tap-secure",
+	},
 }
 
 // TFTPFile is the first-stage file the machine's firmware must fetch over
