@@ -40,7 +40,7 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 
 ## test: everything, integration and e2e tests included (they need root: `sudo make test`)
-# The e2e suite runs alone after the others: its three TCG VMs would
+# The e2e suite runs alone after the others: its five TCG VMs would
 # otherwise compete for the 2 cores with the timing-sensitive integration tests.
 test: deps vet
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
