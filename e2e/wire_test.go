@@ -40,7 +40,7 @@ func captureUDP(t *testing.T, lab *vlab.Lab) func(*testing.T, []*vmRun) {
 		t.Run("TFTP on the wire", func(t *testing.T) { checkTFTP(t, runs, packets) })
 		for _, r := range runs {
 			if r.HTTPBoot {
-				t.Run(r.Name+" DHCP on the wire", func(t *testing.T) { checkHTTPBootDHCP(t, r, packets) })
+				t.Run(r.Name+" DHCP on the wire", func(t *testing.T) { checkHTTPBootDHCP(t, r, packets, lab.ProxyDHCP) })
 			}
 		}
 	}
@@ -125,12 +125,17 @@ func checkTFTP(t *testing.T, runs []*vmRun, packets []udpPacket) {
 
 // checkHTTPBootDHCP: the firmware asked as a UEFI HTTP boot client (arch 16,
 // vendor class HTTPClient), and flint's OFFER and ACK to it carried the
-// http:// URL of ipxe.efi in the file field and option 60 HTTPClient.
-func checkHTTPBootDHCP(t *testing.T, r *vmRun, packets []udpPacket) {
+// http:// URL of ipxe.efi in the file field and option 60 HTTPClient. In
+// proxy mode flint's OFFER carries them without an address, and the ACK with
+// the address comes from the LAN's DHCP server (dnsmasq), not from flint.
+func checkHTTPBootDHCP(t *testing.T, r *vmRun, packets []udpPacket, proxy bool) {
 	mac := "Client-Ethernet-Address " + r.MAC
 	url := fmt.Sprintf("file %q", vlab.FlintURL+r.HTTPFile())
-	asked := false
+	asked, leased := false, false
 	answered := map[string]bool{"Offer": false, "ACK": false}
+	if proxy {
+		delete(answered, "ACK")
+	}
 	for _, p := range packets {
 		if !strings.Contains(p.body, mac) {
 			continue
@@ -142,6 +147,11 @@ func checkHTTPBootDHCP(t *testing.T, r *vmRun, packets []udpPacket) {
 			}
 			asked = true
 		}
+		if proxy && strings.HasPrefix(p.addressLine(), vlab.RouterIP+".67 > ") && strings.Contains(p.body, "Your-IP "+r.IP+"\n") &&
+			strings.Contains(p.body, "DHCP-Message (53), length 1: ACK\n") && !leased {
+			t.Logf("the LAN's DHCP server's ACK on the wire:\n%s", p)
+			leased = true
+		}
 		if !strings.HasPrefix(p.addressLine(), vlab.FlintIP+".67 > ") || !strings.Contains(p.body, url) {
 			continue
 		}
@@ -149,6 +159,9 @@ func checkHTTPBootDHCP(t *testing.T, r *vmRun, packets []udpPacket) {
 			if strings.Contains(p.body, "DHCP-Message (53), length 1: "+typ+"\n") {
 				if !strings.Contains(p.body, `Vendor-Class (60), length 10: "HTTPClient"`) {
 					t.Errorf("flint's %s with %s lacks option 60 HTTPClient:\n%s", typ, url, p)
+				}
+				if proxy && strings.Contains(p.body, "Your-IP ") {
+					t.Errorf("flint's proxy %s hands out an address:\n%s", typ, p)
 				}
 				if !answered[typ] {
 					t.Logf("flint's %s on the wire:\n%s", typ, p)
@@ -164,5 +177,8 @@ func checkHTTPBootDHCP(t *testing.T, r *vmRun, packets []udpPacket) {
 		if !ok {
 			t.Errorf("no DHCP %s from flint to %s with %s on the wire", typ, r.MAC, url)
 		}
+	}
+	if proxy && !leased {
+		t.Errorf("no DHCP ACK from the LAN's DHCP server %s giving %s its address %s", vlab.RouterIP, r.MAC, r.IP)
 	}
 }
