@@ -84,6 +84,7 @@ func needPrerequisites(t *testing.T) {
 	for tool, pkg := range map[string]string{
 		"ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "curl": "curl",
 		"cpio": "cpio", "apt-get": "apt", "gcc": "gcc", "strip": "binutils", "tcpdump": "tcpdump",
+		"dnsmasq": "dnsmasq-base",
 	} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", tool, pkg))
