@@ -19,11 +19,12 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/flint
 
-## image: bin/flint-image.tar (flint:$(VERSION)): flint and Debian's iPXE, built without a container
-## daemon (tools/image); reproducible: every timestamp is the last commit's time
+## image: bin/flint-image.tar (flint:$(VERSION)) and the OCI layout bin/flint-oci: flint (uid 65532, file
+## capabilities) and Debian's iPXE, built without a container daemon (tools/image); reproducible: every
+## timestamp is the last commit's time
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 image: build
-	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/image -flint $(BIN) -ipxe /usr/lib/ipxe -tag flint:$(VERSION) -o bin/flint-image.tar
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./tools/image -flint $(BIN) -ipxe /usr/lib/ipxe -tag flint:$(VERSION) -o bin/flint-image.tar -oci bin/flint-oci
 
 ## deps: Debian packages the tests need (real DHCP/TFTP/HTTP clients, dnsmasq, iPXE)
 deps:

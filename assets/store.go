@@ -92,7 +92,27 @@ type Manifest struct {
 	Format  int       `json:"format"`
 	Updated time.Time `json:"updated"`
 	Entries []Entry   `json:"entries"`
+	// Syncs is what every `flint assets sync` of this store did; flint
+	// serve exposes it as metrics (sync is a command of its own).
+	Syncs SyncStats `json:"syncs"`
 }
+
+// SyncStats counts the syncs of a store since it was created.
+type SyncStats struct {
+	Runs        int64     `json:"runs"`
+	LastRun     time.Time `json:"last_run,omitzero"`
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// LastOK: the last run synced every release.
+	LastOK bool `json:"last_ok"`
+	// Bytes is the content downloaded by all runs.
+	Bytes int64 `json:"bytes"`
+	// Failures counts, by product (flatcar, k3s, etcd), the runs that could
+	// not sync its release (a download, a verification, a file in the way).
+	Failures map[string]int64 `json:"failures,omitempty"`
+}
+
+// Syncs is the store's sync record as Open read it.
+func (s *Store) Syncs() SyncStats { return s.m.Syncs }
 
 // Store is an assets directory and its manifest as Open read it: a snapshot,
 // safe for concurrent readers. Open again to see what a later sync did.
@@ -179,12 +199,12 @@ type Gap struct {
 func (g Gap) String() string { return g.Name + ": " + g.Reason }
 
 // Missing lists the logical names of the assets a config's machines need
-// that the store lacks, in a fixed order. diskInstall adds the Flatcar disk
-// image (machines that install to disk fetch it; live PXE machines do not).
-// Use it in `flint validate` to warn before machines fail to boot.
-func (s *Store) Missing(cfg *config.Config, diskInstall bool) []string {
+// that the store lacks, in a fixed order: the Flatcar disk image only when a
+// machine installs to disk (config.DiskInstalls; live PXE machines never
+// fetch it). Use it in `flint validate` to warn before machines fail to boot.
+func (s *Store) Missing(cfg *config.Config) []string {
 	var names []string
-	for _, g := range s.Check(cfg, diskInstall) {
+	for _, g := range s.Check(cfg) {
 		if len(names) == 0 || names[len(names)-1] != g.Name {
 			names = append(names, g.Name)
 		}
@@ -194,7 +214,7 @@ func (s *Store) Missing(cfg *config.Config, diskInstall bool) []string {
 
 // Check is Missing with a reason per path: a file that does not exist, or a
 // synced file whose version is not the configured one.
-func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
+func (s *Store) Check(cfg *config.Config) []Gap {
 	type need struct{ name, path string }
 	var needs []need
 	add := func(name, p string) {
@@ -217,7 +237,7 @@ func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
 		add(FlatcarInitrd, m.Initrd)
 	}
 	fc := cfg.Assets.Flatcar
-	if diskInstall {
+	if cfg.DiskInstalls() {
 		if fc.Version == "" {
 			needs = append(needs, need{FlatcarImage, ""})
 		} else {
@@ -241,7 +261,7 @@ func (s *Store) Check(cfg *config.Config, diskInstall bool) []Gap {
 	var gaps []Gap
 	for _, n := range needs {
 		if n.path == "" {
-			gaps = append(gaps, Gap{n.name, "", "disk installs need the Flatcar disk image: set assets.flatcar.version and assets.flatcar.install_image, then run flint assets sync"})
+			gaps = append(gaps, Gap{n.name, "", "disk installs need the Flatcar disk image: set assets.flatcar.version, then run flint assets sync"})
 			continue
 		}
 		fi, err := os.Stat(filepath.Join(s.dir, filepath.FromSlash(n.path)))

@@ -13,6 +13,10 @@ import (
 
 func siteConfig(t *testing.T, fc, k3s, etcd string, airgap bool) *config.Config {
 	t.Helper()
+	mode := config.InstallDisk
+	if fc == "" {
+		mode = config.InstallLive // validate requires a Flatcar version for disk installs
+	}
 	y := fmt.Sprintf(`
 dhcp: {mode: "off"}
 machines:
@@ -22,11 +26,26 @@ assets:
   flatcar: {version: %q}
   k3s: {version: %q, airgap_images: %v}
   etcd: {version: %q}
-`, fc, k3s, airgap, etcd)
+cluster: {install_mode: %s}
+`, fc, k3s, airgap, etcd, mode)
 	cfg, err := config.Parse("test.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cfg
+}
+
+// live switches a parsed config's machines to live PXE boots (no disk image).
+func live(cfg *config.Config) *config.Config {
+	cfg.Cluster.InstallMode = config.InstallLive
+	return cfg
+}
+
+// noVersion is a site whose machines install to disk though the config names
+// no Flatcar version (validate refuses it; the store still says what lacks).
+func noVersion(t *testing.T) *config.Config {
+	cfg := live(siteConfig(t, "", k3sV1, etcdV1, false))
+	cfg.Cluster.InstallMode = config.InstallDisk
 	return cfg
 }
 
@@ -37,10 +56,10 @@ func TestMissing(t *testing.T) {
 
 	st := mustOpen(t, dir) // no manifest yet: an empty store
 	all := []string{FlatcarKernel, FlatcarInitrd, FlatcarImage, K3s, Etcd, Etcdctl}
-	if got := st.Missing(cfg, true); !reflect.DeepEqual(got, all) {
-		t.Errorf("empty store: Missing = %v, want %v", got, all)
+	if got := st.Missing(cfg); !reflect.DeepEqual(got, all) {
+		t.Errorf("empty store, disk installs: Missing = %v, want %v", got, all)
 	}
-	if got := st.Missing(cfg, false); reflect.DeepEqual(got, all) || len(got) != len(all)-1 {
+	if got := st.Missing(live(siteConfig(t, fcV1, k3sV1, etcdV1, false))); !reflect.DeepEqual(got, []string{FlatcarKernel, FlatcarInitrd, K3s, Etcd, Etcdctl}) {
 		t.Errorf("live PXE only: Missing = %v, want everything but the image", got)
 	}
 
@@ -48,21 +67,21 @@ func TestMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	st = mustOpen(t, dir)
-	if got := st.Missing(cfg, true); len(got) != 0 {
-		t.Errorf("after sync: Missing = %v (%v), want none", got, st.Check(cfg, true))
+	if got := st.Missing(cfg); len(got) != 0 {
+		t.Errorf("after sync: Missing = %v (%v), want none", got, st.Check(cfg))
 	}
-	if got := st.Missing(siteConfig(t, fcV1, k3sV1, etcdV1, true), true); len(got) != 0 {
+	if got := st.Missing(siteConfig(t, fcV1, k3sV1, etcdV1, true)); len(got) != 0 {
 		t.Errorf("after sync with airgap images: Missing = %v", got)
 	}
 
 	// The config moves to a new K3s: the store holds the old one.
-	gaps := st.Check(siteConfig(t, fcV1, k3sV2, etcdV1, false), false)
+	gaps := st.Check(live(siteConfig(t, fcV1, k3sV2, etcdV1, false)))
 	if len(gaps) != 1 || gaps[0].Name != K3s || !strings.Contains(gaps[0].Reason, k3sV1) || !strings.Contains(gaps[0].Reason, "flint assets sync") {
 		t.Errorf("after a K3s version change: %v, want one k3s gap naming %s and the fix", gaps, k3sV1)
 	}
 
 	// A disk install without a Flatcar version cannot be served.
-	if got := st.Missing(siteConfig(t, "", k3sV1, etcdV1, false), true); !reflect.DeepEqual(got, []string{FlatcarImage}) {
+	if got := st.Missing(noVersion(t)); !reflect.DeepEqual(got, []string{FlatcarImage}) {
 		t.Errorf("no Flatcar version: Missing = %v, want [flatcar-image]", got)
 	}
 
@@ -72,7 +91,7 @@ func TestMissing(t *testing.T) {
 		os.MkdirAll(filepath.Join(hand, filepath.Dir(f)), 0o755)
 		os.WriteFile(filepath.Join(hand, f), []byte("x"), 0o644)
 	}
-	if got := mustOpen(t, hand).Missing(cfg, false); !reflect.DeepEqual(got, []string{Etcdctl}) {
+	if got := mustOpen(t, hand).Missing(live(cfg)); !reflect.DeepEqual(got, []string{Etcdctl}) {
 		t.Errorf("hand-placed store: Missing = %v, want [etcdctl]", got)
 	}
 }
@@ -167,5 +186,30 @@ func TestFileJoinEscapes(t *testing.T) {
 	}
 	if _, _, err := localPath("file://host/srv"); err == nil {
 		t.Error("a file URL with a host was accepted")
+	}
+}
+
+// `flint assets sync` fetches what the machines' install modes need
+// (config.AssetSources): the Flatcar disk image when a machine installs to
+// disk, though assets.flatcar.install_image is not set; not when all run live.
+func TestSyncFollowsInstallModes(t *testing.T) {
+	p := publish(t)
+	src := p.src()
+	a := assetsSection(src.base, src.key, src.fc, src.k3s, src.etcd)
+	a.Flatcar.InstallImage = false
+	image := filepath.Join("flatcar", fcV1, "flatcar_production_image.bin.bz2")
+	for _, mode := range []string{config.InstallDisk, config.InstallLive} {
+		t.Run(mode, func(t *testing.T) {
+			cfg := &config.Config{Assets: a, Cluster: config.Cluster{InstallMode: mode},
+				Machines: []config.Machine{{Hostname: "n1", Role: config.RoleServer}}}
+			dir := t.TempDir()
+			if _, err := Sync(t.Context(), dir, cfg.AssetSources(), testOptions()); err != nil {
+				t.Fatal(err)
+			}
+			_, err := os.Stat(filepath.Join(dir, image))
+			if got, want := err == nil, mode == config.InstallDisk; got != want {
+				t.Errorf("install_mode %s: disk image synced = %v, want %v", mode, got, want)
+			}
+		})
 	}
 }

@@ -29,6 +29,16 @@ const (
 	imageFile  = "flatcar_production_image.bin.bz2"
 )
 
+// The products a sync fetches, each a release of its own.
+const (
+	ProductFlatcar = "flatcar"
+	ProductK3s     = "k3s"
+	ProductEtcd    = "etcd"
+)
+
+// Products lists them in the order a sync takes them.
+var Products = []string{ProductFlatcar, ProductK3s, ProductEtcd}
+
 // stateDir holds partial downloads and the lock, inside the assets
 // directory so that finished files move into place with a rename.
 const stateDir = ".sync"
@@ -174,28 +184,32 @@ func Sync(ctx context.Context, dir string, src config.Assets, opt Options) (*Res
 	}
 	defer unlock()
 
+	st, err := Open(dir)
+	if err != nil {
+		return nil, err
+	}
 	rels := plan(src)
 	// Refuse before downloading anything rather than after, naming every
 	// file in the way: one run tells the operator all there is to move.
 	var blocking []error
+	failed := map[string]bool{}
 	for _, rel := range rels {
-		if err := checkLinkSlot(dir, rel.product+"/current"); err != nil {
-			blocking = append(blocking, err)
-		}
+		slots := []string{rel.product + "/current"}
 		for _, a := range rel.files {
 			if a.link != "" {
-				if err := checkLinkSlot(dir, a.link); err != nil {
-					blocking = append(blocking, err)
-				}
+				slots = append(slots, a.link)
+			}
+		}
+		for _, slot := range slots {
+			if err := checkLinkSlot(dir, slot); err != nil {
+				blocking = append(blocking, err)
+				failed[rel.product] = true
 			}
 		}
 	}
 	if len(blocking) > 0 {
+		st.recordSync(dir, opt.Now(), 0, failed, opt.Log)
 		return nil, errors.Join(blocking...)
-	}
-	st, err := Open(dir)
-	if err != nil {
-		return nil, err
 	}
 	s := &syncer{dir: dir, store: st, f: f, kr: kr, log: opt.Log, now: opt.Now}
 	res := &Result{}
@@ -220,7 +234,38 @@ func Sync(ctx context.Context, dir string, src config.Assets, opt Options) (*Res
 		}
 	}
 	res.Requests, res.Bytes = f.requests.Load(), f.bytes.Load()
+	for _, rr := range res.Releases {
+		if rr.Err != nil {
+			failed[rr.Product] = true
+		}
+	}
+	if ctx.Err() != nil && len(res.Releases) < len(rels) {
+		failed[rels[len(res.Releases)].product] = true // stopped before it
+	}
+	s.store.recordSync(dir, opt.Now(), res.Bytes, failed, opt.Log)
 	return res, errors.Join(errs...)
+}
+
+// recordSync adds a run to the manifest's sync record and writes it; a
+// write that fails is logged (the sync's files are in place regardless).
+func (s *Store) recordSync(dir string, now time.Time, bytes int64, failed map[string]bool, log *slog.Logger) {
+	r := &s.m.Syncs
+	r.Runs++
+	r.LastRun = now
+	r.Bytes += bytes
+	r.LastOK = len(failed) == 0
+	if r.LastOK {
+		r.LastSuccess = now
+	}
+	for p := range failed {
+		if r.Failures == nil {
+			r.Failures = map[string]int64{}
+		}
+		r.Failures[p]++
+	}
+	if err := writeManifest(dir, s.m); err != nil {
+		log.Warn("could not record the sync in the manifest; flint's asset sync metrics miss it", "err", err.Error())
+	}
 }
 
 // prune deletes the version directories of entries that are not current,
@@ -301,7 +346,7 @@ func airgapFile(arch string) string { return "k3s-airgap-images-" + arch + ".tar
 func plan(src config.Assets) []*release {
 	fc := src.Flatcar
 	arch := archOf(fc.Arch)
-	flatcar := &release{product: "flatcar", version: fc.Version, arch: fc.Arch}
+	flatcar := &release{product: ProductFlatcar, version: fc.Version, arch: fc.Arch}
 	add := func(name, file, link string) {
 		u := fileJoin(fc.BaseURL, fc.Version, file)
 		flatcar.files = append(flatcar.files, &artifact{name: name, file: file, url: u, link: link, perm: 0o644, sigURL: u + ".sig", digestsURL: u + ".DIGESTS"})
@@ -313,7 +358,7 @@ func plan(src config.Assets) []*release {
 	}
 
 	k := src.K3s
-	k3s := &release{product: "k3s", version: k.Version, arch: arch, sumsURL: fileJoin(k.BaseURL, k.Version, "sha256sum-"+arch+".txt")}
+	k3s := &release{product: ProductK3s, version: k.Version, arch: arch, sumsURL: fileJoin(k.BaseURL, k.Version, "sha256sum-"+arch+".txt")}
 	bin := "k3s"
 	if arch != "amd64" {
 		bin = "k3s-" + arch
@@ -326,7 +371,7 @@ func plan(src config.Assets) []*release {
 
 	e := src.Etcd
 	tarball := "etcd-" + e.Version + "-linux-" + arch + ".tar.gz"
-	etcd := &release{product: "etcd", version: e.Version, arch: arch, sumsURL: fileJoin(e.BaseURL, e.Version, "SHA256SUMS"), tarball: tarball, tarURL: fileJoin(e.BaseURL, e.Version, tarball)}
+	etcd := &release{product: ProductEtcd, version: e.Version, arch: arch, sumsURL: fileJoin(e.BaseURL, e.Version, "SHA256SUMS"), tarball: tarball, tarURL: fileJoin(e.BaseURL, e.Version, tarball)}
 	for _, name := range []string{Etcd, Etcdctl} {
 		etcd.files = append(etcd.files, &artifact{name: name, file: name, url: etcd.tarURL + "#" + strings.TrimSuffix(tarball, ".tar.gz") + "/" + name, link: "etcd/" + name, perm: 0o755})
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -201,8 +202,15 @@ func TestSyncSecondRunDownloadsNothing(t *testing.T) {
 	if n := len(p.up.allRequests()); n != 0 {
 		t.Fatalf("second sync sent %d requests: %+v", n, p.up.allRequests())
 	}
-	if after := readFile(t, filepath.Join(dir, ManifestFile)); string(after) != string(before) {
-		t.Error("an up-to-date sync rewrote the manifest")
+	// The entries stay as they were; only the sync record counts the run.
+	var b, a Manifest
+	json.Unmarshal(before, &b)
+	json.Unmarshal(readFile(t, filepath.Join(dir, ManifestFile)), &a)
+	if !reflect.DeepEqual(a.Entries, b.Entries) || !a.Updated.Equal(b.Updated) {
+		t.Error("an up-to-date sync changed the manifest's entries")
+	}
+	if a.Syncs.Runs != 2 || !a.Syncs.LastOK || a.Syncs.Bytes != b.Syncs.Bytes || b.Syncs.Bytes == 0 || len(a.Syncs.Failures) != 0 {
+		t.Errorf("sync record after two good runs: %+v (after the first: %+v)", a.Syncs, b.Syncs)
 	}
 
 	// A touched file is re-hashed, found intact and kept: still no request.
@@ -435,6 +443,12 @@ func TestSyncRejectsWrongSignature(t *testing.T) {
 	noParts(t, dir)
 	// The previous release is untouched and still current.
 	checkStore(t, dir, p, fcV1, k3sV1, etcdV1)
+	// The manifest's sync record (flint's asset sync metrics) counts the
+	// failed run against Flatcar and keeps the last success.
+	st := mustOpen(t, dir)
+	if r := st.Syncs(); r.Runs != 2 || r.LastOK || r.Failures["flatcar"] != 1 || len(r.Failures) != 1 || !r.LastSuccess.Before(r.LastRun) {
+		t.Errorf("sync record after a good and a refused run: %+v", r)
+	}
 }
 
 func TestSyncRejectsTamperedFileWithRightKey(t *testing.T) {
@@ -627,6 +641,9 @@ func TestSyncRefusesToReplaceHandPlacedFile(t *testing.T) {
 	}
 	if string(readFile(t, filepath.Join(dir, "flatcar", kernelFile))) != "my kernel" {
 		t.Error("the hand-placed kernel was changed")
+	}
+	if r := mustOpen(t, dir).Syncs(); r.Runs != 1 || r.LastOK || r.Failures["flatcar"] != 1 || r.Failures["k3s"] != 1 || r.Failures["etcd"] != 0 {
+		t.Errorf("sync record after a refusal: %+v, want one run failed for flatcar and k3s", r)
 	}
 }
 

@@ -135,6 +135,7 @@ server: {address: 127.0.0.1, listen: 127.0.0.1, http_port: $FPORT, tftp_port: $T
 dhcp: {mode: "off", subnet: 198.18.1.0/24, router: 198.18.1.1, dns: [198.18.1.1]}
 ipxe: {directory: $WORK/ipxe}
 boot: {assets_dir: $WORK/www}
+cluster: {install_mode: live}
 machines:
   - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.1.10, role: server}
 EOF

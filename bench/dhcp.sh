@@ -155,6 +155,7 @@ dhcp:
   lease_time: 1h
 ipxe: {directory: $d/ipxe}
 boot: {assets_dir: $d/www}
+cluster: {install_mode: live}
 machines:
   - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.0.10, role: server}
 EOF

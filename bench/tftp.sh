@@ -138,6 +138,7 @@ dhcp: {mode: "off", subnet: 198.18.0.0/15, router: $FLINT_IP, dns: [$FLINT_IP]}
 ipxe: {directory: $WORK/root}
 boot: {assets_dir: $WORK/www}
 limits: {tftp_transfers: 300, tftp_transfers_per_client: 300}
+cluster: {install_mode: live}
 machines:
   - {mac: "02:00:00:00:00:01", hostname: bench1, ip: 198.18.0.10, role: server}
 EOF

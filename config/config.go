@@ -161,8 +161,9 @@ type Cluster struct {
 	ProfilesDir string `yaml:"profiles_dir"`
 	// Assets are paths under /assets/ for the binaries the profiles install.
 	Assets ClusterAssets `yaml:"assets"`
-	// InstallMode is how machines run Flatcar: "disk" installs it on InstallDisk
-	// and boots from disk afterwards; "live" PXE-boots it into RAM on every boot.
+	// InstallMode is how machines run Flatcar: "disk" (the default: etcd data
+	// survives a power cut) installs it on InstallDisk and boots from disk
+	// afterwards; "live" PXE-boots it into RAM on every boot.
 	InstallMode string `yaml:"install_mode"`
 	// InstallDisk is the disk flatcar-install writes (a /dev/disk/by-id path is safest).
 	InstallDisk string `yaml:"install_disk"`
@@ -196,7 +197,8 @@ type FlatcarSource struct {
 	BaseURL string `yaml:"base_url"`
 	// SigningKey is an ASCII-armored OpenPGP public key file that signs the release.
 	SigningKey string `yaml:"signing_key"`
-	// InstallImage also mirrors flatcar_production_image.bin.bz2 (needed for disk installs).
+	// InstallImage mirrors flatcar_production_image.bin.bz2 even when no machine
+	// installs to disk (AssetSources adds it when one does).
 	InstallImage bool `yaml:"install_image"`
 }
 
@@ -272,6 +274,9 @@ type Machine struct {
 	InstallDisk string `yaml:"install_disk"`
 	// SecureBoot overrides boot.secure_boot for this machine.
 	SecureBoot *bool `yaml:"secure_boot"`
+	// BMC is the machine's baseboard management controller, for flint power
+	// and flint reprovision --reboot; nil: none.
+	BMC *BMC `yaml:"bmc"`
 
 	HW     MAC        `yaml:"-"` // MAC, parsed
 	IPAddr netip.Addr `yaml:"-"`

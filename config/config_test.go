@@ -143,14 +143,14 @@ func TestEvenServersWarns(t *testing.T) {
 }
 
 func TestProxyModeNeedsNoSubnet(t *testing.T) {
-	cfg, err := Parse("p.yaml", []byte("dhcp: {mode: proxy}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
+	cfg, err := Parse("p.yaml", []byte("dhcp: {mode: proxy}\ncluster: {install_mode: live}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.DHCP.Mode != ModeProxy || cfg.DHCP.SubnetPrefix.IsValid() {
 		t.Fatalf("mode %s subnet %v", cfg.DHCP.Mode, cfg.DHCP.SubnetPrefix)
 	}
-	_, err = Parse("f.yaml", []byte("dhcp: {mode: full}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
+	_, err = Parse("f.yaml", []byte("dhcp: {mode: full}\ncluster: {install_mode: live}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"))
 	if err == nil || !strings.Contains(err.Error(), "dhcp.subnet: full mode needs the subnet") {
 		t.Fatalf("full mode without subnet: %v", err)
 	}
@@ -190,7 +190,7 @@ func TestLiveServersWarn(t *testing.T) {
 		t.Fatalf("warnings = %v", cfg.Warnings)
 	}
 	text = strings.Replace(goodConfig, "assets: {flatcar: {version: 4152.2.0}}", "", 1)
-	if _, err := Parse("site.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs need the Flatcar version") {
+	if _, err := Parse("site.yaml", []byte(text)); err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs (install_mode: disk, the default) need the Flatcar version") {
 		t.Fatalf("disk install without a version: %v", err)
 	}
 }
@@ -217,4 +217,49 @@ func TestLoadFileUnreadable(t *testing.T) {
 			t.Fatalf("unreadable file: %v", err)
 		}
 	}
+}
+
+// The default install mode is disk (etcd data survives a power cut), and
+// what `flint assets sync` fetches follows the machines' modes: the disk
+// image when one installs to disk, without assets.flatcar.install_image.
+func TestDefaultInstallIsDisk(t *testing.T) {
+	const site = "assets: {flatcar: {version: 4152.2.0}}\nmachines:\n" +
+		"  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n" +
+		"  - {mac: '52:54:00:00:00:02', hostname: b, ip: 198.18.0.10, role: agent, install_mode: MODE}\n"
+	t.Run("no install_mode: disk, no warning, the image is synced", func(t *testing.T) {
+		cfg, err := Parse("site.yaml", []byte(strings.Replace(site, "MODE", "live", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.InstallModeOf(&cfg.Machines[0]); got != InstallDisk {
+			t.Errorf("server a: install mode %q, want disk", got)
+		}
+		if got := cfg.InstallModeOf(&cfg.Machines[1]); got != InstallLive {
+			t.Errorf("agent b: install mode %q, want its own live", got)
+		}
+		if len(cfg.Warnings) != 0 {
+			t.Errorf("warnings = %v, want none (no server runs live)", cfg.Warnings)
+		}
+		if !cfg.DiskInstalls() || !cfg.AssetSources().Flatcar.InstallImage {
+			t.Errorf("a disk install: DiskInstalls %v, AssetSources().Flatcar.InstallImage %v, want both true", cfg.DiskInstalls(), cfg.AssetSources().Flatcar.InstallImage)
+		}
+		if cfg.Assets.Flatcar.InstallImage {
+			t.Error("AssetSources changed the config's own assets section")
+		}
+	})
+	t.Run("every machine live: no image", func(t *testing.T) {
+		cfg, err := Parse("site.yaml", []byte("cluster: {install_mode: live}\n"+strings.Replace(site, "MODE", "live", 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.DiskInstalls() || cfg.AssetSources().Flatcar.InstallImage {
+			t.Errorf("all live: DiskInstalls %v, AssetSources().Flatcar.InstallImage %v, want both false", cfg.DiskInstalls(), cfg.AssetSources().Flatcar.InstallImage)
+		}
+	})
+	t.Run("disk by default without a Flatcar version says what to do", func(t *testing.T) {
+		_, err := Parse("site.yaml", []byte(strings.Replace(strings.Replace(site, "MODE", "live", 1), "assets: {flatcar: {version: 4152.2.0}}\n", "", 1)))
+		if err == nil || !strings.Contains(err.Error(), "assets.flatcar.version: disk installs (install_mode: disk, the default)") || !strings.Contains(err.Error(), "install_mode: live") {
+			t.Fatalf("want a problem naming assets.flatcar.version, the default and the way out, got %v", err)
+		}
+	})
 }

@@ -1,16 +1,15 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/flint-boot/flint/internal/yamlerr"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -86,7 +85,7 @@ func readError(err error) error {
 func Parse(source string, data []byte) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &Error{Source: source, Problems: []Problem{yamlProblem(err, data)}}
+		return nil, &Error{Source: source, Problems: yamlProblems(err, data)}
 	}
 	if len(root.Content) == 0 {
 		return nil, &Error{Source: source, Problems: []Problem{{Field: "(file)", Message: "config is empty"}}}
@@ -100,7 +99,7 @@ func Parse(source string, data []byte) (*Config, error) {
 	}
 	cfg := &Config{}
 	if err := doc.Decode(cfg); err != nil {
-		return nil, &Error{Source: source, Problems: append(shapeProblems, yamlProblem(err, data))}
+		return nil, &Error{Source: source, Problems: append(shapeProblems, yamlProblems(err, data)...)}
 	}
 	cfg.Source = source
 	for i := range cfg.Machines {
@@ -144,41 +143,14 @@ func coveredBy(field string, ps []Problem) bool {
 	return false
 }
 
-// yamlProblem turns a yaml.v3 error ("yaml: line 4: ...") into a Problem.
-// yaml.v3 numbers the line of a parser error (an unclosed [ or {, a key
-// out of line) from 0, so those are moved to the line a person would edit.
-func yamlProblem(err error, data []byte) Problem {
-	var te *yaml.TypeError
-	msg := err.Error()
-	if errors.As(err, &te) {
-		msg = strings.Join(te.Errors, "; ")
+// yamlProblems turns a yaml.v3 error into problems at the lines to edit
+// (internal/yamlerr, shared with the profiles' Butane).
+func yamlProblems(err error, data []byte) []Problem {
+	var out []Problem
+	for _, it := range yamlerr.Explain(err, data) {
+		out = append(out, Problem{Field: "(yaml)", Line: it.Line, Message: it.Message})
 	}
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	line := 0
-	if strings.HasPrefix(msg, "line ") {
-		rest := msg[len("line "):]
-		if i := strings.Index(rest, ":"); i > 0 {
-			if n, err := strconv.Atoi(rest[:i]); err == nil {
-				line = n
-				msg = strings.TrimSpace(rest[i+1:])
-			}
-		}
-	}
-	if strings.HasPrefix(msg, "did not find expected") {
-		line++
-		if n := bytes.Count(bytes.TrimRight(data, "\n"), []byte("\n")) + 1; line > n {
-			line = n
-		}
-	}
-	switch msg {
-	case "did not find expected ',' or ']'":
-		msg = "a [ list opened here is not closed: add the ] (or a , between its items)"
-	case "did not find expected ',' or '}'":
-		msg = "a { mapping opened here is not closed: add the } (or a , between its items)"
-	case "did not find expected key":
-		msg = "this line is not indented like the keys above it: line it up with its siblings"
-	}
-	return Problem{Field: "(yaml)", Line: line, Message: msg}
+	return out
 }
 
 // indexLines records the line of every field path: "dhcp.pool.start", "machines[1].ip".

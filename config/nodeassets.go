@@ -37,3 +37,24 @@ func (c *Config) NodeAssets() []NodeAsset {
 	}
 	return out
 }
+
+// DiskInstalls reports whether a machine of the config installs Flatcar to
+// disk: then machines fetch the Flatcar disk image besides the PXE kernel
+// and initrd.
+func (c *Config) DiskInstalls() bool {
+	for i := range c.Machines {
+		if c.InstallModeOf(&c.Machines[i]) == InstallDisk {
+			return true
+		}
+	}
+	return false
+}
+
+// AssetSources is the assets section as `flint assets sync` must fetch it:
+// the configured releases, and the Flatcar disk image also when a machine
+// installs to disk (assets.flatcar.install_image mirrors it without one).
+func (c *Config) AssetSources() Assets {
+	a := c.Assets
+	a.Flatcar.InstallImage = a.Flatcar.InstallImage || c.DiskInstalls()
+	return a
+}

@@ -108,6 +108,10 @@ func (s *shape) mapping(n *yaml.Node, t reflect.Type, path string) {
 		}
 		seen[name] = k.Line
 		ft, known := fields[k.Value]
+		if hint, refused := refusedKeys[t][k.Value]; refused && !known {
+			s.problems = append(s.problems, Problem{Field: p, Line: k.Line, Message: hint})
+			continue
+		}
 		if !known || k.Kind != yaml.ScalarNode {
 			where := path
 			if where == "" {

@@ -56,7 +56,7 @@ func TestParseShapeProblems(t *testing.T) {
 	t.Run("type errors name what is allowed", func(t *testing.T) {
 		got := parseProblems(t, "server: {address: 198.18.0.1, http_port: 99999999999999999999}\n"+
 			"dhcp: {mode: proxy, lease_time: forever, discover_unknown: maybe, dns: 198.18.0.1}\n"+
-			"cluster: {ssh_authorized_keys: [{a: b}], assets: x}\n"+
+			"cluster: {ssh_authorized_keys: [{a: b}], assets: x, install_mode: live}\n"+
 			"machines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n")
 		wantProblems(t, got,
 			`site.yaml:1: server.http_port: 99999999999999999999 is too large for a number here`,
@@ -83,7 +83,8 @@ func TestParseShapeProblems(t *testing.T) {
 	t.Run("anchors and merges are checked like the keys they stand for", func(t *testing.T) {
 		got := parseProblems(t, "x-base: &base {role: server, colour: red}\n"+
 			"server: {address: 198.18.0.1}\n"+
-			"machines:\n  - {<<: *base, mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9}\n")
+			"machines:\n  - {<<: *base, mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9}\n"+
+			"cluster: {install_mode: live}\n")
 		wantProblems(t, got, `site.yaml:1: x-base: unknown key`, `site.yaml:1: machines[0].colour: unknown key`)
 	})
 }

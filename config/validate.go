@@ -190,6 +190,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	cfg.validateSecureBoot(c)
 	cfg.validateSecurity(c)
 	cfg.validateMachines(c)
+	cfg.validateBMCs(c)
 	cfg.validateCluster(c)
 	cfg.validateAssets(c)
 
@@ -297,7 +298,7 @@ func (cfg *Config) applyDefaults() {
 		cl.ButaneVersion = DefaultButane
 	}
 	if cl.InstallMode == "" {
-		cl.InstallMode = InstallLive
+		cl.InstallMode = InstallDisk
 	}
 	if cl.InstallTimeout.Duration == 0 {
 		cl.InstallTimeout.Duration = DefaultInstallTimeout
@@ -364,7 +365,7 @@ func (cfg *Config) validateCluster(c *checker) {
 		c.warn("cluster.install_mode", "etcd members %s run live (from RAM): every reboot wipes a member's data and flint rebuilds it, one server at a time; a power cut of more than one server loses the cluster. Use install_mode: disk for servers", strings.Join(live, ", "))
 	}
 	if disk && cfg.Assets.Flatcar.Version == "" {
-		c.fail("assets.flatcar.version", "disk installs need the Flatcar version flatcar-install writes (the same as the PXE images), e.g. 4152.2.0")
+		c.fail("assets.flatcar.version", "disk installs (install_mode: disk, the default) need the Flatcar version flatcar-install writes, the same as the PXE images, e.g. 4152.2.0; or set cluster.install_mode: live to run machines from RAM")
 	}
 	for field, p := range map[string]string{"cluster.assets.k3s": cl.Assets.K3s, "cluster.assets.etcd": cl.Assets.Etcd, "cluster.assets.etcdctl": cl.Assets.Etcdctl} {
 		if strings.HasPrefix(p, "/") || strings.Contains("/"+p+"/", "/../") {

@@ -28,6 +28,7 @@ func BenchmarkDORA(b *testing.B) {
 			cfg, err := config.Parse("bench.yaml", []byte(`
 server: {address: 198.18.0.1}
 dhcp: {mode: full, subnet: 198.18.0.0/15, pool: {start: 198.18.1.0, end: 198.19.255.254}, lease_time: 1h}
+cluster: {install_mode: live}
 machines: [{mac: "02:00:c6:12:00:0a", hostname: nuc1, ip: 198.18.0.10, role: server}]
 `))
 			if err != nil {

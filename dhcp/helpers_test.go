@@ -44,6 +44,7 @@ POOL
   offer_hold: 30s
   decline_hold: 10m
   discover_unknown: UNKNOWN
+cluster: {install_mode: live}
 machines:
   - {mac: "02:00:c6:12:00:0a", hostname: nuc1, ip: 198.18.0.10, role: server}
   - {mac: "02:00:c6:12:00:0b", hostname: nuc2, ip: 198.18.0.11, role: agent, ipxe_binary: snponly.efi}

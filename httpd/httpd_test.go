@@ -37,6 +37,7 @@ dhcp:
   subnet: 198.18.0.0/24
 boot:
   kernel_args: ["console=ttyS0,115200n8"]
+cluster: {install_mode: live}
 machines:
   - {mac: "52:54:00:12:34:56", hostname: nuc1, ip: 198.18.0.11, role: server}
 `

@@ -32,7 +32,7 @@ func (s *Server) answer(c echo.Context, a lifecycle.Admission) error {
 	if a.Pointer() {
 		kind = "pointer"
 	}
-	s.Metrics.Config(kind, a.Verdict.String())
+	s.Metrics.Config(kind, a.Verdict.String(), a.Refused)
 	switch a.Verdict {
 	case lifecycle.Unknown:
 		s.recordUnknown(a.From(), a.MAC(), EventIgnitionUnknown, "404: not in the config")

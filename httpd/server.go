@@ -151,6 +151,7 @@ func New(o Options) (*Server, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{Options: o, log: o.Log, echos: map[listener]*echo.Echo{}}
+	o.Metrics.RefusalReasons(lifecycle.RefusedCodes)
 	for _, l := range []listener{onHTTP, onHTTPS, onSocket} {
 		s.echos[l] = s.newEcho(l)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -98,6 +99,21 @@ func TestBrokenProfiles(t *testing.T) {
 			message: "Nickname",
 		},
 		{
+			name:    "key indented off its siblings, deep in a block",
+			file:    "server.yaml",
+			src:     insertAfter(t, server, afterParts, "    - path: /etc/badindent\n     mode: 0644\n"),
+			marker:  "path: /etc/badindent",
+			offset:  1,
+			message: "YAML: this line is not indented like the keys above it",
+		},
+		{
+			name:    "duplicate key, named at its template line",
+			file:    "server.yaml",
+			src:     insertAfter(t, server, afterParts, "    - path: /etc/dup\n      mode: 0644\n      mode: 0600\n"),
+			marker:  "mode: 0600",
+			message: "already defined at line LINE(path: /etc/dup)+1",
+		},
+		{
 			name:    "template syntax",
 			file:    "server.yaml",
 			src:     insertAfter(t, server, afterParts, "    {{if}}\n"),
@@ -126,6 +142,17 @@ func TestBrokenProfiles(t *testing.T) {
 			p := pe.Problems[0]
 			if p.File != wantFile || p.Line != wantLine {
 				t.Errorf("problem at %s:%d, want %s:%d (%s)", p.File, p.Line, wantFile, wantLine, err)
+			}
+			if i := strings.Index(c.message, "LINE("); i >= 0 {
+				// LINE(marker)+k: the template line of the marker, plus k.
+				j := strings.Index(c.message[i:], ")") + i
+				n := lineOf(t, c.src, c.message[i+5:j])
+				rest := c.message[j+1:]
+				if strings.HasPrefix(rest, "+") {
+					k, _ := strconv.Atoi(rest[1:])
+					n, rest = n+k, ""
+				}
+				c.message = c.message[:i] + strconv.Itoa(n) + rest
 			}
 			if !strings.Contains(p.Message, c.message) {
 				t.Errorf("message %q lacks %q", p.Message, c.message)

@@ -25,6 +25,7 @@ dhcp:
   domain: lab.test
 cluster:
   name: nucs
+  install_mode: live
   butane_version: %s
   ssh_authorized_keys:
     - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFlintTestKeyOnlyForTests operator@test

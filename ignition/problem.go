@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/coreos/vcontext/report"
 
+	"github.com/flint-boot/flint/internal/yamlerr"
 	"github.com/flint-boot/flint/profiles"
 )
 
@@ -142,17 +142,30 @@ func yamlPath(p []interface{}) string {
 	return strings.Join(parts, ".")
 }
 
-// yamlLineRE finds the "line N: message" items yaml.v3 puts in its errors.
-var yamlLineRE = regexp.MustCompile(`line (\d+): ([^\n]*)`)
-
 // fromError converts an error Butane returned without a report: YAML syntax
 // and type errors ("yaml: line 12: ..."), or a bad variant/version.
 func (l *locator) fromError(err error) []Problem {
 	msg := err.Error()
 	var out []Problem
-	for _, m := range yamlLineRE.FindAllStringSubmatch(msg, -1) {
-		n, _ := strconv.Atoi(m[1])
-		out = append(out, l.at(n, "YAML: "+m[2]))
+	for _, it := range yamlerr.Explain(err, l.rendered) {
+		if it.Line == 0 {
+			continue
+		}
+		p := l.at(it.Line, "")
+		// "already defined at line N" names a rendered line: say the
+		// template line instead.
+		p.Message = "YAML: " + yamlerr.Lines(it.Message, func(n int) string {
+			src, ok := l.lines.at(n)
+			switch {
+			case !ok:
+				return "a line of the rendered Butane"
+			case l.origin(src.file) == p.File:
+				return fmt.Sprintf("line %d", src.line)
+			default:
+				return fmt.Sprintf("%s:%d", l.origin(src.file), src.line)
+			}
+		})
+		out = append(out, p)
 	}
 	if len(out) > 0 {
 		return out

@@ -44,7 +44,7 @@ func TestRealIgnitionClient(t *testing.T) {
 	cfg, err := config.Parse("real.yaml", []byte(fmt.Sprintf(`
 server: {address: %s, http_port: %s}
 dhcp: {mode: proxy, subnet: 198.18.0.0/24, router: 198.18.0.1, dns: [198.18.0.1], domain: lab.test}
-cluster: {name: nucs}
+cluster: {name: nucs, install_mode: live}
 machines:
   - {mac: "02:00:0a:00:00:3c", hostname: nuc1, ip: 198.18.0.60, role: server}
   - {mac: "02:00:0a:00:00:46", hostname: nuc4, ip: 198.18.0.70, role: agent}

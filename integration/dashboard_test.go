@@ -19,9 +19,11 @@ import (
 // TestDashboard: Debian's Chromium, headless on a LAN host, opens flint's
 // web dashboard over HTTPS (flint's certificate pinned), connects with the
 // admin token, sees the config's machines, watches one change state live
-// (no reload) while it fetches its script and config (installing) and sends
-// its first report (installed), opens its timeline and a reprovision plan
-// (nothing armed), and saves a screenshot.
+// (no reload) while it network-boots from its own namespace with the real
+// clients (udhcpc, atftp, then its script, kernel, initrd and config:
+// installing) and sends its first report (installed), opens its timeline
+// (every step in order) and a reprovision plan (nothing armed), and saves a
+// screenshot.
 func TestDashboard(t *testing.T) {
 	needRoot(t)
 	needBinaries(t)
@@ -112,9 +114,18 @@ func TestDashboard(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(timeline, "script") || !strings.Contains(timeline, "ignition") || !strings.Contains(timeline, "config-applied") {
-			t.Errorf("timeline lacks the script, the config or the report:\n%s", timeline)
+		// Every step of the boot, newest first as the page lists them.
+		at := 0
+		for _, step := range []string{"node config-applied", "ignition served", "flatcar_production_pxe_image.cpio.gz", "flatcar_production_pxe.vmlinuz",
+			"http script", "tftp undionly.kpxe", "dhcp ACK", "dhcp OFFER"} {
+			i := strings.Index(timeline[at:], step)
+			if i < 0 {
+				t.Errorf("the timeline lacks %q after position %d:\n%s", step, at, timeline)
+				break
+			}
+			at += i
 		}
+		t.Logf("node1's timeline on the page:\n%s", timeline)
 		if !strings.Contains(plan, "node1") || !strings.Contains(plan, "etcd") {
 			t.Errorf("plan:\n%s", plan)
 		}

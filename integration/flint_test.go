@@ -69,6 +69,7 @@ dhcp:
 	if c.AssetsDir != "" {
 		fmt.Fprintf(&b, "  assets_dir: %s\n", c.AssetsDir)
 	}
+	b.WriteString("cluster:\n  install_mode: live\n") // no installer step: the tests boot from RAM
 	b.WriteString("machines:\n")
 	for _, m := range c.Machines {
 		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s", m.MAC, m.Hostname, m.IP, m.Role)

@@ -150,6 +150,7 @@ boot:
   assets_dir: %s
 cluster:
   name: nucs
+  install_mode: live
 `, e.httpPort, e.httpsPort, e.tftpPort, e.dhcpPort, e.proxyPort, ignPrefix, ignRouter, ignDNS, ignDomain, e.Assets)
 	if e.SSHKey != "" {
 		fmt.Fprintf(&b, "  ssh_authorized_keys: [%q]\n", e.SSHKey)

@@ -87,6 +87,8 @@ var toolPackages = map[string]string{
 	"atftp":    "atftp",
 	"curl":     "curl",
 	"dnsmasq":  "dnsmasq-base",
+	"ipmi_sim": "openipmi",
+	"ipmitool": "ipmitool",
 }
 
 // needTools checks that the programs exist (as root, so namespaces work too).

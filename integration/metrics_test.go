@@ -85,6 +85,9 @@ scrape_configs:
 		{`flint_ignition_configs_total{kind="pointer",verdict="serve"}`, "1"},
 		{`flint_http_requests_total{listener="http",route="/machines/:mac/boot.ipxe",code="200"}`, "1"},
 		{`flint_build_info{job="flint"}`, "1"},
+		{`flint_dhcp_packets_total{type="discover",reply="offer"}`, "1"},
+		{`flint_dhcp_packets_total{type="request",reply="ack"}`, "1"},
+		{`flint_tftp_transfers_total{file="undionly.kpxe",result="ok"}`, "1"},
 		{`flint_machines{state="installing"}`, "1"},
 	} {
 		t.Run(c.expr, func(t *testing.T) {

@@ -113,6 +113,9 @@ type ConfigRequest struct {
 type Admission struct {
 	Verdict Verdict
 	Reason  string
+	// Refused says why a Refuse was given, as one of the Refused* codes
+	// (for metrics: a bounded set; Reason has the words).
+	Refused string
 	Machine *config.Machine
 
 	Profile      string // "" for the machine's own, or ignition.InstallerProfile
@@ -123,6 +126,19 @@ type Admission struct {
 	issued time.Time // the boot token's issue time (StageBoot)
 	nonce  string    // the delivery this config belongs to
 }
+
+// Why a config request was refused, as a code (Admission.Refused).
+const (
+	RefusedAddress   = "address"   // not from the machine's own address
+	RefusedWindow    = "window"    // its install window is closed
+	RefusedToken     = "token"     // no token, or one unknown, spent or expired
+	RefusedStage     = "stage"     // a stage the machine has no config for
+	RefusedRunning   = "member"    // its etcd member still runs and is healthy
+	RefusedCancelled = "cancelled" // its reprovision was cancelled meanwhile
+)
+
+// RefusedCodes are all of them.
+var RefusedCodes = []string{RefusedAddress, RefusedWindow, RefusedToken, RefusedStage, RefusedRunning, RefusedCancelled}
 
 // AdmitConfig decides a config request. It changes nothing but, for an etcd
 // member that must be rebuilt, the rebuild slot and the membership (in the
@@ -139,9 +155,9 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 	if req.Pointer {
 		what = "ignition pointer"
 	}
-	refuse := func(reason string) Admission {
+	refuse := func(code, reason string) Admission {
 		m.refuse(mc, req.From, what, reason)
-		a.Verdict, a.Reason = Refuse, reason
+		a.Verdict, a.Reason, a.Refused = Refuse, reason, code
 		return a
 	}
 	wait := func(reason string, err error) Admission {
@@ -160,7 +176,7 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 		return wait("flint cannot read its state; retry", err)
 	}
 	if reason != "" {
-		return refuse(reason)
+		return refuse(RefusedAddress, reason)
 	}
 	disk := m.cfg.InstallModeOf(mc) == config.InstallDisk
 	live := !disk
@@ -169,12 +185,12 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 	// The install window (before the token: the answer an installed machine
 	// needs is that its window is closed).
 	if disk && !windowOpen(rec.State) {
-		return refuse(fmt.Sprintf("%s is %s: its install window is closed; run `flint reprovision %s` to reinstall it", mc.Hostname, rec.State, mc.Hostname))
+		return refuse(RefusedWindow, fmt.Sprintf("%s is %s: its install window is closed; run `flint reprovision %s` to reinstall it", mc.Hostname, rec.State, mc.Hostname))
 	}
 
 	// The token.
 	if !ValidToken(req.Token) {
-		return refuse("no valid boot token: fetch the config with the URL of the machine's iPXE script (/machines/MAC/boot.ipxe)")
+		return refuse(RefusedToken, "no valid boot token: fetch the config with the URL of the machine's iPXE script (/machines/MAC/boot.ipxe)")
 	}
 	switch req.Stage {
 	case StageBoot:
@@ -184,28 +200,28 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 			if m.cfg.DHCP.Mode == config.ModeOff {
 				reason = "the boot token is unknown or expired, or its script went to another address: boot the machine from the network again for a new one"
 			}
-			return refuse(reason)
+			return refuse(RefusedToken, reason)
 		}
 		if !issued.After(rec.Boot.SpentBefore) {
-			return refuse("the boot token is unknown, used or expired: boot the machine from the network again for a new one")
+			return refuse(RefusedToken, "the boot token is unknown, used or expired: boot the machine from the network again for a new one")
 		}
 		a.issued = issued
 		a.nonce = newToken()
 	case StageInstalled:
 		if req.Pointer || !disk {
-			return refuse("only a disk install has an installed-system config")
+			return refuse(RefusedStage, "only a disk install has an installed-system config")
 		}
 		exp := rec.Boot.Delivered.Add(m.cfg.Security.TokenTTL.Duration)
 		if rec.Boot.Nonce == "" || rec.Boot.InstalledSpent || !now.Before(exp) ||
 			!equalToken(req.Token, m.derive(purposeInstalled, mc.HW, rec.Boot.Nonce)) {
-			return refuse("the installed-config token is unknown, used or expired: reinstall the machine (boot it from the network again)")
+			return refuse(RefusedToken, "the installed-config token is unknown, used or expired: reinstall the machine (boot it from the network again)")
 		}
 		if m.cfg.DHCP.Mode == config.ModeOff && rec.Boot.DeliveredTo != req.From {
-			return refuse(fmt.Sprintf("request from %s, but the installer's config went to %s", req.From, rec.Boot.DeliveredTo))
+			return refuse(RefusedAddress, fmt.Sprintf("request from %s, but the installer's config went to %s", req.From, rec.Boot.DeliveredTo))
 		}
 		a.nonce = rec.Boot.Nonce
 	default:
-		return refuse(fmt.Sprintf("unknown stage %q", req.Stage))
+		return refuse(RefusedStage, fmt.Sprintf("unknown stage %q", req.Stage))
 	}
 
 	if req.Pointer {
@@ -220,7 +236,7 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 			// rebuild of its member, one server at a time. A member etcd just
 			// found healthy is not armed again until RetryRejoin has passed.
 			if f, ok := m.recentFailure(mc.HW); ok && f.refuse {
-				a.Verdict, a.Reason = Refuse, f.msg
+				a.Verdict, a.Reason, a.Refused = Refuse, f.msg, RefusedRunning
 				return a
 			}
 			armed, v, reason := m.armLiveRebuild(mc, req.From)
@@ -236,7 +252,7 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 				// cluster anew (the plan said so before anyone armed it).
 				m.record(mc.HW, req.From, "etcd starts anew", mc.Hostname+" is the config's only etcd member: it starts an empty cluster")
 			} else {
-				a.Verdict, a.Reason = m.rejoin(mc, req.From)
+				a.Verdict, a.Reason, a.Refused = m.rejoin(mc, req.From)
 				return a
 			}
 		}

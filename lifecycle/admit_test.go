@@ -66,17 +66,18 @@ func TestBootTokens(t *testing.T) {
 			tok   string
 			stage Stage
 			want  string
+			code  string // Admission.Refused, what the metrics count
 		}{
-			"no token":        {"198.18.0.64", "", StageBoot, "no valid boot token"},
-			"malformed token": {"198.18.0.64", "../../etc", StageBoot, "no valid boot token"},
-			"made-up token":   {"198.18.0.64", strings.Repeat("a", 64), StageBoot, "unknown, used or expired"},
-			"upper-case":      {"198.18.0.64", strings.ToUpper(tok), StageBoot, "no valid boot token"},
-			"other address":   {"198.18.0.77", tok, StageBoot, "but flint leased"},
-			"installed stage": {"198.18.0.64", tok, StageInstalled, "only a disk install"},
+			"no token":        {"198.18.0.64", "", StageBoot, "no valid boot token", RefusedToken},
+			"malformed token": {"198.18.0.64", "../../etc", StageBoot, "no valid boot token", RefusedToken},
+			"made-up token":   {"198.18.0.64", strings.Repeat("a", 64), StageBoot, "unknown, used or expired", RefusedToken},
+			"upper-case":      {"198.18.0.64", strings.ToUpper(tok), StageBoot, "no valid boot token", RefusedToken},
+			"other address":   {"198.18.0.77", tok, StageBoot, "but flint leased", RefusedAddress},
+			"installed stage": {"198.18.0.64", tok, StageInstalled, "only a disk install", RefusedStage},
 		} {
 			a := f.admit(nuc4, mustAddr(c.ip), c.tok, c.stage)
-			if a.Verdict != Refuse || !strings.Contains(a.Reason, c.want) {
-				t.Errorf("%s: %v %q, want a refusal saying %q", name, a.Verdict, a.Reason, c.want)
+			if a.Verdict != Refuse || !strings.Contains(a.Reason, c.want) || a.Refused != c.code {
+				t.Errorf("%s: %v %q (%s), want a refusal saying %q (%s)", name, a.Verdict, a.Reason, a.Refused, c.want, c.code)
 			}
 		}
 	})
@@ -274,8 +275,8 @@ func TestDiskInstall(t *testing.T) {
 			t.Fatalf("installed: %+v", s)
 		}
 		// A token issued before the install finished no longer opens anything.
-		if b := f.admit(nuc4, ip4, strings.Repeat("c", 64), StageBoot); b.Verdict != Refuse {
-			t.Fatalf("installed: %v", b.Verdict)
+		if b := f.admit(nuc4, ip4, strings.Repeat("c", 64), StageBoot); b.Verdict != Refuse || b.Refused != RefusedWindow {
+			t.Fatalf("installed: %v (%s), want a refusal for the closed window", b.Verdict, b.Refused)
 		}
 	})
 	t.Run("reprovision reopens it", func(t *testing.T) {

@@ -51,40 +51,41 @@ func nameOf(r store.Machine) string {
 
 // rejoin runs the etcd membership change for a reprovisioned server in the
 // background; the node is told to wait (503) until it is done, or refused
-// (403) when etcd says its old member still runs.
-func (m *Manager) rejoin(mc *config.Machine, from netip.Addr) (Verdict, string) {
+// (403) when etcd says its old member still runs. It returns the verdict,
+// its reason and, for a refusal, its code (Refused*).
+func (m *Manager) rejoin(mc *config.Machine, from netip.Addr) (Verdict, string, string) {
 	key := mc.HW
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.preparing[key] {
-		return Wait, "flint is replacing " + mc.Hostname + "'s etcd member"
+		return Wait, "flint is replacing " + mc.Hostname + "'s etcd member", ""
 	}
 	// The arm may have been cancelled since the caller read it; cancels
 	// hold m.mu too, so this read settles it.
 	if rec, _, err := m.st.Machine(mc.MAC); err != nil {
-		return Wait, "flint cannot read its state; retry"
+		return Wait, "flint cannot read its state; retry", ""
 	} else if rec.EtcdRejoin {
-		return Wait, "flint has replaced " + mc.Hostname + "'s etcd member; retry"
+		return Wait, "flint has replaced " + mc.Hostname + "'s etcd member; retry", ""
 	} else if rec.State != store.StateReprovision {
-		return Refuse, mc.Hostname + "'s reprovision was cancelled: its etcd member stays as it is"
+		return Refuse, mc.Hostname + "'s reprovision was cancelled: its etcd member stays as it is", RefusedCancelled
 	}
 	if f, ok := m.failed[key]; ok && m.now().Sub(f.at) < m.RetryRejoin {
 		if f.refuse {
-			return Refuse, f.msg
+			return Refuse, f.msg, RefusedRunning
 		}
-		return Wait, f.msg
+		return Wait, f.msg, ""
 	}
 	if m.connect == nil {
-		return Wait, "this flint cannot reach etcd to replace the member"
+		return Wait, "this flint cannot reach etcd to replace the member", ""
 	}
 	if m.ctx.Err() != nil {
-		return Wait, "flint is shutting down"
+		return Wait, "flint is shutting down", ""
 	}
 	m.preparing[key] = true
 	m.record(key, from, "etcd rejoin started", "checking the member and the others")
 	m.bg.Add(1)
 	go m.runRejoin(mc, from)
-	return Wait, "flint is replacing " + mc.Hostname + "'s etcd member"
+	return Wait, "flint is replacing " + mc.Hostname + "'s etcd member", ""
 }
 
 // recentFailure is the last rejoin failure of mac within RetryRejoin.

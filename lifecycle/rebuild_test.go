@@ -158,8 +158,8 @@ func TestHealthyMemberIsNeverReplaced(t *testing.T) {
 	}
 	waitFor(t, "refusal", func() bool { return strings.Contains(f.events(t, nuc1), "etcd rejoin refused") })
 	a := f.admit(nuc1, ip1, tok, StageBoot)
-	if a.Verdict != Refuse || !strings.Contains(a.Reason, "never replaced") {
-		t.Fatalf("after etcd said healthy: %v %q", a.Verdict, a.Reason)
+	if a.Verdict != Refuse || !strings.Contains(a.Reason, "never replaced") || a.Refused != RefusedRunning {
+		t.Fatalf("after etcd said healthy: %v %q (%s)", a.Verdict, a.Reason, a.Refused)
 	}
 	r := f.state(t, nuc1)
 	if r.State != store.StateInstalled || r.Rebuilding || r.EtcdRejoin {

@@ -78,7 +78,9 @@ func TestCancelReprovision(t *testing.T) {
 		}
 	})
 	close(release)
-	waitFor(t, "member re-added", func() bool { return f.state(t, nuc1).EtcdRejoin })
+	// The timeline event comes after the rejoin freed its slot (EtcdRejoin
+	// is stored before): only then does a cancel see the finished rejoin.
+	waitFor(t, "member re-added", func() bool { return strings.Contains(f.events(t, nuc1), "etcd rejoin prepared") })
 	t.Run("refused once the member was replaced, by the package function too", func(t *testing.T) {
 		for _, cancel := range []func() error{
 			func() error { _, err := f.m.CancelReprovision("nuc1"); return err },

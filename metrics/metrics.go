@@ -34,6 +34,7 @@ type Metrics struct {
 	httpRequests  *prometheus.CounterVec
 	httpDuration  *prometheus.HistogramVec
 	configs       *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
 	rejoins       *prometheus.CounterVec
 	rejoinTime    prometheus.Histogram
 
@@ -70,6 +71,10 @@ func New(version string) *Metrics {
 			Name: "flint_ignition_configs_total",
 			Help: "Ignition config requests decided, by kind (pointer over HTTP, secret over HTTPS) and verdict (serve, refuse, wait, unknown).",
 		}, []string{"kind", "verdict"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flint_ignition_refusals_total",
+			Help: "Ignition config requests refused, by kind and reason (address, window, token, stage, member, cancelled).",
+		}, []string{"kind", "reason"}),
 		rejoins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flint_etcd_rejoins_total",
 			Help: "etcd member replacements for rebuilt servers, by result (replaced; refused_healthy: the member still ran; failed: quorum or etcd said no, retried later).",
@@ -97,7 +102,7 @@ func New(version string) *Metrics {
 		Help: "flint's version and the Go version it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.dhcpPackets, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, m.rejoins, m.rejoinTime, build,
+	m.reg.MustRegister(m.dhcpPackets, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, m.refusals, m.rejoins, m.rejoinTime, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -172,10 +177,25 @@ func (m *Metrics) HTTPRequest(listener, route, method string, code int, d time.D
 	m.httpDuration.WithLabelValues(listener, route).Observe(d.Seconds())
 }
 
-// Config counts one decided config request.
-func (m *Metrics) Config(kind, verdict string) {
+// Config counts one decided config request; refused is the reason code
+// of a refusal (from a fixed set: RefusalReasons).
+func (m *Metrics) Config(kind, verdict, refused string) {
 	if m != nil {
 		m.configs.WithLabelValues(kind, verdict).Inc()
+		if refused != "" {
+			m.refusals.WithLabelValues(kind, refused).Inc()
+		}
+	}
+}
+
+// RefusalReasons creates the refusal series of every reason code at 0.
+func (m *Metrics) RefusalReasons(codes []string) {
+	if m != nil {
+		for _, kind := range []string{"pointer", "secret"} {
+			for _, c := range codes {
+				m.refusals.WithLabelValues(kind, c)
+			}
+		}
 	}
 }
 

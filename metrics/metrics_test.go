@@ -34,8 +34,14 @@ func TestExposition(t *testing.T) {
 	m.TFTPTransfer("ipxe.efi", 1000, true)
 	m.TFTPTransfer("ipxe.efi", 0, false)
 	m.HTTPRequest("http", "/machines/:mac/boot.ipxe", "GET", 200, 3*time.Millisecond)
-	m.Config("secret", "serve")
+	m.Config("secret", "serve", "")
+	m.RefusalReasons([]string{"token", "address"})
+	m.Config("secret", "refuse", "token")
 	m.CounterFunc("flint_events_dropped_total", "Timeline events dropped because the queue was full.", func() float64 { return 7 })
+	m.AssetSync(func() (AssetSyncs, bool) {
+		return AssetSyncs{Runs: 3, LastRun: time.Unix(1700000100, 0), LastSuccess: time.Unix(1700000000, 0), Bytes: 4096,
+			Failures: map[string]int64{"flatcar": 1, "k3s": 0}}, true
+	})
 	out := scrape(t, m)
 
 	t.Run("values", func(t *testing.T) {
@@ -48,7 +54,17 @@ func TestExposition(t *testing.T) {
 			`flint_http_requests_total{code="200",listener="http",method="GET",route="/machines/:mac/boot.ipxe"} 1`,
 			`flint_http_request_duration_seconds_count{listener="http",route="/machines/:mac/boot.ipxe"} 1`,
 			`flint_ignition_configs_total{kind="secret",verdict="serve"} 1`,
+			`flint_ignition_configs_total{kind="secret",verdict="refuse"} 1`,
+			`flint_ignition_refusals_total{kind="secret",reason="token"} 1`,
+			`flint_ignition_refusals_total{kind="pointer",reason="address"} 0`,
 			`flint_events_dropped_total 7`,
+			`flint_asset_sync_runs_total 3`,
+			`flint_asset_sync_downloaded_bytes_total 4096`,
+			`flint_asset_sync_failures_total{product="flatcar"} 1`,
+			`flint_asset_sync_failures_total{product="k3s"} 0`,
+			`flint_asset_sync_last_run_ok 0`,
+			`flint_asset_sync_last_run_timestamp_seconds 1.7000001e+09`,
+			`flint_asset_sync_last_success_timestamp_seconds 1.7e+09`,
 			`flint_build_info{goversion="go`,
 			`go_goroutines `,
 			`process_resident_memory_bytes `,
@@ -109,7 +125,8 @@ func TestNilCountsNothing(t *testing.T) {
 	m.DHCPPacket("DISCOVER", "OFFER")
 	m.TFTPTransfer("x", 1, true)
 	m.HTTPRequest("http", "/", "GET", 200, time.Second)
-	m.Config("secret", "serve")
+	m.Config("secret", "refuse", "token")
+	m.RefusalReasons([]string{"token"})
 	m.CounterFunc("flint_x_total", "x", func() float64 { return 0 })
 }
 
@@ -125,5 +142,28 @@ func TestAlertedSeriesStartAtZero(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("a fresh flint lacks %s", want)
 		}
+	}
+}
+
+// TestAssetSyncNeverRun: before the first sync only the counters show (at
+// 0); an unreadable store shows none of the family.
+func TestAssetSyncNeverRun(t *testing.T) {
+	m := New("test")
+	m.AssetSync(func() (AssetSyncs, bool) { return AssetSyncs{Failures: map[string]int64{"etcd": 0}}, true })
+	out := scrape(t, m)
+	for _, want := range []string{"flint_asset_sync_runs_total 0", `flint_asset_sync_failures_total{product="etcd"} 0`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("never synced: exposition lacks %s", want)
+		}
+	}
+	for _, absent := range []string{"flint_asset_sync_last_run_ok ", "flint_asset_sync_last_run_timestamp_seconds ", "flint_asset_sync_last_success_timestamp_seconds "} {
+		if strings.Contains(out, absent) {
+			t.Errorf("never synced: exposition has %s", absent)
+		}
+	}
+	m = New("test")
+	m.AssetSync(func() (AssetSyncs, bool) { return AssetSyncs{}, false })
+	if out := scrape(t, m); strings.Contains(out, "flint_asset_sync_") {
+		t.Errorf("unreadable store: exposition has asset sync series")
 	}
 }

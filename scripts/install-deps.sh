@@ -8,6 +8,7 @@ set -euo pipefail
 
 RUNTIME=(
   ipxe            # /usr/lib/ipxe/{undionly.kpxe,ipxe.efi,snponly.efi}, served over TFTP
+  ipmitool        # flint power / reprovision --reboot drive machines[].bmc of type ipmi through it (bmclib's ipmitool provider)
 )
 TEST=(
   iproute2        # ip netns / veth / bridge for the test networks
@@ -36,6 +37,7 @@ TEST=(
   prometheus      # a real Prometheus scrapes /metrics; promtool checks the exposition
   systemd         # systemd-analyze verify/security checks deploy/systemd/flint.service
   chromium        # the web dashboard, driven headless by chromedp in the integration tests
+  openipmi        # ipmi_sim: a real IPMI BMC (LAN, RMCP+) for flint power and reprovision --reboot
 )
 
 case "${1:-}" in

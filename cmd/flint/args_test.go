@@ -33,7 +33,7 @@ func TestBadLogFlagsFailEveryCommand(t *testing.T) {
 func TestValidatePositionalConfig(t *testing.T) {
 	dir := t.TempDir()
 	one := filepath.Join(dir, "one.yaml")
-	cfg := "dhcp:\n  mode: \"off\"\n  subnet: 198.18.0.0/24\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"
+	cfg := "dhcp:\n  mode: \"off\"\n  subnet: 198.18.0.0/24\nassets: {flatcar: {version: 4152.2.0}}\nmachines:\n  - {mac: '52:54:00:00:00:01', hostname: a, ip: 198.18.0.9, role: server}\n"
 	if err := os.WriteFile(one, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

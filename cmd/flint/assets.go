@@ -73,7 +73,7 @@ Progress goes to stderr: bars on a terminal, log lines otherwise.`,
 			} else {
 				opt.Progress = assets.LogProgress(log, 5*time.Second)
 			}
-			res, err := assets.Sync(ctx, dir, cfg.Assets, opt)
+			res, err := assets.Sync(ctx, dir, cfg.AssetSources(), opt)
 			var cerr *assets.ConfigError
 			if errors.As(err, &cerr) {
 				if path == "" {
@@ -187,7 +187,7 @@ says which assets that config's machines need and the store lacks.`,
 				tw.Flush()
 			}
 			if path != "" {
-				for _, gap := range st.Check(cfg, false) {
+				for _, gap := range st.Check(cfg) {
 					fmt.Fprintln(out, "missing: "+gap.String())
 				}
 			}

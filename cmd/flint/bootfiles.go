@@ -17,19 +17,9 @@ func warnMissingBootFiles(cfg *config.Config, assetsDir string, log *slog.Logger
 		log.Warn("cannot check the Flatcar boot files", "err", err.Error())
 		return
 	}
-	for _, g := range st.Check(cfg, anyDiskInstall(cfg)) {
+	for _, g := range st.Check(cfg) {
 		if strings.HasPrefix(g.Name, "flatcar-") {
 			log.Warn("Flatcar boot file missing: machines cannot boot until it is there", "asset", g.Name, "path", "/assets/"+g.Path, "problem", g.Reason)
 		}
 	}
-}
-
-// anyDiskInstall reports whether a machine of the config installs to disk.
-func anyDiskInstall(cfg *config.Config) bool {
-	for i := range cfg.Machines {
-		if cfg.InstallModeOf(&cfg.Machines[i]) == config.InstallDisk {
-			return true
-		}
-	}
-	return false
 }

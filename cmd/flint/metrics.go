@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/flint-boot/flint/assets"
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/dhcp"
 	"github.com/flint-boot/flint/events"
@@ -11,7 +12,7 @@ import (
 
 // registerCounts exposes what the services and the store keep anyway, read
 // at each scrape.
-func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder, d *dhcp.Server, t *tftp.Server) {
+func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder, d *dhcp.Server, t *tftp.Server, assetsDir string) {
 	m.CounterFunc("flint_events_dropped_total",
 		"Timeline events (sightings, transfers, downloads) dropped because the write queue was full (limits.pending_events).",
 		func() float64 { return float64(rec.Dropped()) })
@@ -36,8 +37,25 @@ func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder
 	}
 	m.GaugesBy("flint_machines", "The config's machines by lifecycle state (each looked up by key at each scrape).", "state",
 		func() map[string]int { return machinesByState(cfg, rec) })
+	m.AssetSync(func() (metrics.AssetSyncs, bool) { return assetSyncs(assetsDir) })
 	m.GaugeFunc("flint_machines_stuck", "The config's machines installing for longer than cluster.install_timeout with no report.",
 		func() float64 { return float64(stuckMachines(cfg, rec)) })
+}
+
+// assetSyncs reads what `flint assets sync` recorded in the manifest of the
+// assets directory flint serves, with a failure count for every product.
+func assetSyncs(dir string) (metrics.AssetSyncs, bool) {
+	st, err := assets.Open(dir)
+	if err != nil {
+		return metrics.AssetSyncs{}, false // a damaged manifest: validate and sync say so
+	}
+	r := st.Syncs()
+	out := metrics.AssetSyncs{Runs: r.Runs, LastRun: r.LastRun, LastSuccess: r.LastSuccess, LastOK: r.LastOK, Bytes: r.Bytes,
+		Failures: map[string]int64{}}
+	for _, p := range assets.Products {
+		out.Failures[p] = r.Failures[p]
+	}
+	return out, true
 }
 
 // stuckMachines counts the config's machines marked stuck while installing.

@@ -13,6 +13,7 @@ import (
 // their records, found by key; machines only discovered are not counted.
 func TestMachinesByState(t *testing.T) {
 	cfg, err := config.Parse("t.yaml", []byte(`server: {address: 198.18.0.1}
+cluster: {install_mode: live}
 machines:
   - {mac: "52:54:00:00:00:01", hostname: a, ip: 198.18.0.11, role: server}
   - {mac: "52:54:00:00:00:02", hostname: b, ip: 198.18.0.12, role: agent}

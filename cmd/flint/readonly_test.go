@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +129,7 @@ ipxe:
   directory: %s
 cluster:
   name: test
+  install_mode: live
 %smachines:
   - {mac: '52:54:00:00:00:01', hostname: nuc1, ip: 198.18.0.11, role: server}
 `, httpPort, httpsPort, freePort(t), dir, extra)
@@ -238,5 +240,19 @@ func TestServedPKIStays(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(data, "pki", name)); err != nil {
 			t.Errorf("the PKI of a serve that started is gone after it stopped: %v", err)
 		}
+	}
+}
+
+// A port flint may not bind gets advice about capabilities, not about
+// another server using it.
+func TestBindErrorAdvice(t *testing.T) {
+	denied := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EACCES)}
+	err := bindError("127.0.0.1:80", "server.http_port", "site.yaml", denied)
+	if !strings.Contains(err.Error(), "CAP_NET_BIND_SERVICE") || strings.Contains(err.Error(), "another server") || !strings.Contains(err.Error(), "server.http_port in site.yaml") {
+		t.Errorf("permission denied: %v", err)
+	}
+	busy := &net.OpError{Op: "listen", Net: "tcp", Err: os.NewSyscallError("bind", syscall.EADDRINUSE)}
+	if err := bindError("127.0.0.1:80", "server.http_port", "site.yaml", busy); !strings.Contains(err.Error(), "another server") {
+		t.Errorf("address in use: %v", err)
 	}
 }

@@ -9,15 +9,18 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/lifecycle"
+	"github.com/flint-boot/flint/power"
 	"github.com/flint-boot/flint/store"
 )
 
 func newReprovisionCmd() *cobra.Command {
 	var data, path string
-	var yes, cancel bool
+	var yes, cancel, reboot bool
+	var wait time.Duration
 	cmd := &cobra.Command{
-		Use:   "reprovision NODE [--yes | --cancel] [--data DIR]",
+		Use:   "reprovision NODE [--yes | --cancel] [--reboot] [--data DIR]",
 		Short: "Arm a machine so its next PXE boot reinstalls it",
 		Long: `reprovision arms NODE (a hostname or MAC from the config): its next PXE boot
 gets its Ignition config again and reinstalls it, with the same certificates,
@@ -36,12 +39,33 @@ the machine's etcd membership (etcd then waits for the member to rejoin).
 It talks to the running flint serve of DIR over its admin socket
 (DIR/flint.sock, for the user flint runs as), or writes DIR/flint.db
 directly when none runs (then --config names the config flint serves).
-It never creates DIR/flint.db: a directory flint serve never used is an error.`,
+It never creates DIR/flint.db: a directory flint serve never used is an error.
+
+--reboot then reboots it through its BMC (machines[].bmc, see flint power):
+it sets the next boot to the network where the BMC can, power-cycles the
+machine and prints its timeline as flint records it, until flint records it
+installed, --wait passes, or Ctrl-C (which stops following, not the install).
+The BMC is checked before anything is armed. --config names the config
+flint serves (the BMC's settings come from it).`,
 		Args: oneNode,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if yes && cancel {
 				return fmt.Errorf("--yes arms and --cancel disarms: pass one")
 			}
+			if reboot && cancel {
+				return fmt.Errorf("--reboot reinstalls and --cancel disarms: pass one")
+			}
+			ctx, stop := signalContext(cmd)
+			defer stop()
+			var m *config.Machine
+			var pc power.Controller
+			if reboot {
+				var err error
+				if m, pc, err = powerOf(path, args[0]); err != nil {
+					return fmt.Errorf("%w\nnothing was armed", err)
+				}
+			}
+			since := time.Now()
 			plan, err := reprovision(path, data, args[0], yes, cancel)
 			out := cmd.OutOrStdout()
 			if plan.Cancelled {
@@ -58,6 +82,12 @@ It never creates DIR/flint.db: a directory flint serve never used is an error.`,
 				return err
 			}
 			switch {
+			case plan.Armed && reboot:
+				fmt.Fprintf(out, "armed: %s reinstalls on its next network boot\n", plan.Machine)
+				if wait <= 0 {
+					wait = time.Hour
+				}
+				return rebootToInstall(ctx, out, m, pc, data, since, wait)
 			case plan.Armed:
 				fmt.Fprintf(out, "armed: reboot %s from the network; `flint machines --data %s` shows its progress\n", plan.Machine, data)
 			case plan.NeedsConfirm:
@@ -70,6 +100,8 @@ It never creates DIR/flint.db: a directory flint serve never used is an error.`,
 	cmd.Flags().StringVarP(&path, "config", "c", "", "config file, when flint serve is not running (default: the embedded example cluster)")
 	cmd.Flags().BoolVar(&yes, "yes", false, "arm a server (etcd member) after reading what will happen")
 	cmd.Flags().BoolVar(&cancel, "cancel", false, "disarm an armed reprovision (refused once etcd membership changed)")
+	cmd.Flags().BoolVar(&reboot, "reboot", false, "then network-boot it through its BMC and follow its timeline until it is installed")
+	cmd.Flags().DurationVar(&wait, "wait", time.Hour, "with --reboot: how long to follow the machine before giving up")
 	return cmd
 }
 

@@ -194,7 +194,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 			met.TFTPTransfer(file, n, err == nil)
 		},
 	}, log.With("service", "tftp"))
-	registerCounts(met, cfg, rec, dhcpSrv, tftpSrv)
+	registerCounts(met, cfg, rec, dhcpSrv, tftpSrv, assetsDir)
 	httpSrv, err := httpd.New(httpd.Options{
 		Config:     cfg,
 		State:      rec,
@@ -278,9 +278,17 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 func checkPortFree(addr, field, source string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w: is another server using the port? stop it, or change %s in %s", addr, err, field, source)
+		return bindError(addr, field, source, err)
 	}
 	return ln.Close()
+}
+
+// bindError says what to do about a port flint cannot bind.
+func bindError(addr, field, source string, err error) error {
+	if errors.Is(err, syscall.EACCES) {
+		return fmt.Errorf("listen on %s: %w: ports below 1024 need CAP_NET_BIND_SERVICE: run flint as root, from the systemd unit (AmbientCapabilities) or the container image (its binary carries the capability), or change %s in %s to a port above 1023", addr, err, field, source)
+	}
+	return fmt.Errorf("listen on %s: %w: is another server using the port? stop it, or change %s in %s", addr, err, field, source)
 }
 
 // servingTLS is the HTTPS listener's TLS: a certificate from flint's CA for

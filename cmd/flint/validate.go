@@ -133,7 +133,7 @@ func warnMissingAssets(w io.Writer, cfg *config.Config, dataDir string) error {
 	if err != nil {
 		return err
 	}
-	for _, g := range st.Check(cfg, anyDiskInstall(cfg)) {
+	for _, g := range st.Check(cfg) {
 		fmt.Fprintf(w, "warning: asset %s (/assets/%s): %s\n", g.Name, g.Path, g.Reason)
 	}
 	return nil

@@ -126,6 +126,8 @@ type Machine struct {
 	Hostname  string `json:"hostname"`
 	LastEvent string `json:"last_event"`
 	State     string `json:"state"` // lifecycle: ready, installing, installed, ...
+	// StateChanged is when State last changed.
+	StateChanged time.Time `json:"state_changed"`
 }
 
 // Machines returns flint's machine records.

@@ -42,6 +42,10 @@ type VM struct {
 
 	MAC, Hostname, IP, Role string
 	Tap                     string
+	// KernelArgs are the machine's own kernel_args in flint's config.
+	KernelArgs []string
+	// BMC is its machines[].bmc as a YAML flow mapping ("" for none).
+	BMC string
 }
 
 // Machines are the five boot paths the lab exercises. Three servers and two

@@ -56,14 +56,21 @@ boot:
   assets_dir: %s
 cluster:
   name: e2e
+  install_mode: live  # the test OS runs from RAM; it has no installer
 machines:
 `, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, mode, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
-		sb := ""
-		if v.SecureBoot {
-			sb = ", secure_boot: true"
+		extra := ""
+		if len(v.KernelArgs) > 0 {
+			extra += fmt.Sprintf(", kernel_args: [%s]", strings.Join(v.KernelArgs, ", "))
 		}
-		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s%s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, sb, v.Desc)
+		if v.BMC != "" {
+			extra += ", bmc: " + v.BMC
+		}
+		if v.SecureBoot {
+			extra += ", secure_boot: true"
+		}
+		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s%s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, extra, v.Desc)
 	}
 	return b.String()
 }

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"golang.org/x/sys/unix"
 
 	"github.com/flint-boot/flint/internal/testenv"
 )
@@ -37,7 +39,7 @@ func TestImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := options{Flint: bin, IPXEDir: ipxeDir, Tag: "flint:test", Created: time.Unix(1700000000, 0).UTC(), Arch: "amd64"}
-	o.Out = filepath.Join(dir, "a.tar")
+	o.Out, o.OCI = filepath.Join(dir, "a.tar"), filepath.Join(dir, "oci")
 	if err := build(o); err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +60,23 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(cf.Config.Entrypoint, []string{binPath}) || cf.OS != "linux" || !cf.Created.Time.Equal(o.Created) {
-		t.Errorf("image config: entrypoint %q, os %q, created %v; want [%s], linux, %v", cf.Config.Entrypoint, cf.OS, cf.Created.Time, binPath, o.Created)
+	if !slices.Equal(cf.Config.Entrypoint, []string{binPath}) || cf.OS != "linux" || !cf.Created.Time.Equal(o.Created) || cf.Config.User != "65532:65532" {
+		t.Errorf("image config: entrypoint %q, os %q, created %v, user %q; want [%s], linux, %v, 65532:65532", cf.Config.Entrypoint, cf.OS, cf.Created.Time, cf.Config.User, binPath, o.Created)
 	}
+	t.Run("the OCI layout holds the same image", func(t *testing.T) {
+		idx, err := layout.ImageIndexFromPath(o.OCI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := img.Digest()
+		if len(im.Manifests) != 1 || im.Manifests[0].Digest != want || im.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "test" {
+			t.Errorf("OCI layout index %+v, want one manifest %s tagged test", im.Manifests, want)
+		}
+	})
 
 	root := filepath.Join(dir, "root")
 	layers, err := img.Layers()
@@ -74,6 +90,9 @@ func TestImage(t *testing.T) {
 		}
 		unpack(t, rc, root, o.Created)
 		rc.Close()
+	}
+	if fi, err := os.Stat(filepath.Join(root, dataPath)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: %v %v, want a 0700 directory", dataPath, fi.Mode(), err)
 	}
 	for _, f := range ipxeFiles {
 		want, _ := os.ReadFile(filepath.Join(ipxeDir, f))
@@ -105,6 +124,9 @@ func TestImage(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "ok:") {
 		t.Errorf("the image's flint validate --config %s: %v\n%s", cfgPath, err, out)
 	}
+	t.Run("serves on privileged ports as uid 65532 with only its file capabilities", func(t *testing.T) {
+		serveUnprivileged(t, dir, root)
+	})
 }
 
 // unpack extracts a layer into root, checking each entry's time and owner.
@@ -119,14 +141,30 @@ func unpack(t *testing.T, r io.Reader, root string, created time.Time) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !h.ModTime.Equal(created) || h.Uid != 0 || h.Gid != 0 {
-			t.Errorf("%s: time %v owner %d:%d, want %v and root", h.Name, h.ModTime, h.Uid, h.Gid, created)
+		owner := 0
+		if h.Name == dataPath[1:]+"/" {
+			owner = flintUID // flint's own state, and nothing else
+		}
+		if !h.ModTime.Equal(created) || h.Uid != owner || h.Gid != owner {
+			t.Errorf("%s: time %v owner %d:%d, want %v and %d", h.Name, h.ModTime, h.Uid, h.Gid, created, owner)
+		}
+		caps, hasCaps := h.PAXRecords[capsXattr]
+		if want := h.Name == binPath[1:]; hasCaps != want || (want && caps != fileCaps()) {
+			t.Errorf("%s: file capabilities %x (present %v); want them on %s only: %x", h.Name, caps, hasCaps, binPath, fileCaps())
 		}
 		dst := filepath.Join(root, filepath.Clean("/"+h.Name))
 		switch h.Typeflag {
 		case tar.TypeDir:
 			if err := os.MkdirAll(dst, 0o755); err != nil {
 				t.Fatal(err)
+			}
+			if err := os.Chmod(dst, os.FileMode(h.Mode).Perm()); err != nil {
+				t.Fatal(err)
+			}
+			if os.Geteuid() == 0 {
+				if err := os.Lchown(dst, h.Uid, h.Gid); err != nil {
+					t.Fatal(err)
+				}
 			}
 		case tar.TypeReg:
 			data, err := io.ReadAll(tr)
@@ -138,6 +176,12 @@ func unpack(t *testing.T, r io.Reader, root string, created time.Time) {
 			}
 			if err := os.WriteFile(dst, data, os.FileMode(h.Mode).Perm()); err != nil {
 				t.Fatal(err)
+			}
+			if caps, ok := h.PAXRecords[capsXattr]; ok && os.Geteuid() == 0 {
+				// What a container runtime does with the record (root only).
+				if err := unix.Setxattr(dst, "security.capability", []byte(caps), 0); err != nil {
+					t.Fatalf("%s: set file capabilities: %v", dst, err)
+				}
 			}
 		default:
 			t.Errorf("%s: unexpected entry type %q", h.Name, h.Typeflag)
