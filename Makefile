@@ -41,7 +41,7 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt -w these files:"; echo "$$unformatted"; exit 1; fi
 
 ## test: everything, integration and e2e tests included (they need root: `sudo make test`)
-# The e2e suite runs alone after the others: its three TCG VMs would
+# The e2e suite runs alone after the others: its five TCG VMs would
 # otherwise compete for the 2 cores with the timing-sensitive integration tests.
 test: deps vet
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
@@ -63,13 +63,13 @@ integration: deps
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 20m -v ./integration/
 
-## e2e: three QEMU machines (SeaBIOS+iPXE, OVMF native PXE, OVMF+e1000) netboot a test OS
+## e2e: five QEMU machines (SeaBIOS+iPXE, OVMF native PXE, OVMF+e1000, OVMF HTTP boot, OVMF Secure Boot) netboot a test OS
 ## from flint and run the real Ignition client; checks every step (root, ~1-2 min)
 e2e: deps
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) test -count=1 -timeout 10m -v ./e2e/...
 
-## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, three VMs; flint keeps running
+## lab: the e2e suite's virtual lab for people: namespace flt-lab, flint, five VMs; flint keeps running
 lab: deps build
 	GO=$(GO) scripts/build-ignition.sh $(IGNITION_BIN)
 	FLINT_IGNITION_BIN=$(IGNITION_BIN) $(GO) run ./e2e/cmd/flint-lab up

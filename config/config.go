@@ -142,6 +142,15 @@ type Boot struct {
 	KernelArgs []string `yaml:"kernel_args"`
 	// AssetsDir is the directory /assets/ serves. Empty: DATA/assets.
 	AssetsDir string `yaml:"assets_dir"`
+	// SecureBoot boots every machine (unless it says otherwise) through a
+	// signed chain instead of iPXE: UEFI PXE loads Shim over TFTP, Shim loads
+	// GRUB, GRUB loads the machine's GRUB config from flint over HTTP and
+	// boots a kernel signed by a key Shim trusts.
+	SecureBoot bool `yaml:"secure_boot"`
+	// Shim and Grub are the signed first and second stages. Empty: Debian's
+	// shim-signed and grub-efi-amd64-signed files.
+	Shim string `yaml:"shim"`
+	Grub string `yaml:"grub"`
 }
 
 // Cluster is what every node's Ignition config shares.
@@ -272,6 +281,8 @@ type Machine struct {
 	// InstallMode and InstallDisk override the cluster's.
 	InstallMode string `yaml:"install_mode"`
 	InstallDisk string `yaml:"install_disk"`
+	// SecureBoot overrides boot.secure_boot for this machine.
+	SecureBoot *bool `yaml:"secure_boot"`
 	// BMC is the machine's baseboard management controller, for flint power
 	// and flint reprovision --reboot; nil: none.
 	BMC *BMC `yaml:"bmc"`
@@ -399,6 +410,25 @@ const (
 	InstallDisk = "disk"
 	InstallLive = "live"
 )
+
+// SecureBootOf reports whether m boots the signed chain (Shim, GRUB) instead
+// of iPXE: its own secure_boot, else boot.secure_boot.
+func (c *Config) SecureBootOf(m *Machine) bool {
+	if m.SecureBoot != nil {
+		return *m.SecureBoot
+	}
+	return c.Boot.SecureBoot
+}
+
+// UsesSecureBoot reports whether any machine boots the signed chain.
+func (c *Config) UsesSecureBoot() bool {
+	for i := range c.Machines {
+		if c.SecureBootOf(&c.Machines[i]) {
+			return true
+		}
+	}
+	return false
+}
 
 // InstallModeOf is the machine's install mode (its own, else the cluster's).
 func (c *Config) InstallModeOf(m *Machine) string {

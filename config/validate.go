@@ -24,6 +24,8 @@ const (
 	DefaultOfferHold      = 30 * time.Second
 	DefaultDeclineHold    = 10 * time.Minute
 	DefaultIPXEDir        = "/usr/lib/ipxe"
+	DefaultShim           = "/usr/lib/shim/shimx64.efi.signed"                      // Debian shim-signed
+	DefaultGrub           = "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed" // Debian grub-efi-amd64-signed
 	DefaultKernel         = "flatcar/flatcar_production_pxe.vmlinuz"
 	DefaultInitrd         = "flatcar/flatcar_production_pxe_image.cpio.gz"
 	DefaultCluster        = "flint"
@@ -137,6 +139,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	}
 
 	c.bootPaths("boot", cfg.Boot.Kernel, cfg.Boot.Initrd, cfg.Boot.KernelArgs)
+	cfg.validateSecureBoot(c)
 	cfg.validateSecurity(c)
 	cfg.validateMachines(c)
 	cfg.validateBMCs(c)
@@ -211,6 +214,12 @@ func (cfg *Config) applyDefaults() {
 	}
 	if cfg.Boot.Kernel == "" {
 		cfg.Boot.Kernel = DefaultKernel
+	}
+	if cfg.Boot.Shim == "" {
+		cfg.Boot.Shim = DefaultShim
+	}
+	if cfg.Boot.Grub == "" {
+		cfg.Boot.Grub = DefaultGrub
 	}
 	if cfg.Boot.Initrd == "" {
 		cfg.Boot.Initrd = DefaultInitrd

@@ -34,6 +34,11 @@ const (
 	scriptPath     = "/boot.ipxe"
 )
 
+// FileShim is the first stage of the Secure Boot chain (Shim, signed by
+// Microsoft's UEFI CA), served over TFTP; it loads grubx64.efi from the same
+// server and directory.
+const FileShim = "shimx64.efi"
+
 // Vendor classes (option 60) of netboot firmware.
 const (
 	VendorPXEClient  = "PXEClient"
@@ -51,6 +56,7 @@ type BootRequest struct {
 	Known           bool   // the MAC is a machine in the config
 	DiscoverUnknown bool   // config dhcp.discover_unknown
 	IPXEBinary      string // the machine's ipxe_binary override ("" for none)
+	SecureBoot      bool   // the machine boots the signed chain (Shim, GRUB), not iPXE
 
 	TFTPServer  netip.Addr // flint's address: siaddr (next-server)
 	HTTPBaseURL string     // e.g. "http://198.18.0.1:8080"
@@ -110,13 +116,24 @@ func Decide(r BootRequest) BootDecision {
 	case ArchBIOS:
 		file, note := pick(FileBIOS, r.IPXEBinary, biosBinaries)
 		return boot(file, "BIOS"+note)
-	case ArchX86UEFI, ArchX64UEFI, ArchX64UEFIAlt:
+	case ArchX64UEFI, ArchX64UEFIAlt:
+		if r.SecureBoot {
+			return boot(FileShim, ArchName(r.Arch)+" Secure Boot: Shim, then GRUB")
+		}
+		file, note := pick(FileUEFI, r.IPXEBinary, x86EFIBinaries)
+		return boot(file, ArchName(r.Arch)+note)
+	case ArchX86UEFI:
 		file, note := pick(FileUEFI, r.IPXEBinary, x86EFIBinaries)
 		return boot(file, ArchName(r.Arch)+note)
 	case ArchARM64UEFI:
 		file, note := pick(FileARM64UEFI, r.IPXEBinary, arm64EFIBinaries)
 		return boot(file, ArchName(r.Arch)+note)
 	case ArchX64UEFIHTTP:
+		if r.SecureBoot {
+			// Shim and GRUB find their next stage and config from the PXE
+			// (TFTP) boot information; flint has not proven them over HTTP boot.
+			return BootDecision{Reason: "secure_boot machines boot by UEFI PXE, not UEFI HTTP boot: put PXE (IPv4) first in the firmware's boot order"}
+		}
 		file, note := pick(FileUEFI, r.IPXEBinary, x86EFIBinaries)
 		return httpFile(file, ArchName(r.Arch)+note)
 	case ArchARM64UEFIHTTP:

@@ -58,6 +58,13 @@ func TestDecide(t *testing.T) {
 		{name: "iPXE without vendor class", req: known(BootRequest{IPXE: true}), file: base + "/boot.ipxe"},
 		{name: "iPXE on unsupported arch still gets the script", req: known(BootRequest{VendorClass: pxeVC, Arch: 2, HasArch: true, IPXE: true}), file: base + "/boot.ipxe"},
 
+		{name: "Secure Boot x86-64 UEFI", req: known(BootRequest{VendorClass: pxeVC, Arch: 7, HasArch: true, SecureBoot: true}), file: "shimx64.efi"},
+		{name: "Secure Boot arch 9", req: known(BootRequest{VendorClass: pxeVC, Arch: 9, HasArch: true, SecureBoot: true}), file: "shimx64.efi"},
+		{name: "Secure Boot ignores ipxe_binary", req: known(BootRequest{VendorClass: pxeVC, Arch: 7, HasArch: true, SecureBoot: true, IPXEBinary: "snponly.efi"}), file: "shimx64.efi"},
+		{name: "Secure Boot on BIOS boots iPXE", req: known(BootRequest{VendorClass: pxeVC, Arch: 0, HasArch: true, SecureBoot: true}), file: "undionly.kpxe"},
+		{name: "Secure Boot, iPXE asks (Secure Boot off in the firmware)", req: known(BootRequest{VendorClass: pxeVC, Arch: 7, HasArch: true, IPXE: true, SecureBoot: true}), file: base + "/boot.ipxe"},
+		{name: "Secure Boot over UEFI HTTP boot", req: known(BootRequest{VendorClass: "HTTPClient:Arch:00016:UNDI:003000", Arch: 16, HasArch: true, SecureBoot: true}),
+			reason: "secure_boot machines boot by UEFI PXE, not UEFI HTTP boot: put PXE (IPv4) first in the firmware's boot order"},
 		{name: "unsupported arch", req: known(BootRequest{VendorClass: pxeVC, Arch: 2, HasArch: true}), reason: "unsupported client architecture 2"},
 		{name: "unsupported arch arm32", req: known(BootRequest{VendorClass: pxeVC, Arch: 10, HasArch: true}), reason: "unsupported client architecture 10"},
 		{name: "unsupported HTTP arch", req: known(BootRequest{VendorClass: "HTTPClient", Arch: 15, HasArch: true}), reason: "unsupported client architecture 15"},

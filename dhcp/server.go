@@ -354,6 +354,7 @@ func (s *Server) decide(ci clientInfo, m *config.Machine) BootDecision {
 	}
 	if m != nil {
 		r.IPXEBinary = m.IPXEBinary
+		r.SecureBoot = s.cfg.SecureBootOf(m)
 	}
 	return Decide(r)
 }

@@ -1,6 +1,6 @@
-// Package e2e boots real firmware from flint: three QEMU machines (SeaBIOS
-// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM) PXE-boot a small
-// test OS from flint and run the real Ignition client against it. See
+// Package e2e boots real firmware from flint: five QEMU machines (SeaBIOS
+// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM, OVMF's UEFI HTTP
+// boot, OVMF with Secure Boot through Shim and GRUB) netboot a small test OS from flint and run the real Ignition client against it. See
 // vlab for the lab itself and testos/ for the test OS.
 //
 // The suite needs root (network namespaces, taps) and Debian packages
@@ -83,22 +83,27 @@ func needPrerequisites(t *testing.T) {
 	var missing []string
 	for tool, pkg := range map[string]string{
 		"ip": "iproute2", "qemu-system-x86_64": "qemu-system-x86", "curl": "curl",
-		"cpio": "cpio", "apt-get": "apt", "gcc": "gcc", "strip": "binutils",
+		"cpio": "cpio", "apt-get": "apt", "gcc": "gcc", "strip": "binutils", "tcpdump": "tcpdump",
+		"dnsmasq": "dnsmasq-base",
 	} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", tool, pkg))
 		}
 	}
 	for file, pkg := range map[string]string{
-		vlab.OVMFCode:                           "ovmf",
-		vlab.OVMFVars:                           "ovmf",
-		"/usr/lib/ipxe/ipxe.efi":                "ipxe",
-		"/usr/lib/ipxe/qemu/efi-virtio.rom":     "ipxe-qemu",
-		"/usr/lib/ipxe/qemu/efi-e1000.rom":      "ipxe-qemu",
-		"/bin/busybox":                          "busybox-static",
-		"/usr/include/blkid/blkid.h":            "libblkid-dev",
-		"/usr/lib/x86_64-linux-gnu/libc.so":     "libc6-dev",
-		"/usr/lib/x86_64-linux-gnu/libblkid.so": "libblkid-dev",
+		vlab.OVMFCode:                      "ovmf",
+		vlab.OVMFVars:                      "ovmf",
+		vlab.OVMFCodeSecure:                "ovmf",
+		vlab.OVMFVarsMS:                    "ovmf",
+		"/usr/lib/shim/shimx64.efi.signed": "shim-signed",
+		"/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed": "grub-efi-amd64-signed",
+		"/usr/lib/ipxe/ipxe.efi":                                "ipxe",
+		"/usr/lib/ipxe/qemu/efi-virtio.rom":                     "ipxe-qemu",
+		"/usr/lib/ipxe/qemu/efi-e1000.rom":                      "ipxe-qemu",
+		"/bin/busybox":                                          "busybox-static",
+		"/usr/include/blkid/blkid.h":                            "libblkid-dev",
+		"/usr/lib/x86_64-linux-gnu/libc.so":                     "libc6-dev",
+		"/usr/lib/x86_64-linux-gnu/libblkid.so":                 "libblkid-dev",
 	} {
 		if _, err := os.Stat(file); err != nil {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s)", file, pkg))

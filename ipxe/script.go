@@ -1,6 +1,7 @@
 // Package ipxe writes the iPXE scripts flint serves: the generic /boot.ipxe
 // every machine loads first, the per-machine script that boots Flatcar, and the
-// answer for MACs flint does not know. All functions are pure.
+// answer for MACs flint does not know; and, for Secure Boot machines, the
+// same in GRUB's language (grub.go). All functions are pure.
 //
 // iPXE's script language has no quoting: a line is split on whitespace, ${...}
 // is expanded, a token starting with '#' starts a comment and the tokens "||",
@@ -99,8 +100,14 @@ func MachineScript(cfg *config.Config, m *config.Machine, token string) string {
 // break the line.
 func KernelArgs(cfg *config.Config, m *config.Machine, token string) []string {
 	initrd := firstNonEmpty(m.Initrd, cfg.Boot.Initrd)
+	return append([]string{"initrd=" + imageName(initrd)}, bootArgs(cfg, m, token)...)
+}
+
+// bootArgs is m's kernel command line without iPXE's initrd= (a loader that
+// hands the kernel its initrd in memory, as GRUB does, must not name a file
+// the kernel's EFI stub would then look for).
+func bootArgs(cfg *config.Config, m *config.Machine, token string) []string {
 	args := []string{
-		"initrd=" + imageName(initrd),
 		"flatcar.first_boot=1",
 		// The machine's own MAC, not ${mac:hexhyp}: the config belongs to the
 		// machine, whichever NIC fetched the script, and the URL reads on its own.

@@ -25,7 +25,10 @@ TEST=(
   # e2e suite (e2e/): real firmware in QEMU and the test OS it boots
   qemu-system-x86 # the VMs (always -accel tcg)
   ipxe-qemu       # QEMU's iPXE NIC ROMs (efi-virtio.rom, efi-e1000.rom)
-  ovmf            # UEFI firmware with its own PXE client
+  ovmf            # UEFI firmware with its own PXE and HTTP boot clients, and its Secure Boot build (.ms files)
+  shim-signed     # Debian's Shim signed by Microsoft's UEFI CA: the first stage of a Secure Boot machine (e2e)
+  grub-efi-amd64-signed # Debian's signed network GRUB (grubnetx64.efi.signed), loaded by Shim (e2e)
+  grub-common     # grub-script-check: GRUB's own parser checks the configs flint writes
   cpio            # packs the test OS's initramfs
   libblkid-dev    # the real Ignition client links libblkid (cgo)
   pkg-config      # finds libblkid for the Ignition build

@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,7 @@ func FuzzCleanName(f *testing.F) {
 			}
 		}
 
-		file, _, err := s.open(name)
+		file, _, err := s.open(netip.Addr{}, name)
 		if err != nil {
 			if strings.Contains(err.Error(), dir) && !strings.Contains(name, dir) {
 				t.Fatalf("open(%q) error shows a host path: %v", name, err)

@@ -34,7 +34,7 @@ func (s *Server) handleRead(name string, rf io.ReaderFrom) error {
 	}
 	defer s.limit.release(client)
 
-	f, from, err := s.open(name)
+	f, from, err := s.open(client, name)
 	if err != nil {
 		s.warn.Warn("tftp: refused", "client", client, "file", clip(name), "reason", err.Error())
 		s.report(client, name, 0, time.Since(start), err)
@@ -107,12 +107,32 @@ func (m memFile) Name() string { return m.path }
 // open opens the regular file a request names, or says why not; from says
 // where its bytes come from ("memory" or "disk"). Its errors are sent to the
 // client, so they name the request, never a host path.
-func (s *Server) open(name string) (f file, from string, err error) {
+func (s *Server) open(client netip.Addr, name string) (f file, from string, err error) {
 	rel, err := cleanName(name)
 	if err != nil {
 		return nil, "", err
 	}
 	p := filepath.Join(s.root, filepath.FromSlash(rel))
+	if nf, ok := s.named[rel]; ok {
+		if nf.Path == "" {
+			return memFile{bytes.NewReader(nf.Data), "flint:" + rel, func() {}}, "memory", nil
+		}
+		p = nf.Path
+	} else if s.generate != nil && strings.HasPrefix(rel, s.genPrefix) {
+		data, err := s.generate(client, rel)
+		if err != nil {
+			return nil, "", err
+		}
+		return memFile{bytes.NewReader(data), "flint:" + rel, func() {}}, "flint", nil
+	} else {
+		for prefix, dir := range s.dirs { // one or two entries, from the config
+			if sub, ok := strings.CutPrefix(rel, prefix); ok && sub != "" {
+				p = filepath.Join(dir, filepath.FromSlash(sub))
+				rel = "dir:" + rel // its own cache key: never a root file's
+				break
+			}
+		}
+	}
 	// Stat before open: opening a FIFO or device could block or have effects.
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {

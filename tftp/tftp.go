@@ -124,6 +124,26 @@ type Options struct {
 	// call per packet; Stats counts them. It runs on the transfer's
 	// goroutine, so it must be safe for concurrent use.
 	OnTransfer func(client netip.Addr, file string, bytes int64, dur time.Duration, err error)
+	// Named are files served by a name of their own instead of from root
+	// (the Secure Boot chain: shimx64.efi, grubx64.efi, grub/grub.cfg), by
+	// the request name without leading slashes. Bounded by the config.
+	Named map[string]Named
+	// Dirs serves names under a prefix ("assets/") from a directory of its
+	// own, with the same lexical checks as root (Secure Boot machines' GRUB
+	// loads kernel and initrd over TFTP).
+	Dirs map[string]string
+	// Generate, if set, answers names under GeneratePrefix with bytes made
+	// for that request and client (a Secure Boot machine's GRUB config); its
+	// error is sent to the client.
+	GeneratePrefix string
+	Generate       func(client netip.Addr, name string) ([]byte, error)
+}
+
+// Named is a file served by a fixed name: a file on disk (Path), or bytes
+// flint made (Data) when Path is empty.
+type Named struct {
+	Path string
+	Data []byte
 }
 
 // Stats are the server's counters.
@@ -141,6 +161,10 @@ type Server struct {
 	log        *slog.Logger
 	iface      string
 	onTransfer func(client netip.Addr, file string, bytes int64, dur time.Duration, err error)
+	named      map[string]Named
+	dirs       map[string]string
+	genPrefix  string
+	generate   func(client netip.Addr, name string) ([]byte, error)
 	limit      *limiter
 	refused    atomic.Uint64
 	warn       *rateLog
@@ -180,6 +204,10 @@ func New(root string, opts Options, log *slog.Logger) *Server {
 		log:        log,
 		iface:      opts.Interface,
 		onTransfer: opts.OnTransfer,
+		named:      opts.Named,
+		dirs:       opts.Dirs,
+		genPrefix:  opts.GeneratePrefix,
+		generate:   opts.Generate,
 		limit:      newLimiter(maxAll, perClient),
 		warn:       newRateLog(log, logInterval, logBurst),
 		cache:      cache,

@@ -25,6 +25,7 @@ import (
 	"github.com/flint-boot/flint/events"
 	"github.com/flint-boot/flint/httpd"
 	"github.com/flint-boot/flint/ignition"
+	"github.com/flint-boot/flint/ipxe"
 	"github.com/flint-boot/flint/lifecycle"
 	"github.com/flint-boot/flint/metrics"
 	"github.com/flint-boot/flint/pki"
@@ -166,10 +167,24 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err != nil {
 		return err
 	}
+	secureBoot, err := secureBootFiles(cfg)
+	if err != nil {
+		return err
+	}
+	var tftpDirs map[string]string
+	var grubConfig func(netip.Addr, string) ([]byte, error)
+	if secureBoot != nil {
+		tftpDirs = map[string]string{tftpAssets: assetsDir}
+		grubConfig = grubConfigs(cfg, lc, log.With("service", "tftp"))
+	}
 	tftpSrv := tftp.New(cfg.IPXE.Directory, tftp.Options{
-		MaxTransfers: cfg.Limits.TFTPTransfers,
-		MaxPerClient: cfg.Limits.TFTPTransfersPerClient,
-		Interface:    cfg.Server.Interface, // used only while server.listen is empty
+		Named:          secureBoot,
+		Dirs:           tftpDirs,
+		GeneratePrefix: ipxe.GrubMachinePrefix,
+		Generate:       grubConfig,
+		MaxTransfers:   cfg.Limits.TFTPTransfers,
+		MaxPerClient:   cfg.Limits.TFTPTransfersPerClient,
+		Interface:      cfg.Server.Interface, // used only while server.listen is empty
 		OnTransfer: func(client netip.Addr, file string, n int64, d time.Duration, err error) {
 			detail := fmt.Sprintf("%d bytes in %s", n, d.Round(time.Millisecond))
 			if err != nil {
@@ -396,6 +411,9 @@ func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, d
 		fmt.Fprintf(out, "  %s\n", l)
 	}
 	fmt.Fprintf(out, "  tftp      udp %s, iPXE binaries from %s\n", tftpAddr, cfg.IPXE.Directory)
+	if cfg.UsesSecureBoot() {
+		fmt.Fprintf(out, "            Secure Boot: %s (%s), %s (%s), %s, /%sMAC/grub.cfg, /%s\n", tftpShim, cfg.Boot.Shim, tftpGrub, cfg.Boot.Grub, tftpGrubCfg, ipxe.GrubMachinePrefix, tftpAssets)
+	}
 	fmt.Fprintf(out, "  http      tcp %s, %s/boot.ipxe, assets from %s\n", httpAddr, cfg.HTTPBaseURL(), assetsDir)
 	fmt.Fprintf(out, "  https     tcp %s, configs, node reports, admin API (token in %s)\n", httpsAddr, adminToken)
 	fmt.Fprintf(out, "  admin     %s (flint machines, flint reprovision)\n", socketPath(dataDir))

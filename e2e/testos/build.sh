@@ -161,7 +161,7 @@ closure() {
     closure "$(basename "$dep" | sed -E 's/\.ko(\.[a-z]+)?$//')"
   done
 }
-for m in virtio_pci virtio_net e1000; do
+for m in virtio_pci virtio_net e1000 efivarfs; do
   closure "$m"
 done | sort -u | while read -r rel; do
   mkdir -p "$ROOT/lib/modules/$KREL/$(dirname "$rel")"

@@ -8,16 +8,20 @@ import (
 // Console is what the test OS reported on a machine's serial console: the
 // E2E-* lines its /init prints (e2e/testos/init).
 type Console struct {
-	Booted      bool   // E2E-BOOT: the test OS kernel ran /init
-	NICMAC      string // E2E-NIC: the MAC of the interface it brought up
-	NICDriver   string
-	DHCPIP      string // E2E-DHCP: the address udhcpc got from flint
-	DHCPServer  string
-	IgnitionURL string            // E2E-IGNITION-URL: from the kernel command line
-	Stages      map[string]string // E2E-STAGE: fetch/files -> "ok 2s" or "failed rc=1"
-	Requests    []Request         // E2E-IGNITION-LOG: Ignition's HTTP(S) requests, in order
-	Files       map[string]File   // E2E-FILE: what Ignition wrote, by path
-	Dirs        map[string]File   // E2E-DIR
+	Booted bool // E2E-BOOT: the test OS kernel ran /init
+	// E2E-SECUREBOOT: the EFI variable SecureBoot ("1" on, "0" off,
+	// "no-efi" on BIOS), the kernel's lockdown ("none,[integrity],confidentiality")
+	// and what the kernel said at boot ("secureboot:_Secure_boot_enabled").
+	SecureBoot, Lockdown, KernelSecureBoot string
+	NICMAC                                 string // E2E-NIC: the MAC of the interface it brought up
+	NICDriver                              string
+	DHCPIP                                 string // E2E-DHCP: the address udhcpc got from flint
+	DHCPServer                             string
+	IgnitionURL                            string            // E2E-IGNITION-URL: from the kernel command line
+	Stages                                 map[string]string // E2E-STAGE: fetch/files -> "ok 2s" or "failed rc=1"
+	Requests                               []Request         // E2E-IGNITION-LOG: Ignition's HTTP(S) requests, in order
+	Files                                  map[string]File   // E2E-FILE: what Ignition wrote, by path
+	Dirs                                   map[string]File   // E2E-DIR
 	// ReportHeader is /etc/flint/report.header as Ignition wrote it
 	// (E2E-REPORT-HEADER): "Authorization: Bearer " and the report token.
 	ReportHeader string
@@ -64,6 +68,8 @@ func ParseConsole(log string) *Console {
 		switch tag {
 		case "BOOT":
 			c.Booted = true
+		case "SECUREBOOT":
+			c.SecureBoot, c.Lockdown, c.KernelSecureBoot = field(f, "efivar="), field(f, "lockdown="), field(f, "kernel=")
 		case "NIC":
 			c.NICMAC, c.NICDriver = field(f, "mac="), field(f, "driver=")
 		case "DHCP":

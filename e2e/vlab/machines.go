@@ -13,6 +13,10 @@ import (
 const (
 	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	// The Secure Boot build (it needs SMM) and vars with Microsoft's keys
+	// enrolled and Secure Boot on: what a NUC ships with.
+	OVMFCodeSecure = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+	OVMFVarsMS     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 )
 
 // VM is one lab machine: how QEMU emulates it and what flint's config says about it.
@@ -24,6 +28,17 @@ type VM struct {
 	// NativePXE disables the NIC's option ROM (QEMU's iPXE), so OVMF's own
 	// PXE client boots: DHCP with arch 7, then TFTP ipxe.efi from flint.
 	NativePXE bool
+	// HTTPBoot turns OVMF's PXE client off (IPv4 PXE and the whole IPv6
+	// stack, through OVMF's fw_cfg knobs), so the firmware's only network
+	// boot option is UEFI HTTP boot (HttpBootDxe, in Debian's build): DHCP
+	// with arch 16 and vendor class HTTPClient, then an HTTP GET of the URL
+	// flint answers with (ipxe.efi). Needs UEFI and NativePXE.
+	HTTPBoot bool
+	// SecureBoot boots OVMF's Secure Boot build with Microsoft's keys, and
+	// flint's config says secure_boot for the machine: native PXE loads
+	// Debian's signed Shim, then signed GRUB, then the signed test OS kernel.
+	// Needs UEFI and NativePXE.
+	SecureBoot bool
 
 	MAC, Hostname, IP, Role string
 	Tap                     string
@@ -33,8 +48,8 @@ type VM struct {
 	BMC string
 }
 
-// Machines are the three boot paths the lab exercises. Two servers and an
-// agent: both Ignition profiles are applied.
+// Machines are the five boot paths the lab exercises. Three servers and two
+// agents: both Ignition profiles are applied.
 var Machines = []VM{
 	{
 		Name: "bios", Desc: "SeaBIOS, virtio-net with QEMU's iPXE ROM (iPXE asks for the HTTP script directly)",
@@ -50,13 +65,40 @@ var Machines = []VM{
 		UEFI: true,
 		NIC:  "e1000", MAC: "52:54:00:e2:e0:03", Hostname: "e2e-e1000", IP: "198.18.0.13", Role: "agent", Tap: "tap-e1000",
 	},
+	{
+		// Firmware that boots over HTTP only: OVMF's HTTP client fetches
+		// ipxe.efi from flint, never TFTP.
+		Name: "http", Desc: "OVMF UEFI HTTP boot, PXE off, virtio-net without ROM (arch 16 HTTPClient -> HTTP ipxe.efi -> iPXE -> HTTP)",
+		UEFI: true, NativePXE: true, HTTPBoot: true,
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:04", Hostname: "e2e-http", IP: "198.18.0.14", Role: "server", Tap: "tap-http",
+	},
+	{
+		// Secure Boot enforced: OVMF's Secure Boot build with Microsoft's
+		// keys, native PXE, flint's signed chain (Shim, GRUB) and Debian's
+		// signed kernel, everything after DHCP over TFTP.
+		Name: "secure", Desc: "OVMF Secure Boot (Microsoft keys), native PXE (arch 7 -> TFTP Shim -> GRUB -> TFTP kernel, initrd)",
+		UEFI: true, NativePXE: true, SecureBoot: true,
+		NIC: "virtio-net-pci", MAC: "52:54:00:e2:e0:05", Hostname: "e2e-secure", IP: "198.18.0.15", Role: "agent", Tap: "tap-secure",
+	},
 }
 
 // TFTPFile is the first-stage file the machine's firmware must fetch over
 // TFTP, or "" when its NIC ROM already is iPXE and goes straight to HTTP.
 func (v VM) TFTPFile() string {
-	if v.NativePXE {
+	switch {
+	case v.SecureBoot:
+		return "shimx64.efi"
+	case v.NativePXE && !v.HTTPBoot:
 		return "ipxe.efi"
+	}
+	return ""
+}
+
+// HTTPFile is the first-stage path the machine's firmware must fetch over
+// HTTP (UEFI HTTP boot), or "".
+func (v VM) HTTPFile() string {
+	if v.HTTPBoot {
+		return "/ipxe/ipxe.efi"
 	}
 	return ""
 }
@@ -82,10 +124,14 @@ func (v VM) QEMUArgs(dir string) ([]string, error) {
 	if v.NativePXE {
 		nic += ",romfile=" // no iPXE ROM: the firmware's own PXE boots
 	}
+	machine := "q35"
+	if v.SecureBoot {
+		machine = "q35,smm=on" // OVMF's Secure Boot build keeps its variables in SMM
+	}
 	args := []string{
 		"-name", "flint-" + v.Name,
 		"-accel", "tcg",
-		"-machine", "q35",
+		"-machine", machine,
 		"-m", "512",
 		"-smp", "1",
 		"-nodefaults", "-display", "none", "-vga", "none", "-monitor", "none",
@@ -107,13 +153,27 @@ func (v VM) QEMUArgs(dir string) ([]string, error) {
 		args = append(args, "-fw_cfg", "name=etc/sercon-port,file="+port)
 	}
 	if v.UEFI {
+		code, varsTemplate := OVMFCode, OVMFVars
+		if v.SecureBoot {
+			code, varsTemplate = OVMFCodeSecure, OVMFVarsMS
+			// Only SMM code may write the flash: the guest cannot turn
+			// Secure Boot off behind the firmware's back.
+			args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
 		vars := filepath.Join(dir, "vm-"+v.Name+".OVMF_VARS.fd")
-		if err := copyFile(OVMFVars, vars); err != nil {
+		if err := copyFile(varsTemplate, vars); err != nil {
 			return nil, fmt.Errorf("OVMF vars (Debian package ovmf): %w", err)
 		}
 		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	if v.HTTPBoot {
+		// OVMF reads these at boot (OvmfPkg/RUNTIME_CONFIG.md): no PXE over
+		// IPv4, no IPv6 at all, so HTTP boot over IPv4 is all that is left.
+		args = append(args,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n")
 	}
 	return args, nil
 }

@@ -27,8 +27,13 @@ var FakeAssets = map[string]string{
 
 // ConfigYAML is flint's site file for the lab: full DHCP mode on the bridge
 // with a reservation per machine and no pool, so every address handed out is
-// a reserved one.
-func ConfigYAML(vms []VM, assetsDir string) string {
+// a reserved one; or, with proxy, proxy mode next to the router's dnsmasq,
+// which hands out the same reserved addresses.
+func ConfigYAML(vms []VM, assetsDir string, proxy bool) string {
+	mode := "full"
+	if proxy {
+		mode = "proxy"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `# flint's virtual lab (e2e/vlab): flint is the only DHCP, TFTP and HTTP(S) server on %s.
 server:
@@ -37,7 +42,7 @@ server:
   http_port: %d
   https_port: %d
 dhcp:
-  mode: full
+  mode: %s
   subnet: %s
   domain: lab.test
   lease_time: 1h
@@ -53,7 +58,7 @@ cluster:
   name: e2e
   install_mode: live  # the test OS runs from RAM; it has no installer
 machines:
-`, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, Subnet, KernelAsset, InitrdAsset, assetsDir)
+`, Bridge, Bridge, FlintIP, HTTPPort, HTTPSPort, mode, Subnet, KernelAsset, InitrdAsset, assetsDir)
 	for _, v := range vms {
 		extra := ""
 		if len(v.KernelArgs) > 0 {
@@ -61,6 +66,9 @@ machines:
 		}
 		if v.BMC != "" {
 			extra += ", bmc: " + v.BMC
+		}
+		if v.SecureBoot {
+			extra += ", secure_boot: true"
 		}
 		fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s%s}  # %s\n", v.MAC, v.Hostname, v.IP, v.Role, extra, v.Desc)
 	}

@@ -20,6 +20,9 @@ type Options struct {
 	// VMTimeout, when set, wraps each QEMU in timeout(1): a detached machine
 	// has no caller left to stop it. The tests time their machines themselves.
 	VMTimeout time.Duration
+	// ProxyDHCP runs flint in proxy DHCP mode next to dnsmasq, the LAN's own
+	// DHCP server (StartRouter), instead of as the only DHCP server.
+	ProxyDHCP bool
 }
 
 // Lab is a running lab: the namespace, flint, and the machines started so far.
@@ -34,6 +37,8 @@ type Lab struct {
 	Admin      Admin            // flint's admin API, over its socket
 	VMProcs    map[string]*Proc // by VM name
 	impostor   *Impostor
+	router     *Network // ProxyDHCP: dnsmasq's namespace
+	Dnsmasq    *Proc
 }
 
 // Up creates the network, writes flint's config and assets, and starts flint.
@@ -54,7 +59,7 @@ func Up(o Options) (*Lab, error) {
 		return nil, err
 	}
 	l.ConfigPath = filepath.Join(o.Dir, "flint.yaml")
-	if err := os.WriteFile(l.ConfigPath, []byte(ConfigYAML(o.VMs, l.AssetsDir)), 0o644); err != nil {
+	if err := os.WriteFile(l.ConfigPath, []byte(ConfigYAML(o.VMs, l.AssetsDir, o.ProxyDHCP)), 0o644); err != nil {
 		return nil, err
 	}
 	taps := make([]string, len(o.VMs))
@@ -66,6 +71,11 @@ func Up(o Options) (*Lab, error) {
 		return nil, err
 	}
 	l.Net = network
+	if o.ProxyDHCP {
+		if l.router, l.Dnsmasq, err = network.StartRouter(o.Dir, o.VMs, o.Detached); err != nil {
+			return nil, errors.Join(err, l.Down())
+		}
+	}
 	l.Flint, err = network.StartFlint(o.FlintBin, l.ConfigPath, l.DataDir, l.FlintLog, o.Detached)
 	if err != nil {
 		return nil, errors.Join(err, l.Down())
@@ -122,6 +132,14 @@ func (l *Lab) Down() error {
 	}
 	if l.Flint != nil {
 		errs = append(errs, l.Flint.Stop(10*time.Second))
+	}
+	if l.Dnsmasq != nil {
+		errs = append(errs, l.Dnsmasq.Stop(3*time.Second))
+	}
+	if l.router != nil && l.router.Exists() {
+		if err := l.router.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("delete the router's namespace: %w", err))
+		}
 	}
 	if l.Net != nil && l.Net.Exists() {
 		if err := l.Net.Destroy(); err != nil {

@@ -1,6 +1,7 @@
 // Command flint-lab runs the e2e suite's virtual lab for people: a network
-// namespace with a bridge, flint serving it, and three QEMU machines booting
-// from flint (SeaBIOS + iPXE, OVMF native PXE, OVMF + e1000). Run it as root
+// namespace with a bridge, flint serving it, and five QEMU machines booting
+// from flint (SeaBIOS + iPXE, OVMF native PXE, OVMF + e1000, OVMF HTTP boot,
+// OVMF Secure Boot). Run it as root
 // from the repository root; `make lab` and `make lab-down` do.
 //
 //	flint-lab up     [--flint bin/flint] [--dir .work/lab]   start it all, return, leave it running
