@@ -266,3 +266,33 @@ func (g *gaugesBy) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(g.desc, prometheus.GaugeValue, float64(v), k)
 	}
 }
+
+var (
+	machinesDesc = prometheus.NewDesc("flint_machines",
+		"The config's machines by lifecycle state (each looked up by key at each scrape).", []string{"state"}, nil)
+	machinesStuckDesc = prometheus.NewDesc("flint_machines_stuck",
+		"The config's machines installing for longer than cluster.install_timeout with no report.", nil, nil)
+)
+
+// Machines registers flint_machines (by state, from a fixed set of states)
+// and flint_machines_stuck, both from one reading of f per scrape.
+func (m *Metrics) Machines(f func() (byState map[string]int, stuck int)) {
+	if m != nil {
+		m.reg.MustRegister(machineCounts(f))
+	}
+}
+
+type machineCounts func() (map[string]int, int)
+
+func (machineCounts) Describe(ch chan<- *prometheus.Desc) {
+	ch <- machinesDesc
+	ch <- machinesStuckDesc
+}
+
+func (f machineCounts) Collect(ch chan<- prometheus.Metric) {
+	byState, stuck := f()
+	for state, n := range byState {
+		ch <- prometheus.MustNewConstMetric(machinesDesc, prometheus.GaugeValue, float64(n), state)
+	}
+	ch <- prometheus.MustNewConstMetric(machinesStuckDesc, prometheus.GaugeValue, float64(stuck))
+}

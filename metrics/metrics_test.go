@@ -167,3 +167,22 @@ func TestAssetSyncNeverRun(t *testing.T) {
 		t.Errorf("unreadable store: exposition has asset sync series")
 	}
 }
+
+// TestMachines: one reading gives both families.
+func TestMachines(t *testing.T) {
+	m := New("test")
+	calls := 0
+	m.Machines(func() (map[string]int, int) {
+		calls++
+		return map[string]int{"ready": 2, "installing": 1}, 1
+	})
+	out := scrape(t, m)
+	for _, want := range []string{`flint_machines{state="ready"} 2`, `flint_machines{state="installing"} 1`, "flint_machines_stuck 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+	if calls != 1 {
+		t.Errorf("one scrape read the machines %d times, want once", calls)
+	}
+}

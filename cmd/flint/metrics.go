@@ -35,11 +35,8 @@ func registerCounts(m *metrics.Metrics, cfg *config.Config, rec *events.Recorder
 				return map[string]int{"bound": st.Bound, "declined": st.Declined, "offered": st.Offered}
 			})
 	}
-	m.GaugesBy("flint_machines", "The config's machines by lifecycle state (each looked up by key at each scrape).", "state",
-		func() map[string]int { return machinesByState(cfg, rec) })
+	m.Machines(func() (map[string]int, int) { return machineCounts(cfg, rec) })
 	m.AssetSync(func() (metrics.AssetSyncs, bool) { return assetSyncs(assetsDir) })
-	m.GaugeFunc("flint_machines_stuck", "The config's machines installing for longer than cluster.install_timeout with no report.",
-		func() float64 { return float64(stuckMachines(cfg, rec)) })
 }
 
 // assetSyncs reads what `flint assets sync` recorded in the manifest of the
@@ -58,39 +55,33 @@ func assetSyncs(dir string) (metrics.AssetSyncs, bool) {
 	return out, true
 }
 
-// stuckMachines counts the config's machines marked stuck while installing.
-func stuckMachines(cfg *config.Config, st store.Store) int {
-	n := 0
-	for i := range cfg.Machines {
-		if rec, ok, err := st.Machine(cfg.Machines[i].MAC); err == nil && ok && rec.Stuck && rec.State == store.StateInstalling {
-			n++
-		}
-	}
-	return n
-}
-
-// machinesByState counts the config's machines by state; a machine without
-// a record yet is ready, and a record that cannot be read counts as
-// "unreadable" (the store's error is in flint's log when a request meets it).
-func machinesByState(cfg *config.Config, st store.Store) map[string]int {
-	out := map[string]int{}
+// machineCounts counts the config's machines by state, and those marked
+// stuck while installing, in one pass (each record looked up by key). A
+// machine without a record yet is ready; a record that cannot be read counts
+// as "unreadable" (the store's error is in flint's log when a request meets
+// it).
+func machineCounts(cfg *config.Config, st store.Store) (byState map[string]int, stuck int) {
+	byState = map[string]int{}
 	for _, s := range []store.State{store.StateReady, store.StateInstalling, store.StateInstalled, store.StateReprovision} {
-		out[string(s)] = 0
+		byState[string(s)] = 0
 	}
 	for i := range cfg.Machines {
 		rec, ok, err := st.Machine(cfg.Machines[i].MAC)
 		switch {
 		case err != nil:
-			out["unreadable"]++
+			byState["unreadable"]++
 		case !ok || rec.State == "":
-			out[string(store.StateReady)]++
+			byState[string(store.StateReady)]++
 		default:
-			if _, fixed := out[string(rec.State)]; fixed {
-				out[string(rec.State)]++
+			if _, fixed := byState[string(rec.State)]; fixed {
+				byState[string(rec.State)]++
 			} else {
-				out["other"]++
+				byState["other"]++
+			}
+			if rec.Stuck && rec.State == store.StateInstalling {
+				stuck++
 			}
 		}
 	}
-	return out
+	return byState, stuck
 }

@@ -44,10 +44,10 @@ machines:
 	if _, err := st.UpdateMachine("52:54:00:00:00:03", func(m *store.Machine) error { m.Stuck = true; return nil }); err != nil {
 		t.Fatal(err) // a stale mark on an installed machine does not count
 	}
-	if n := stuckMachines(cfg, st); n != 1 {
-		t.Errorf("%d stuck, want 1", n)
+	got, stuck := machineCounts(cfg, st)
+	if stuck != 1 {
+		t.Errorf("%d stuck, want 1", stuck)
 	}
-	got := machinesByState(cfg, st)
 	want := map[string]int{"ready": 1, "installing": 1, "installed": 1, "reprovision": 0}
 	if len(got) != len(want) {
 		t.Errorf("got %v, want %v", got, want)
