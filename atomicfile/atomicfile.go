@@ -1,20 +1,38 @@
 // Package atomicfile writes files so that a crash or a concurrent reader
-// sees either the old or the new content, never a torn one.
+// sees either the old or the new content, never a torn one. It is flint's
+// one way to write a file that must survive a crash.
 package atomicfile
 
 import (
 	"os"
 	"path/filepath"
+	"strings"
 )
+
+// tempMarker is part of every temporary file's name (".NAME.tmp-RANDOM"),
+// so that IsTemp recognises what a crash left behind.
+const tempMarker = ".tmp-"
 
 // Write writes data to a temporary file beside path, fsyncs it, renames it
 // over path and fsyncs the directory, so the rename itself survives a crash.
 func Write(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	return write(path, data, perm, os.Rename)
+}
+
+// WriteNew is Write for what must never be overwritten (a CA key, a token):
+// it fails with an error matching fs.ErrExist if path exists. A hard link,
+// unlike a rename, refuses to replace its target.
+func WriteNew(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, os.Link)
+}
+
+func write(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+tempMarker+"*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name()) // finds nothing after the rename
+	// After a rename this finds nothing; after a link it drops the temp name.
+	defer os.Remove(tmp.Name())
 	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		return err
@@ -30,10 +48,16 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := place(tmp.Name(), path); err != nil {
 		return err
 	}
 	return SyncDir(filepath.Dir(path))
+}
+
+// IsTemp says whether a directory entry's name is a temporary file of Write
+// or WriteNew: one a crash left behind, when no write is running.
+func IsTemp(name string) bool {
+	return strings.HasPrefix(name, ".") && strings.Contains(name, tempMarker)
 }
 
 // SyncDir fsyncs a directory, making renames and creations in it durable.
