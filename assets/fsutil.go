@@ -11,33 +11,6 @@ import (
 	"github.com/flint-boot/flint/atomicfile"
 )
 
-// installFile moves a complete, verified temporary file to dst: fsync,
-// chmod, rename, fsync of the directory.
-func installFile(tmp, dst string, perm os.FileMode) error {
-	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dst))
-}
-
 // replaceSymlink points link at target (relative to the link's directory)
 // with one rename, so a reader never finds the name missing.
 func replaceSymlink(target, link string) error {

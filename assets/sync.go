@@ -712,7 +712,7 @@ func extractMembers(tarball, topDir, dst string, pending []*artifact) ([]member,
 // install moves a verified file into its versioned place and returns its
 // manifest entry (VerifiedBy left to the caller).
 func (s *syncer) install(rel *release, a *artifact, tmp, dst string, size int64, sum256, sum512 string) (Entry, error) {
-	if err := installFile(tmp, s.abs(dst), a.perm); err != nil {
+	if err := atomicfile.Install(tmp, s.abs(dst), a.perm); err != nil {
 		return Entry{}, fmt.Errorf("install %s: %w", dst, err)
 	}
 	os.Remove(tmp + ".json") // the partial download's metadata

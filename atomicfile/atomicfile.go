@@ -54,6 +54,35 @@ func write(path string, data []byte, perm os.FileMode, place func(tmp, path stri
 	return SyncDir(filepath.Dir(path))
 }
 
+// Install moves a complete file written elsewhere (a verified download) to
+// dst with the same guarantees as Write: it fsyncs the file and sets its
+// mode, creates dst's directory, renames, and fsyncs the directory. tmp must
+// be on dst's file system.
+func Install(tmp, dst string, perm os.FileMode) error {
+	f, err := os.OpenFile(tmp, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(dst))
+}
+
 // IsTemp says whether a directory entry's name is a temporary file of Write
 // or WriteNew: one a crash left behind, when no write is running.
 func IsTemp(name string) bool {

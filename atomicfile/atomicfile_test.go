@@ -70,3 +70,25 @@ func TestIsTemp(t *testing.T) {
 		}
 	}
 }
+
+// Install puts a file written elsewhere in place, with its mode, creating
+// the directory.
+func TestInstall(t *testing.T) {
+	dir := t.TempDir()
+	tmp := filepath.Join(dir, ".download")
+	if err := os.WriteFile(tmp, []byte("verified"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "flatcar", "4152.2.0", "vmlinuz")
+	if err := Install(tmp, dst, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(dst)
+	fi, _ := os.Stat(dst)
+	if err != nil || string(b) != "verified" || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("installed: %q %v, mode %v", b, err, fi.Mode())
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the temporary file is still there: %v", err)
+	}
+}
