@@ -1,0 +1,527 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// Etcd is the Store on an etcd cluster, shared by every flint instance that
+// uses the same endpoints and prefix. Keys, under the prefix:
+//
+//	leases/<ip>                       a Lease (JSON)
+//	machines/<mac>                    a Machine (JSON)
+//	known/<mac>                       index: the record is Known (empty value)
+//	discovered/<16 hex ns><mac>       index: discovered records by Discovered time
+//	discovered_count                  entries in that index (decimal)
+//	events/<mac>                      the machine's timeline sequence (decimal)
+//	events/<mac>/<16 hex ns>.<16 hex seq>  one timeline Event (JSON)
+//	rebuild                           MAC holding the rebuild slot
+//
+// Every timeline event is its own small key rather than one value per
+// machine holding the whole timeline: an append then writes ~200 bytes
+// through raft instead of rewriting up to Limits.Events entries (~60 KB) each
+// time, and etcd's history (kept until compaction) grows by as little.
+//
+// Every write is one etcd transaction (committed through raft to a quorum's
+// disks before it returns) guarded by compare-and-swap: it reads what it
+// needs at one snapshot revision, and commits only if no key it read has
+// changed since (mod revision compares); otherwise it reads again and retries.
+// The indexes' ranges are guarded by the key every change of them writes
+// (discovered_count for the discovered index, events/<mac> for a timeline).
+// So concurrent writers, in this process or other flint instances, never
+// lose an update.
+//
+// Differences from Bolt, all forced by etcd's limits on one transaction
+// (--max-txn-ops, 128 by default): RecordSightings and SyncConfig commit in
+// as many transactions as their size needs (each machine's sightings and
+// each record's index changes stay in one), and a record indexed as
+// discovered evicts at most maxEvictions older ones at a time, so a lowered
+// Limits.Discovered is reached over the next few new records.
+type Etcd struct {
+	cli       *clientv3.Client
+	prefix    string
+	limits    Limits
+	endpoints []string
+	timeout   time.Duration
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+
+	// closeMu orders operations against Close: an operation holds it
+	// shared while it registers in ops; Close takes it exclusively to mark
+	// the store closed, then waits for ops.
+	closeMu sync.RWMutex
+	closed  bool
+	ops     sync.WaitGroup
+
+	// version counts the write transactions this client committed: writes
+	// by other flint instances do not move it.
+	version atomic.Uint64
+}
+
+// EtcdConfig says where the etcd store is.
+type EtcdConfig struct {
+	// Endpoints are the members' client URLs (https://198.18.0.10:2379);
+	// list every member so that one being down does not matter.
+	Endpoints []string
+	// TLS carries the CA and flint's client certificate.
+	TLS *tls.Config
+	// Prefix is put before every key: several sites may share one etcd.
+	// It starts and ends with '/'.
+	Prefix string
+	// Timeout bounds one operation, retries included (default 5 s).
+	Timeout time.Duration
+}
+
+const (
+	// maxTxnOps stays below etcd's default --max-txn-ops (128).
+	maxTxnOps = 120
+	// maxEvictions bounds the records one new discovered record evicts.
+	maxEvictions = 8
+	// pageSize is how many keys one request of a listing reads.
+	pageSize = 500
+)
+
+// OpenEtcd connects to the etcd store and checks that it answers. Only
+// WithLimits of the options applies.
+func OpenEtcd(c EtcdConfig, opts ...Option) (*Etcd, error) {
+	if len(c.Endpoints) == 0 {
+		return nil, errors.New("etcd store: no endpoints: list the client URLs of the etcd members in store.endpoints")
+	}
+	if !strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/") {
+		return nil, fmt.Errorf("etcd store: prefix %q must start and end with '/' (like /flint/site-a/)", c.Prefix)
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 5 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.Endpoints,
+		TLS:         c.TLS,
+		DialTimeout: c.Timeout,
+		// The client logs every reconnect attempt; errors reach flint's log
+		// through the operations that fail.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd store at %s: %w", strings.Join(c.Endpoints, ", "), err)
+	}
+	o := applyOptions(opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Etcd{cli: cli, prefix: c.Prefix, limits: o.limits, endpoints: c.Endpoints, timeout: c.Timeout, ctx: ctx, cancel: cancel}
+	// A linearizable read proves a quorum answers with our certificate.
+	rctx, rcancel := context.WithTimeout(ctx, c.Timeout)
+	_, err = cli.Get(rctx, s.prefix+"rebuild")
+	rcancel()
+	if err != nil {
+		cancel()
+		cli.Close()
+		return nil, fmt.Errorf("etcd store at %s does not answer: %w (check store.endpoints, that a quorum of members is up, and store.ca_file, cert_file and key_file)", strings.Join(c.Endpoints, ", "), err)
+	}
+	return s, nil
+}
+
+// Version implements Store: the write transactions this client committed
+// (another instance's writes do not move it).
+func (s *Etcd) Version() uint64 { return s.version.Load() }
+
+// Close implements Store. Operations in flight get a second to finish, then
+// are cancelled; later ones return ErrClosed.
+func (s *Etcd) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.closeMu.Unlock()
+	done := make(chan struct{})
+	go func() { s.ops.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+	return s.cli.Close()
+}
+
+// begin registers an operation; it fails with ErrClosed after Close.
+func (s *Etcd) begin() (context.Context, func(), error) {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return nil, nil, ErrClosed
+	}
+	s.ops.Add(1)
+	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
+	return ctx, func() { cancel(); s.ops.Done() }, nil
+}
+
+// fail says what an etcd error means for the operator.
+func (s *Etcd) fail(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("%w: %v", ErrClosed, err)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("etcd store at %s did not answer within %v: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), s.timeout, err)
+	}
+	return fmt.Errorf("etcd store: %w", err)
+}
+
+// get reads one key (linearizable); nil when absent.
+func (s *Etcd) get(key string) ([]byte, error) {
+	ctx, end, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	resp, err := s.cli.Get(ctx, s.prefix+key)
+	if err != nil {
+		return nil, s.fail(ctx, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	return resp.Kvs[0].Value, nil
+}
+
+// list calls fn for every key under prefix (relative to the store's), in
+// key order, reading pageSize keys per request at one revision.
+func (s *Etcd) list(prefix string, fn func(key string, v []byte) error) error {
+	ctx, end, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	from, stop := s.prefix+prefix, clientv3.GetPrefixRangeEnd(s.prefix+prefix)
+	var rev int64
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(stop), clientv3.WithLimit(pageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.cli.Get(ctx, from, opts...)
+		if err != nil {
+			return s.fail(ctx, err)
+		}
+		rev = resp.Header.Revision
+		for _, kv := range resp.Kvs {
+			if err := fn(strings.TrimPrefix(string(kv.Key), s.prefix), kv.Value); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// errTooBig: a transaction would exceed maxTxnOps; the caller splits it.
+var errTooBig = errors.New("transaction too large for etcd")
+
+// update runs fn on a fresh snapshot and commits what it wrote in one
+// transaction, if nothing it read changed meanwhile; otherwise it runs fn
+// again. An error from fn commits nothing.
+func (s *Etcd) update(fn func(t *etx) error) error {
+	ctx, end, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	for attempt := 0; ; attempt++ {
+		t := &etx{s: s, ctx: ctx, revs: map[string]int64{}, vals: map[string][]byte{}, puts: map[string][]byte{}, dels: map[string]bool{}}
+		if err := fn(t); err != nil {
+			if t.etcdErr {
+				return s.fail(ctx, err)
+			}
+			return err
+		}
+		ok, err := t.commit()
+		if err != nil {
+			return s.fail(ctx, err)
+		}
+		if ok {
+			return nil
+		}
+		// Another writer changed what we read: back off a little, with
+		// jitter so that contenders spread out, and read again.
+		wait := time.Duration(rand.Int64N(int64(min(attempt+1, 20)) * int64(time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return s.fail(ctx, fmt.Errorf("gave up after %d conflicting attempts: %w", attempt+1, ctx.Err()))
+		case <-time.After(wait):
+		}
+	}
+}
+
+// etx is one transaction being built: reads at one snapshot revision, with
+// the writes so far laid over them.
+type etx struct {
+	s    *Etcd
+	ctx  context.Context
+	snap int64 // revision of the first read; later reads use it
+
+	revs map[string]int64  // keys read -> mod revision (0: absent), compared at commit
+	vals map[string][]byte // view of read keys (nil: absent)
+	puts map[string][]byte // keys written
+	dels map[string]bool   // keys deleted
+	rngs [][2]string       // ranges [from, to) deleted
+
+	etcdErr bool // an error came from etcd, not from the caller's fn
+}
+
+func (t *etx) failed(err error) error { t.etcdErr = true; return err }
+
+// prefetch reads the keys not read yet, in one round trip (at most
+// maxTxnOps at a time).
+func (t *etx) prefetch(keys ...string) error {
+	var need []string
+	for _, k := range keys {
+		if _, ok := t.revs[k]; !ok && !t.written(k) && !slices.Contains(need, k) {
+			need = append(need, k)
+		}
+	}
+	for len(need) > 0 {
+		n := min(len(need), maxTxnOps)
+		ops := make([]clientv3.Op, n)
+		for i, k := range need[:n] {
+			ops[i] = clientv3.OpGet(t.s.prefix+k, t.revOpt()...)
+		}
+		resp, err := t.s.cli.Txn(t.ctx).Then(ops...).Commit()
+		if err != nil {
+			return t.failed(err)
+		}
+		if t.snap == 0 {
+			t.snap = resp.Header.Revision
+		}
+		for i, k := range need[:n] {
+			r := resp.Responses[i].GetResponseRange()
+			t.revs[k], t.vals[k] = 0, nil
+			if r != nil && len(r.Kvs) > 0 {
+				t.revs[k], t.vals[k] = r.Kvs[0].ModRevision, r.Kvs[0].Value
+			}
+		}
+		need = need[n:]
+	}
+	return nil
+}
+
+func (t *etx) revOpt() []clientv3.OpOption {
+	if t.snap == 0 {
+		return nil
+	}
+	return []clientv3.OpOption{clientv3.WithRev(t.snap)}
+}
+
+// written reports whether this transaction wrote or deleted key.
+func (t *etx) written(key string) bool {
+	if _, ok := t.puts[key]; ok {
+		return true
+	}
+	return t.dels[key] || t.inRange(key)
+}
+
+func (t *etx) inRange(key string) bool {
+	for _, r := range t.rngs {
+		if key >= r[0] && key < r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// get returns key's value as this transaction sees it; nil when absent.
+func (t *etx) get(key string) ([]byte, error) {
+	if v, ok := t.puts[key]; ok {
+		return v, nil
+	}
+	if t.dels[key] || t.inRange(key) {
+		return nil, nil
+	}
+	if err := t.prefetch(key); err != nil {
+		return nil, err
+	}
+	return t.vals[key], nil
+}
+
+func (t *etx) put(key string, v []byte) {
+	delete(t.dels, key)
+	t.puts[key] = v
+}
+
+func (t *etx) del(key string) {
+	delete(t.puts, key)
+	t.dels[key] = true
+}
+
+// delRange deletes [from, to), and what this transaction put there.
+func (t *etx) delRange(from, to string) {
+	for k := range t.puts {
+		if k >= from && k < to {
+			delete(t.puts, k)
+		}
+	}
+	for k := range t.dels {
+		if k >= from && k < to {
+			delete(t.dels, k)
+		}
+	}
+	t.rngs = append(t.rngs, [2]string{from, to})
+}
+
+// keys returns up to n keys under prefix in key order as this transaction
+// sees them (keys only). Callers guard the range with a key they read
+// first (see Etcd), so the snapshot read here is consistent with it.
+func (t *etx) keys(prefix string, n int) ([]string, error) {
+	if t.snap == 0 {
+		return nil, t.failed(errors.New("internal error: a range read before any guarding key"))
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	// Read enough to make up for what this transaction deleted there.
+	extra := 0
+	for k := range t.dels {
+		if k >= prefix && k < end {
+			extra++
+		}
+	}
+	from := prefix
+	var out []string
+	for len(out) < n {
+		resp, err := t.s.cli.Get(t.ctx, t.s.prefix+from, clientv3.WithRange(t.s.prefix+end), clientv3.WithKeysOnly(), clientv3.WithLimit(int64(n+extra)), clientv3.WithRev(t.snap))
+		if err != nil {
+			return nil, t.failed(err)
+		}
+		for _, kv := range resp.Kvs {
+			k := strings.TrimPrefix(string(kv.Key), t.s.prefix)
+			if !t.dels[k] && !t.inRange(k) {
+				out = append(out, k)
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		from = strings.TrimPrefix(string(resp.Kvs[len(resp.Kvs)-1].Key), t.s.prefix) + "\x00"
+	}
+	for k := range t.puts {
+		if k >= prefix && k < end && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}
+
+// count is the number of keys under prefix at the snapshot, plus those this
+// transaction put there (deletes are not subtracted: callers use it for an
+// upper bound).
+func (t *etx) count(prefix string) (int, error) {
+	if t.snap == 0 {
+		return 0, t.failed(errors.New("internal error: a count before any guarding key"))
+	}
+	resp, err := t.s.cli.Get(t.ctx, t.s.prefix+prefix, clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(t.snap))
+	if err != nil {
+		return 0, t.failed(err)
+	}
+	n := int(resp.Count)
+	for k := range t.puts {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ops builds the transaction's operations. etcd refuses a put inside a
+// range deleted in the same transaction, so ranges are cut around puts.
+func (t *etx) ops() []clientv3.Op {
+	var ops []clientv3.Op
+	putKeys := make([]string, 0, len(t.puts))
+	for k := range t.puts {
+		putKeys = append(putKeys, k)
+	}
+	slices.Sort(putKeys)
+	for _, k := range putKeys {
+		ops = append(ops, clientv3.OpPut(t.s.prefix+k, string(t.puts[k])))
+	}
+	for k := range t.dels {
+		if !t.inRange(k) {
+			ops = append(ops, clientv3.OpDelete(t.s.prefix+k))
+		}
+	}
+	for _, r := range mergeRanges(t.rngs) {
+		from := r[0]
+		for _, k := range putKeys {
+			if k >= from && k < r[1] {
+				if k > from {
+					ops = append(ops, clientv3.OpDelete(t.s.prefix+from, clientv3.WithRange(t.s.prefix+k)))
+				}
+				from = k + "\x00"
+			}
+		}
+		if from < r[1] {
+			ops = append(ops, clientv3.OpDelete(t.s.prefix+from, clientv3.WithRange(t.s.prefix+r[1])))
+		}
+	}
+	return ops
+}
+
+// size is how many operations the commit will send.
+func (t *etx) size() int { return len(t.ops()) }
+
+// commit sends the writes, guarded by the mod revisions of what was read;
+// false means something read changed (nothing was written).
+func (t *etx) commit() (bool, error) {
+	ops := t.ops()
+	if len(ops) == 0 {
+		return true, nil
+	}
+	cmps := make([]clientv3.Cmp, 0, len(t.revs))
+	for k, rev := range t.revs {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(t.s.prefix+k), "=", rev))
+	}
+	resp, err := t.s.cli.Txn(t.ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, err
+	}
+	if resp.Succeeded {
+		t.s.version.Add(1)
+	}
+	return resp.Succeeded, nil
+}
+
+func mergeRanges(rs [][2]string) [][2]string {
+	if len(rs) < 2 {
+		return rs
+	}
+	sorted := slices.Clone(rs)
+	slices.SortFunc(sorted, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+	out := [][2]string{sorted[0]}
+	for _, r := range sorted[1:] {
+		last := &out[len(out)-1]
+		if r[0] <= last[1] {
+			last[1] = max(last[1], r[1])
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
