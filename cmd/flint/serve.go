@@ -78,7 +78,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := cfg.CheckDataDir(dataDir); err != nil {
 		return fmt.Errorf("%w\nfix the config (flint validate --config FILE --data DIR shows every problem)", err)
 	}
-	st, err := store.OpenBolt(dataDir, false, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
+	st, err := openStore(cfg, dataDir, storeServe)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%w: another flint serve uses --data %s; stop it or pick another data directory", err, dataDir)
 	}
