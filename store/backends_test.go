@@ -32,6 +32,7 @@ var storeCases = []struct {
 	{"VersionGrowsWithWrites", testVersionGrowsWithWrites},
 	{"ConcurrentUpdatesLoseNothing", testConcurrentUpdatesLoseNothing},
 	{"SyncConfigAfterManyStrangers", testSyncConfigAfterManyStrangers},
+	{"ConfigShrinksAtTheCap", testConfigShrinksAtTheCap},
 }
 
 // TestStore runs every case against bbolt and against a real etcd.

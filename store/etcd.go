@@ -270,6 +270,37 @@ func (s *Etcd) update(fn func(t *etx) error) error {
 	}
 }
 
+// updateInChunks commits items [0, n) in as few transactions as etcd's
+// limits allow, each like update: fn applies items [i, j) to t. It starts
+// with first items per transaction and halves one that is too large.
+func (s *Etcd) updateInChunks(n, first int, fn func(t *etx, i, j int) error) error {
+	for i := 0; i < n; {
+		size := min(n-i, first)
+		for {
+			j := i + size
+			err := s.update(func(t *etx) error {
+				if err := fn(t, i, j); err != nil {
+					return err
+				}
+				if size > 1 && t.tooBig() {
+					return errTooBig
+				}
+				return nil
+			})
+			if errors.Is(err, errTooBig) {
+				size = (size + 1) / 2
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			i = j
+			break
+		}
+	}
+	return nil
+}
+
 // etx is one transaction being built: reads at one snapshot revision, with
 // the writes so far laid over them.
 type etx struct {
@@ -484,8 +515,9 @@ func (t *etx) ops() []clientv3.Op {
 	return ops
 }
 
-// size is how many operations the commit will send.
-func (t *etx) size() int { return len(t.ops()) }
+// tooBig reports whether the commit would pass etcd's limit on operations
+// (or on compares, one per key read) in one transaction.
+func (t *etx) tooBig() bool { return len(t.ops()) > maxTxnOps || len(t.revs) > maxTxnOps }
 
 // commit sends the writes, guarded by the mod revisions of what was read;
 // false means something read changed (nothing was written).

@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -150,7 +149,7 @@ func (s *Etcd) RecordSighting(sg Sighting) error {
 const maxUnit = 32
 
 // RecordSightings implements Store. The sightings go in as few transactions
-// as etcd's limit on operations allows: each holds the sightings of whole
+// as etcd's limits allow (updateInChunks): each holds the sightings of whole
 // machines (up to maxUnit per machine; a machine with more is read and
 // written once per maxUnit of them).
 func (s *Etcd) RecordSightings(ss []Sighting) error {
@@ -178,40 +177,21 @@ func (s *Etcd) RecordSightings(ss []Sighting) error {
 			all = all[n:]
 		}
 	}
-	for len(units) > 0 {
-		n := min(len(units), 32)
-		for {
-			batch := units[:n]
-			err := s.update(func(t *etx) error {
-				var keys []string
-				for _, u := range batch {
-					keys = append(keys, etcdMachineKey(u.mac), etcdSeqKey(u.mac))
-				}
-				if err := t.prefetch(keys...); err != nil {
-					return err
-				}
-				for _, u := range batch {
-					if err := s.recordUnit(t, u.mac, u.ss); err != nil {
-						return err
-					}
-				}
-				if n > 1 && t.size() > maxTxnOps {
-					return errTooBig
-				}
-				return nil
-			})
-			if errors.Is(err, errTooBig) {
-				n = (n + 1) / 2
-				continue
-			}
-			if err != nil {
+	return s.updateInChunks(len(units), 32, func(t *etx, i, j int) error {
+		var keys []string
+		for _, u := range units[i:j] {
+			keys = append(keys, etcdMachineKey(u.mac), etcdSeqKey(u.mac))
+		}
+		if err := t.prefetch(keys...); err != nil {
+			return err
+		}
+		for _, u := range units[i:j] {
+			if err := s.recordUnit(t, u.mac, u.ss); err != nil {
 				return err
 			}
-			break
 		}
-		units = units[n:]
-	}
-	return nil
+		return nil
+	})
 }
 
 // recordUnit folds one machine's sightings into its record and timeline.
@@ -322,7 +302,8 @@ const syncChunk = 25
 
 // SyncConfig implements Store. Like Bolt's it reads only the config's
 // machines and those the known index lists; it commits in transactions of
-// syncChunk machines, each guarded like any other write.
+// up to syncChunk machines (updateInChunks), each guarded like any other
+// write.
 func (s *Etcd) SyncConfig(known []KnownMachine) error {
 	byMAC := make(map[string]bool, len(known))
 	for _, k := range known {
@@ -338,79 +319,68 @@ func (s *Etcd) SyncConfig(known []KnownMachine) error {
 	if err != nil {
 		return err
 	}
-	for len(gone) > 0 {
-		chunk := gone[:min(len(gone), syncChunk)]
-		gone = gone[len(chunk):]
-		err := s.update(func(t *etx) error {
-			var keys []string
-			for _, mac := range chunk {
-				keys = append(keys, etcdMachineKey(mac), etcdKnownKey(mac))
-			}
-			if err := t.prefetch(keys...); err != nil {
-				return err
-			}
-			for _, mac := range chunk {
-				m, ok, err := s.getMachine(t, mac)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					t.del(etcdKnownKey(mac))
-					continue
-				}
-				wasKnown := m.Known
-				m.Known, m.Hostname, m.Role, m.ReservedIP = false, "", "", netip.Addr{}
-				if m.State != StateDiscovered {
-					m.State, m.StateChanged = StateDiscovered, time.Now()
-				}
-				m.Boot, m.Rebuilding, m.EtcdRejoin = Boot{}, false, false
-				if err := s.putMachine(t, &m, true, wasKnown); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+	err = s.updateInChunks(len(gone), syncChunk, func(t *etx, i, j int) error {
+		var keys []string
+		for _, mac := range gone[i:j] {
+			keys = append(keys, etcdMachineKey(mac), etcdKnownKey(mac))
+		}
+		if err := t.prefetch(keys...); err != nil {
 			return err
 		}
-	}
-	for len(known) > 0 {
-		chunk := known[:min(len(known), syncChunk)]
-		known = known[len(chunk):]
-		err := s.update(func(t *etx) error {
-			var keys []string
-			for _, k := range chunk {
-				keys = append(keys, etcdMachineKey(k.MAC))
-			}
-			if err := t.prefetch(keys...); err != nil {
+		for _, mac := range gone[i:j] {
+			m, ok, err := s.getMachine(t, mac)
+			if err != nil {
 				return err
 			}
-			for _, k := range chunk {
-				m, existed, err := s.getMachine(t, k.MAC)
-				if err != nil {
-					return err
-				}
-				wasKnown := existed && m.Known
-				before := m
-				m.MAC, m.Known, m.Hostname, m.Role, m.ReservedIP = k.MAC, true, k.Hostname, k.Role, k.ReservedIP
-				if m.State == "" || m.State == StateDiscovered {
-					m.State, m.StateChanged = StateReady, time.Now()
-				}
-				if existed && wasKnown && before.Hostname == m.Hostname && before.Role == m.Role &&
-					before.ReservedIP == m.ReservedIP && before.State == m.State {
-					continue // unchanged
-				}
-				if err := s.putMachine(t, &m, existed, wasKnown); err != nil {
-					return err
-				}
+			if !ok {
+				t.del(etcdKnownKey(mac))
+				continue
 			}
-			return nil
-		})
-		if err != nil {
+			wasKnown := m.Known
+			m.Known, m.Hostname, m.Role, m.ReservedIP = false, "", "", netip.Addr{}
+			if m.State != StateDiscovered {
+				m.State, m.StateChanged = StateDiscovered, time.Now()
+			}
+			// Forget what only a machine of the config may hold.
+			m.Boot, m.Rebuilding, m.EtcdRejoin = Boot{}, false, false
+			if err := s.putMachine(t, &m, true, wasKnown); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.updateInChunks(len(known), syncChunk, func(t *etx, i, j int) error {
+		var keys []string
+		for _, k := range known[i:j] {
+			keys = append(keys, etcdMachineKey(k.MAC))
+		}
+		if err := t.prefetch(keys...); err != nil {
 			return err
 		}
-	}
-	return nil
+		for _, k := range known[i:j] {
+			m, existed, err := s.getMachine(t, k.MAC)
+			if err != nil {
+				return err
+			}
+			wasKnown := existed && m.Known
+			before := m
+			m.MAC, m.Known, m.Hostname, m.Role, m.ReservedIP = k.MAC, true, k.Hostname, k.Role, k.ReservedIP
+			if m.State == "" || m.State == StateDiscovered {
+				m.State, m.StateChanged = StateReady, time.Now()
+			}
+			if existed && wasKnown && before.Hostname == m.Hostname && before.Role == m.Role &&
+				before.ReservedIP == m.ReservedIP && before.State == m.State {
+				continue // unchanged
+			}
+			if err := s.putMachine(t, &m, existed, wasKnown); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // UpdateMachine implements Store.

@@ -489,3 +489,44 @@ func testSyncConfigAfterManyStrangers(t *testing.T, b backend) {
 		t.Errorf("a stranger's timeline: %v", ev)
 	}
 }
+
+// testConfigShrinksAtTheCap: with the discovered records at their cap, 40
+// machines leave the config at once; each becomes discovered and the cap
+// still holds (for etcd: more index changes than one transaction takes).
+func testConfigShrinksAtTheCap(t *testing.T, b backend) {
+	st := b.open(t, WithLimits(Limits{Discovered: 5}))
+	defer st.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var known []KnownMachine
+	for i := range 40 {
+		known = append(known, KnownMachine{MAC: fmt.Sprintf("52:54:00:ff:00:%02x", i), Hostname: fmt.Sprintf("n%d", i), Role: "agent"})
+	}
+	if err := st.SyncConfig(known); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := st.RecordSighting(Sighting{MAC: fmt.Sprintf("02:00:00:00:ff:%02x", i), At: t0.Add(time.Duration(i) * time.Second), Event: "dhcp DISCOVER"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.SyncConfig(nil); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := st.Machines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Known {
+			t.Errorf("%s is still known", m.MAC)
+		}
+	}
+	if len(ms) != 5 {
+		t.Fatalf("%d records after 40 machines left the config with a cap of 5", len(ms))
+	}
+	for i := range 5 {
+		if _, ok, _ := st.Machine(fmt.Sprintf("02:00:00:00:ff:%02x", i)); ok {
+			t.Errorf("stranger %d, discovered before the 40, was not evicted first", i)
+		}
+	}
+}
