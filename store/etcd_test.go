@@ -154,7 +154,7 @@ func TestEtcd(t *testing.T) {
 		err = <-werr
 		took = time.Since(start)
 		t.Logf("close with a write in flight: %v; the write got %v", took.Round(time.Millisecond), err)
-		if took > 1500*time.Millisecond || !errors.Is(err, ErrClosed) {
+		if took > 2*time.Second || !errors.Is(err, ErrClosed) { // a second of grace, and room for a loaded machine
 			t.Fatalf("close took %v; the write in flight got %v, want ErrClosed", took, err)
 		}
 		// Opening one fails with what to check.

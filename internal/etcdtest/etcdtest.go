@@ -107,39 +107,68 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	c.TLS = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 
-	var initial []string
-	for i := range n {
-		m := &Member{Name: fmt.Sprintf("n%d", i+1)}
-		m.ClientURL = fmt.Sprintf("https://127.0.0.1:%d", FreePort(t))
-		m.PeerURL = fmt.Sprintf("https://127.0.0.1:%d", FreePort(t))
-		m.DataDir = filepath.Join(dir, m.Name+".etcd")
-		m.LogPath = filepath.Join(dir, m.Name+".log")
-		server, err := p.EtcdServer(pki.Node{Name: m.Name, IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})})
-		if err != nil {
+	t.Cleanup(c.StopAll)
+	start := time.Now()
+	// A port FreePort chose may be taken by another process before etcd
+	// binds it: then start over with new ports, a few times.
+	for attempt := 1; ; attempt++ {
+		c.members(n)
+		for _, m := range c.Members {
+			c.StartMember(m, c.InitialCluster, "new")
+		}
+		var err error
+		for _, m := range c.Members {
+			if err = c.waitReadable(m, 20*time.Second); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			break
+		}
+		busy := false
+		for _, m := range c.Members {
+			busy = busy || strings.Contains(Tail(m.LogPath, 30), "address already in use")
+		}
+		if !busy || attempt == 3 {
 			t.Fatal(err)
 		}
-		if !slices.ContainsFunc(server.Cert.IPAddresses, func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) }) {
-			t.Fatalf("server certificate of %s lacks the 127.0.0.1 SAN this cluster relies on: %v", m.Name, server.Cert.IPAddresses)
+		t.Logf("a port was taken before etcd bound it (attempt %d): starting over with other ports", attempt)
+		c.StopAll()
+		for _, m := range c.Members {
+			os.RemoveAll(m.DataDir)
+			os.Remove(m.LogPath)
 		}
-		m.CertFile, m.KeyFile = filepath.Join(dir, m.Name+"-server.crt"), filepath.Join(dir, m.Name+"-server.key")
-		WriteFile(t, m.CertFile, server.CertPEM)
-		WriteFile(t, m.KeyFile, server.KeyPEM)
-		c.Members = append(c.Members, m)
-		initial = append(initial, m.Name+"="+m.PeerURL)
-	}
-	c.InitialCluster = strings.Join(initial, ",")
-	t.Cleanup(c.StopAll)
-
-	start := time.Now()
-	for _, m := range c.Members {
-		c.StartMember(m, c.InitialCluster, "new")
-	}
-	for _, m := range c.Members {
-		c.WaitReadable(m, 20*time.Second)
 	}
 	c.HealthyAt = time.Now()
 	t.Logf("%d-member etcd cluster healthy after %v", n, c.HealthyAt.Sub(start).Round(time.Millisecond))
 	return c
+}
+
+// members makes n members with fresh ports and their certificates.
+func (c *Cluster) members(n int) {
+	c.t.Helper()
+	c.Members = nil
+	var initial []string
+	for i := range n {
+		m := &Member{Name: fmt.Sprintf("n%d", i+1)}
+		m.ClientURL = fmt.Sprintf("https://127.0.0.1:%d", FreePort(c.t))
+		m.PeerURL = fmt.Sprintf("https://127.0.0.1:%d", FreePort(c.t))
+		m.DataDir = filepath.Join(c.Dir, m.Name+".etcd")
+		m.LogPath = filepath.Join(c.Dir, m.Name+".log")
+		server, err := c.PKI.EtcdServer(pki.Node{Name: m.Name, IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if !slices.ContainsFunc(server.Cert.IPAddresses, func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) }) {
+			c.t.Fatalf("server certificate of %s lacks the 127.0.0.1 SAN this cluster relies on: %v", m.Name, server.Cert.IPAddresses)
+		}
+		m.CertFile, m.KeyFile = filepath.Join(c.Dir, m.Name+"-server.crt"), filepath.Join(c.Dir, m.Name+"-server.key")
+		WriteFile(c.t, m.CertFile, server.CertPEM)
+		WriteFile(c.t, m.KeyFile, server.KeyPEM)
+		c.Members = append(c.Members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	c.InitialCluster = strings.Join(initial, ",")
 }
 
 // WriteFile writes a 0600 file or fails the test.
@@ -328,6 +357,13 @@ func (c *Cluster) Client(members ...*Member) *clientv3.Client {
 // WaitReadable waits until m answers a linearizable read.
 func (c *Cluster) WaitReadable(m *Member, timeout time.Duration) {
 	c.t.Helper()
+	if err := c.waitReadable(m, timeout); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *Cluster) waitReadable(m *Member, timeout time.Duration) error {
+	c.t.Helper()
 	cli := c.Client(m)
 	deadline := time.Now().Add(timeout)
 	for {
@@ -335,13 +371,13 @@ func (c *Cluster) WaitReadable(m *Member, timeout time.Duration) {
 		_, err := cli.Get(ctx, "health")
 		cancel()
 		if err == nil {
-			return
+			return nil
 		}
 		if !m.Running() {
-			c.t.Fatalf("etcd %s exited: %v\n%s", m.Name, m.cmd.ProcessState, Tail(m.LogPath, 15))
+			return fmt.Errorf("etcd %s exited: %v\n%s", m.Name, m.cmd.ProcessState, Tail(m.LogPath, 15))
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("etcd %s not readable after %v: %v", m.Name, timeout, err)
+			return fmt.Errorf("etcd %s not readable after %v: %v", m.Name, timeout, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
