@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -27,17 +28,21 @@ func (s *Etcd) update(fn func(t *etx) error) error {
 	for attempt := 0; ; attempt++ {
 		t := &etx{s: s, ctx: ctx, revs: map[string]int64{}, vals: map[string][]byte{}, puts: map[string][]byte{}, dels: map[string]bool{}}
 		if err := fn(t); err != nil {
-			if t.etcdErr {
+			if !t.etcdErr {
+				return err
+			}
+			if !errors.Is(err, rpctypes.ErrCompacted) {
 				return s.fail(ctx, err)
 			}
-			return err
-		}
-		ok, err := t.commit()
-		if err != nil {
-			return s.fail(ctx, err)
-		}
-		if ok {
-			return nil
+			// The snapshot was compacted away between two reads: start over.
+		} else {
+			ok, err := t.commit()
+			if err != nil {
+				return s.fail(ctx, err)
+			}
+			if ok {
+				return nil
+			}
 		}
 		// Another writer changed what we read: back off a little, with
 		// jitter so that contenders spread out, and read again.
