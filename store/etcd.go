@@ -63,9 +63,11 @@ type Etcd struct {
 	closed  bool
 	ops     sync.WaitGroup
 
-	// version counts the write transactions this client committed: writes
-	// by other flint instances do not move it.
-	version atomic.Uint64
+	// version is the highest etcd revision at which this client saw a
+	// change under the prefix: its own commits, and every other writer's
+	// through a watch (see Version).
+	version   atomic.Uint64
+	watchDone chan struct{}
 }
 
 // EtcdConfig says where the etcd store is.
@@ -119,19 +121,59 @@ func OpenEtcd(c EtcdConfig, opts ...Option) (*Etcd, error) {
 	s := &Etcd{cli: cli, prefix: c.Prefix, limits: o.limits, endpoints: c.Endpoints, timeout: c.Timeout, ctx: ctx, cancel: cancel}
 	// A linearizable read proves a quorum answers with our certificate.
 	rctx, rcancel := context.WithTimeout(ctx, c.Timeout)
-	_, err = cli.Get(rctx, s.prefix+"rebuild")
+	resp, err := cli.Get(rctx, s.prefix+"rebuild")
 	rcancel()
 	if err != nil {
 		cancel()
 		cli.Close()
 		return nil, fmt.Errorf("etcd store at %s does not answer: %w (check store.endpoints, that a quorum of members is up, and store.ca_file, cert_file and key_file)", strings.Join(c.Endpoints, ", "), err)
 	}
+	s.version.Store(uint64(resp.Header.Revision))
+	s.watchDone = make(chan struct{})
+	go s.watch(resp.Header.Revision)
 	return s, nil
 }
 
-// Version implements Store: the write transactions this client committed
-// (another instance's writes do not move it).
+// Version implements Store. It is the highest etcd revision at which this
+// client saw a change under the prefix: it grows with each write this
+// client commits (when the write returns) and, through a watch, within
+// moments of every write other flint instances commit. Reads and failed
+// writes leave it alone.
 func (s *Etcd) Version() uint64 { return s.version.Load() }
+
+// seen raises Version to rev.
+func (s *Etcd) seen(rev int64) {
+	for {
+		v := s.version.Load()
+		if uint64(rev) <= v || s.version.CompareAndSwap(v, uint64(rev)) {
+			return
+		}
+	}
+}
+
+// watch follows the changes under the prefix from revision from on, until
+// Close. A watch cut off (compaction, a member restart) starts again at the
+// current revision: Version only has to grow.
+func (s *Etcd) watch(from int64) {
+	defer close(s.watchDone)
+	for s.ctx.Err() == nil {
+		wch := s.cli.Watch(clientv3.WithRequireLeader(s.ctx), s.prefix, clientv3.WithPrefix(), clientv3.WithRev(from+1))
+		for resp := range wch {
+			for _, ev := range resp.Events {
+				s.seen(ev.Kv.ModRevision)
+				from = max(from, ev.Kv.ModRevision)
+			}
+			if resp.Err() != nil {
+				from = max(from, resp.Header.Revision, resp.CompactRevision)
+				s.seen(from)
+			}
+		}
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(time.Second): // etcd unreachable or leaderless: try again
+		}
+	}
+}
 
 // Close implements Store. Operations in flight get a second to finish, then
 // are cancelled; later ones return ErrClosed.
@@ -152,6 +194,7 @@ func (s *Etcd) Close() error {
 		<-done
 	}
 	s.cancel()
+	<-s.watchDone
 	return s.cli.Close()
 }
 

@@ -31,6 +31,30 @@ func TestEtcd(t *testing.T) {
 		hammer(t, []Store{a, b}, 6, 10)
 	})
 
+	t.Run("Version sees the other instances' writes", func(t *testing.T) {
+		a, b := openEtcd(t, cl, "/flint/version/"), openEtcd(t, cl, "/flint/version/")
+		other := openEtcd(t, cl, "/flint/version-other/")
+		v0 := a.Version()
+		if err := other.PutLease(Lease{IP: ip("198.18.0.7"), State: LeaseBound}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if v := a.Version(); v != v0 {
+			t.Fatalf("a write under another prefix moved the version from %d to %d", v0, v)
+		}
+		start := time.Now()
+		if _, err := b.UpdateMachine("52:54:00:00:00:01", func(m *Machine) error { m.Role = "agent"; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for a.Version() == v0 {
+			if time.Since(start) > 2*time.Second {
+				t.Fatal("another client's write did not move the version within 2 s")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("another client's write moved the version from %d to %d after %v", v0, a.Version(), time.Since(start).Round(time.Millisecond))
+	})
+
 	t.Run("keys under the prefix, looked up by key", func(t *testing.T) {
 		st := openEtcd(t, cl, "/flint/site-a/")
 		mac := "52:54:00:dd:00:01"

@@ -320,7 +320,7 @@ func (t *etx) commit() (bool, error) {
 		return false, err
 	}
 	if resp.Succeeded {
-		t.s.version.Add(1)
+		t.s.seen(resp.Header.Revision)
 	}
 	return resp.Succeeded, nil
 }
