@@ -83,10 +83,27 @@ func watchMachines(cmd *cobra.Command, cfgPath, data string, every time.Duration
 			tty = true
 		}
 	}
+	read := func() ([]store.Machine, error) { return readMachines(cfgPath, data) }
+	if cfgPath != "" {
+		cfg, err := loadConfig(cfgPath)
+		if err != nil {
+			return fmt.Errorf("%w\nfix the config (flint validate --config FILE shows every problem)", err)
+		}
+		read = func() ([]store.Machine, error) { return readMachinesFrom(cfg, data) }
+		if cfg.Store.Backend == config.StoreEtcd {
+			// One connection for the whole watch, not one per redraw.
+			st, err := openStore(cfg, data, storeRead)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			read = func() ([]store.Machine, error) { return publicMachines(st) }
+		}
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		ms, err := readMachines(cfgPath, data)
+		ms, err := read()
 		if tty {
 			fmt.Fprint(out, "\x1b[H\x1b[2J")
 		}
@@ -125,11 +142,7 @@ func readMachinesFrom(cfg *config.Config, dataDir string) ([]store.Machine, erro
 	st, err := openStore(cfg, dataDir, storeRead)
 	if err == nil {
 		defer st.Close()
-		ms, err := st.Machines()
-		for i := range ms {
-			ms[i] = ms[i].Public()
-		}
-		return ms, err
+		return publicMachines(st)
 	}
 	if !errors.Is(err, store.ErrLocked) {
 		return nil, err
@@ -139,6 +152,15 @@ func readMachinesFrom(cfg *config.Config, dataDir string) ([]store.Machine, erro
 		return nil, err
 	}
 	return ms, nil
+}
+
+// publicMachines lists the records as flint shows them (store.Machine.Public).
+func publicMachines(st store.Store) ([]store.Machine, error) {
+	ms, err := st.Machines()
+	for i := range ms {
+		ms[i] = ms[i].Public()
+	}
+	return ms, err
 }
 
 func sortMachines(ms []store.Machine) {

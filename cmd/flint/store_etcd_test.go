@@ -182,6 +182,21 @@ func TestServeOnEtcdStore(t *testing.T) {
 	}
 	_, table := machines()
 	t.Logf("flint machines, another process, from etcd:\n%s", table)
+	// --watch redraws from one connection until SIGTERM.
+	watch := cliProcess("machines", "--config", cfgB, "--data", empty, "--watch", "--interval", "100ms")
+	var watched strings.Builder
+	watch.Stdout = &watched
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	watch.Process.Signal(syscall.SIGTERM)
+	if err := watch.Wait(); err != nil {
+		t.Fatalf("flint machines --watch: %v\n%s", err, watched.String())
+	}
+	if n := strings.Count(watched.String(), stranger); n < 3 {
+		t.Fatalf("flint machines --watch drew %s %d times in 0.7 s at 100 ms:\n%s", stranger, n, watched.String())
+	}
 	for _, d := range []string{dataA, dataB, empty} {
 		if _, err := os.Stat(filepath.Join(d, store.FileName)); !os.IsNotExist(err) {
 			t.Errorf("a bolt database appeared in %s with the etcd backend: %v", d, err)
