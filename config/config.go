@@ -34,6 +34,7 @@ type Config struct {
 	Assets   Assets    `yaml:"assets"`
 	Security Security  `yaml:"security"`
 	Limits   Limits    `yaml:"limits"`
+	Store    Store     `yaml:"store"`
 	Machines []Machine `yaml:"machines"`
 
 	// Source is the file name the config came from ("<embedded default>" for the built-in one).
@@ -262,6 +263,28 @@ type Limits struct {
 	// HTTPConnectionsPerClient caps those of one client address.
 	HTTPConnections          int `yaml:"http_connections"`
 	HTTPConnectionsPerClient int `yaml:"http_connections_per_client"`
+}
+
+// Store backends.
+const (
+	StoreBolt = "bolt" // DATA/flint.db, one flint per data directory
+	StoreEtcd = "etcd" // an etcd cluster several flint instances share
+)
+
+// Store says where flint keeps leases, machine records and timelines.
+type Store struct {
+	// Backend is bolt (the default) or etcd.
+	Backend string `yaml:"backend"`
+	// Endpoints are the etcd members' client URLs (https://host:2379).
+	Endpoints []string `yaml:"endpoints"`
+	// CAFile verifies the members; CertFile and KeyFile are flint's client
+	// certificate (PEM files; the key 0600).
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// Prefix goes before every key flint writes (default /flint/): sites
+	// sharing an etcd each take their own.
+	Prefix string `yaml:"prefix"`
 }
 
 // Machine is one box flint knows by MAC.

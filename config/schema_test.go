@@ -69,7 +69,7 @@ func TestParseShapeProblems(t *testing.T) {
 	})
 	t.Run("unknown top-level key and a document that is no mapping", func(t *testing.T) {
 		wantProblems(t, parseProblems(t, "sever: {address: 198.18.0.1}\n"),
-			`site.yaml:1: sever: unknown key (did you mean server?); the config takes: server, dhcp, ipxe, boot, cluster, assets, security, limits, machines`,
+			`site.yaml:1: sever: unknown key (did you mean server?); the config takes: server, dhcp, ipxe, boot, cluster, assets, security, limits, store, machines`,
 			`machines: no machine has role server`)
 		wantProblems(t, parseProblems(t, "just words\n"), `site.yaml:1: (file): must be a mapping of keys (server, dhcp,`)
 	})

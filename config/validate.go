@@ -34,6 +34,7 @@ const (
 	DefaultK3sAsset       = "k3s/k3s"
 	DefaultEtcdAsset      = "etcd/etcd"
 	DefaultEtcdctl        = "etcd/etcdctl"
+	DefaultStorePrefix    = "/flint/"
 )
 
 // Default limits (see Limits).
@@ -145,6 +146,7 @@ func (cfg *Config) validate(lines map[string]int) error {
 	cfg.validateBMCs(c)
 	cfg.validateCluster(c)
 	cfg.validateAssets(c)
+	cfg.validateStore(c)
 
 	cfg.Warnings = c.warnings
 	cfg.idx = buildIndex(cfg.Machines)
@@ -208,6 +210,12 @@ func (cfg *Config) applyDefaults() {
 	}
 	if d.DeclineHold.Duration == 0 {
 		d.DeclineHold.Duration = DefaultDeclineHold
+	}
+	if cfg.Store.Backend == "" {
+		cfg.Store.Backend = StoreBolt
+	}
+	if cfg.Store.Backend == StoreEtcd && cfg.Store.Prefix == "" {
+		cfg.Store.Prefix = DefaultStorePrefix
 	}
 	if cfg.IPXE.Directory == "" {
 		cfg.IPXE.Directory = DefaultIPXEDir

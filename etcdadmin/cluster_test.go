@@ -1,135 +1,35 @@
 package etcdadmin
 
-// A real 3-member TLS etcd cluster on loopback for the tests: Debian 12's etcd
-// 3.4 (/usr/bin/etcd), certificates from flint's own pki package.
-//
-// Addresses: pki refuses loopback node IPs, so no pki certificate can name
-// 127.0.0.2-4, and peer certificates (pki.EtcdPeer) carry only the node IP.
-// The only loopback address in a pki certificate is the 127.0.0.1 SAN of
-// server certificates. So all members listen on 127.0.0.1 with kernel-chosen
-// ports, and each member's server certificate (serverAuth + clientAuth) also
-// serves as its peer certificate: etcd checks a peer's certificate against
-// the address it connects to and from, which is 127.0.0.1. The node IPs in
-// the certificates (198.18.0.11-13, a benchmarking range) are never used.
+// The etcd cluster these tests run against: internal/etcdtest.
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"log/slog"
-	"net"
-	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/flint-boot/flint/internal/testenv"
-	"github.com/flint-boot/flint/pki"
+	"github.com/flint-boot/flint/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const installHint = "apt-get install -y --no-install-recommends etcd-server etcd-client"
-
-// requireEtcd skips the test when etcd or etcdctl is missing, except in CI
-// (CI=true) where that must fail instead of silently testing nothing.
-func requireEtcd(t *testing.T) {
-	t.Helper()
-	for _, bin := range []string{"etcd", "etcdctl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testenv.Unavailable(t, fmt.Sprintf("install it with %q (as root) to run this test", installHint), "%s not found", bin)
-		}
-	}
-}
-
-type testMember struct {
-	name      string
-	clientURL string
-	peerURL   string
-	dataDir   string
-	logPath   string
-
-	certFile, keyFile string // server certificate, also used for peering
-
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-}
-
+// testCluster is a real 3-member TLS etcd cluster on loopback
+// (internal/etcdtest) with what these tests add to it.
 type testCluster struct {
-	t              *testing.T
-	dir            string
-	caFile         string
-	adminCert      string
-	adminKey       string
-	tls            *tls.Config
-	members        []*testMember
-	initialCluster string // as first bootstrapped
-	healthyAt      time.Time
+	*etcdtest.Cluster
+	t *testing.T
 }
+
+type testMember = etcdtest.Member
 
 // newTestCluster starts three members and waits until all serve linearizable reads.
 func newTestCluster(t *testing.T) *testCluster {
 	t.Helper()
-	requireEtcd(t)
-	dir := t.TempDir()
-	p, err := pki.Open(filepath.Join(dir, "pki"), time.Now, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &testCluster{t: t, dir: dir, caFile: filepath.Join(dir, "ca.crt")}
-	writeTestFile(t, c.caFile, p.CACertPEM())
-	admin, err := p.Admin()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.adminCert, c.adminKey = filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
-	writeTestFile(t, c.adminCert, admin.CertPEM)
-	writeTestFile(t, c.adminKey, admin.KeyPEM)
-	if c.tls, err = TLSConfig(p.CACertPEM(), admin.CertPEM, admin.KeyPEM); err != nil {
-		t.Fatal(err)
-	}
-
-	var initial []string
-	for i := range 3 {
-		m := &testMember{name: fmt.Sprintf("n%d", i+1)}
-		m.clientURL = fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-		m.peerURL = fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-		m.dataDir = filepath.Join(dir, m.name+".etcd")
-		m.logPath = filepath.Join(dir, m.name+".log")
-		server, err := p.EtcdServer(pki.Node{Name: m.name, IP: netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)})})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.ContainsFunc(server.Cert.IPAddresses, func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) }) {
-			t.Fatalf("server certificate of %s lacks the 127.0.0.1 SAN this cluster relies on: %v", m.name, server.Cert.IPAddresses)
-		}
-		m.certFile, m.keyFile = filepath.Join(dir, m.name+"-server.crt"), filepath.Join(dir, m.name+"-server.key")
-		writeTestFile(t, m.certFile, server.CertPEM)
-		writeTestFile(t, m.keyFile, server.KeyPEM)
-		c.members = append(c.members, m)
-		initial = append(initial, m.name+"="+m.peerURL)
-	}
-	c.initialCluster = strings.Join(initial, ",")
-	t.Cleanup(c.stopAll)
-
-	start := time.Now()
-	for _, m := range c.members {
-		c.start(m, c.initialCluster, "new")
-	}
-	for _, m := range c.members {
-		c.waitReadable(m, 20*time.Second)
-	}
-	c.healthyAt = time.Now()
-	t.Logf("3-member cluster healthy after %v", c.healthyAt.Sub(start).Round(time.Millisecond))
-	return c
+	return &testCluster{Cluster: etcdtest.Start(t, 3), t: t}
 }
 
 // settle waits until the members have been connected to each other for 5 s:
@@ -137,152 +37,29 @@ func newTestCluster(t *testing.T) *testCluster {
 // "unhealthy cluster" (PrepareRejoin retries). A real cluster is older; a test
 // that measures the rebuild itself waits this out first.
 func (c *testCluster) settle() {
-	if d := time.Until(c.healthyAt.Add(5500 * time.Millisecond)); d > 0 {
+	if d := time.Until(c.HealthyAt.Add(5500 * time.Millisecond)); d > 0 {
 		c.t.Logf("waiting %v for the peer connections to be 5 s old", d.Round(time.Millisecond))
 		time.Sleep(d)
 	}
 }
 
-func writeTestFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// freePort asks the kernel for a free TCP port on 127.0.0.1. Another process
-// could take it before etcd binds it; that is unlikely enough for a test.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// start runs etcd for m with an existing or empty data dir.
 func (c *testCluster) start(m *testMember, initialCluster, state string) {
 	c.t.Helper()
-	if m.running() {
-		c.t.Fatalf("%s is already running", m.name)
-	}
-	logFile, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	defer logFile.Close()
-	fmt.Fprintf(logFile, "=== start %s state=%s initial-cluster=%s\n", m.name, state, initialCluster)
-	cmd := exec.Command("etcd",
-		"--name", m.name,
-		"--data-dir", m.dataDir,
-		"--listen-client-urls", m.clientURL,
-		"--advertise-client-urls", m.clientURL,
-		"--listen-peer-urls", m.peerURL,
-		"--initial-advertise-peer-urls", m.peerURL,
-		"--initial-cluster", initialCluster,
-		"--initial-cluster-state", state,
-		"--initial-cluster-token", "flint-etcdadmin-test",
-		"--cert-file", m.certFile, "--key-file", m.keyFile,
-		"--trusted-ca-file", c.caFile, "--client-cert-auth=true",
-		"--peer-cert-file", m.certFile, "--peer-key-file", m.keyFile, // see the top of this file
-		"--peer-trusted-ca-file", c.caFile, "--peer-client-cert-auth=true",
-		"--logger", "zap", "--log-outputs", "stderr",
-	)
-	cmd.Env = envWithoutEtcd()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// If the test binary dies (e.g. -timeout), take etcd with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start etcd %s: %v", m.name, err)
-	}
-	m.cmd, m.done = cmd, make(chan struct{})
-	done := m.done
-	go func() {
-		cmd.Wait()
-		close(done)
-	}()
+	c.StartMember(m, initialCluster, state)
 }
 
-// envWithoutEtcd drops ETCD_* variables so that the host cannot change the
-// members' configuration.
-func envWithoutEtcd() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ETCD") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func (c *testCluster) kill(m *testMember) { c.t.Helper(); c.Kill(m) }
+func (c *testCluster) wipe(m *testMember) { c.t.Helper(); c.Wipe(m) }
 
-func (m *testMember) running() bool {
-	if m.done == nil {
-		return false
-	}
-	select {
-	case <-m.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill stops m hard, like pulling the plug, and waits for it to exit.
-func (c *testCluster) kill(m *testMember) {
+func (c *testCluster) waitReadable(m *testMember, timeout time.Duration) {
 	c.t.Helper()
-	if !m.running() {
-		return
-	}
-	m.cmd.Process.Kill() // by PID, ours only
-	select {
-	case <-m.done:
-	case <-time.After(10 * time.Second):
-		c.t.Fatalf("etcd %s (pid %d) did not exit after SIGKILL", m.name, m.cmd.Process.Pid)
-	}
-}
-
-// wipe deletes m's data dir, as reprovisioning the node does.
-func (c *testCluster) wipe(m *testMember) {
-	c.t.Helper()
-	if err := os.RemoveAll(m.dataDir); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-func (c *testCluster) stopAll() {
-	for _, m := range c.members {
-		if m.running() {
-			m.cmd.Process.Kill()
-			<-m.done
-		}
-	}
-	if c.t.Failed() {
-		for _, m := range c.members {
-			c.t.Logf("last lines of %s's log:\n%s", m.name, tail(m.logPath, 15))
-		}
-	}
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	data, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	c.WaitReadable(m, timeout)
 }
 
 // client returns a raw etcd client for the given members only.
 func (c *testCluster) client(members ...*testMember) *clientv3.Client {
 	c.t.Helper()
-	var endpoints []string
-	for _, m := range members {
-		endpoints = append(endpoints, m.clientURL)
-	}
-	cli, err := newClient(endpoints, c.tls)
+	cli, err := newClient(c.Endpoints(members...), c.TLS)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -293,38 +70,12 @@ func (c *testCluster) client(members ...*testMember) *clientv3.Client {
 // admin returns an Admin for all three members.
 func (c *testCluster) admin() *Admin {
 	c.t.Helper()
-	var endpoints []string
-	for _, m := range c.members {
-		endpoints = append(endpoints, m.clientURL)
-	}
-	a, err := New(endpoints, c.tls, slogForTest(c.t))
+	a, err := New(c.Endpoints(), c.TLS, slogForTest(c.t))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { a.Close() })
 	return a
-}
-
-// waitReadable waits until m answers a linearizable read.
-func (c *testCluster) waitReadable(m *testMember, timeout time.Duration) {
-	c.t.Helper()
-	cli := c.client(m)
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := cli.Get(ctx, "health")
-		cancel()
-		if err == nil {
-			return
-		}
-		if !m.running() {
-			c.t.Fatalf("etcd %s exited: %v\n%s", m.name, m.cmd.ProcessState, tail(m.logPath, 15))
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("etcd %s not readable after %v: %v", m.name, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // ctlMember is a member as etcdctl prints it: an independent view of the
@@ -351,21 +102,7 @@ func (c *testCluster) etcdctlMembers(via ...*testMember) []ctlMember {
 
 func (c *testCluster) etcdctl(via []*testMember, args ...string) []byte {
 	c.t.Helper()
-	var endpoints []string
-	for _, m := range via {
-		endpoints = append(endpoints, m.clientURL)
-	}
-	args = append([]string{"--endpoints", strings.Join(endpoints, ","), "--cacert", c.caFile,
-		"--cert", c.adminCert, "--key", c.adminKey, "--command-timeout", "5s"}, args...)
-	cmd := exec.Command("etcdctl", args...)
-	cmd.Env = append(envWithoutEtcd(), "ETCDCTL_API=3")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		c.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
+	return c.Etcdctl(via, args...)
 }
 
 // memberSummary is a stable description of a membership for comparisons.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flint-boot/flint/internal/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -30,17 +31,17 @@ func TestMembersReportsHealthyCluster(t *testing.T) {
 	}
 	t.Logf("Members took %v", time.Since(start).Round(time.Millisecond))
 
-	ctl := c.etcdctlMembers(c.members...)
+	ctl := c.etcdctlMembers(c.Members...)
 	if len(members) != 3 || len(ctl) != 3 {
 		t.Fatalf("got %d members (etcdctl: %d), want 3: %+v", len(members), len(ctl), members)
 	}
 	leaders := 0
 	for i, m := range members {
-		want := c.members[i] // both sorted by name
+		want := c.Members[i] // both sorted by name
 		t.Logf("member %s: started=%v healthy=%v leader=%v raft_index=%d version=%s problem=%q",
 			m, m.Started, m.Healthy, m.Leader, m.RaftIndex, m.Version, m.Problem)
-		if m.Name != want.name || !slices.Equal(m.PeerURLs, []string{want.peerURL}) || !slices.Equal(m.ClientURLs, []string{want.clientURL}) {
-			t.Errorf("member %d = %s %v %v, want %s %s %s", i, m.Name, m.PeerURLs, m.ClientURLs, want.name, want.peerURL, want.clientURL)
+		if m.Name != want.Name || !slices.Equal(m.PeerURLs, []string{want.PeerURL}) || !slices.Equal(m.ClientURLs, []string{want.ClientURL}) {
+			t.Errorf("member %d = %s %v %v, want %s %s %s", i, m.Name, m.PeerURLs, m.ClientURLs, want.Name, want.PeerURL, want.ClientURL)
 		}
 		if !m.Started || !m.Healthy || m.Problem != "" || m.RaftIndex == 0 || m.Learner {
 			t.Errorf("member %s: started=%v healthy=%v learner=%v raft_index=%d problem=%q, want a started healthy voter",
@@ -49,8 +50,8 @@ func TestMembersReportsHealthyCluster(t *testing.T) {
 		if !slices.ContainsFunc(ctl, func(cm ctlMember) bool { return cm.ID == m.ID && cm.Name == m.Name }) {
 			t.Errorf("member %s: etcdctl does not list it: %v", m, memberSummary(ctl))
 		}
-		if m.Endpoint != want.clientURL {
-			t.Errorf("member %s: answered at %q, want %s", m.Name, m.Endpoint, want.clientURL)
+		if m.Endpoint != want.ClientURL {
+			t.Errorf("member %s: answered at %q, want %s", m.Name, m.Endpoint, want.ClientURL)
 		}
 		if m.Leader {
 			leaders++
@@ -71,15 +72,15 @@ func TestPrepareRejoinRebuildsWipedMember(t *testing.T) {
 	c := newTestCluster(t)
 	ctx := testContext(t)
 	a := c.admin()
-	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+	n1, n2, n3 := c.Members[0], c.Members[1], c.Members[2]
 
-	all := c.client(c.members...)
+	all := c.client(c.Members...)
 	for i := range 100 {
 		if _, err := all.Put(ctx, fmt.Sprintf("key/%03d", i), fmt.Sprintf("value %d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	oldID := memberID(t, c.etcdctlMembers(n1), n2.name)
+	oldID := memberID(t, c.etcdctlMembers(n1), n2.Name)
 
 	// The node is reprovisioned: etcd dies with it and its data is gone.
 	c.kill(n2)
@@ -93,39 +94,39 @@ func TestPrepareRejoinRebuildsWipedMember(t *testing.T) {
 	c.settle()
 
 	start := time.Now()
-	initialCluster, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	initialCluster, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	prepared := time.Since(start)
-	if initialCluster != c.initialCluster {
-		t.Errorf("PrepareRejoin returned INITIAL_CLUSTER\n  %s\nwant\n  %s", initialCluster, c.initialCluster)
+	if initialCluster != c.InitialCluster {
+		t.Errorf("PrepareRejoin returned INITIAL_CLUSTER\n  %s\nwant\n  %s", initialCluster, c.InitialCluster)
 	}
 	c.start(n2, initialCluster, "existing")
 	waitAllHealthy(t, a, 20*time.Second)
 	rebuild := time.Since(start)
-	t.Logf("rebuild of %s: PrepareRejoin %v, until 3 healthy members %v", n2.name, prepared.Round(time.Millisecond), rebuild.Round(time.Millisecond))
+	t.Logf("rebuild of %s: PrepareRejoin %v, until 3 healthy members %v", n2.Name, prepared.Round(time.Millisecond), rebuild.Round(time.Millisecond))
 
 	ctl := c.etcdctlMembers(n1, n3)
 	if len(ctl) != 3 {
 		t.Fatalf("etcdctl lists %d members after the rebuild, want 3: %s", len(ctl), memberSummary(ctl))
 	}
-	if newID := memberID(t, ctl, n2.name); newID == oldID {
-		t.Errorf("%s kept its ID %x: the old member was not replaced", n2.name, oldID)
+	if newID := memberID(t, ctl, n2.Name); newID == oldID {
+		t.Errorf("%s kept its ID %x: the old member was not replaced", n2.Name, oldID)
 	}
 
 	// Serializable: answered from n2's own store, so the data really is on n2.
 	cli2 := c.client(n2)
 	resp, err := cli2.Get(ctx, "key/", clientv3.WithPrefix(), clientv3.WithSerializable())
 	if err != nil {
-		t.Fatalf("read from %s: %v", n2.name, err)
+		t.Fatalf("read from %s: %v", n2.Name, err)
 	}
 	if len(resp.Kvs) != 100 {
-		t.Fatalf("%s has %d of the 100 keys", n2.name, len(resp.Kvs))
+		t.Fatalf("%s has %d of the 100 keys", n2.Name, len(resp.Kvs))
 	}
 	for i, kv := range resp.Kvs {
 		if want := fmt.Sprintf("value %d", i); string(kv.Value) != want {
-			t.Errorf("%s on %s = %q, want %q", kv.Key, n2.name, kv.Value, want)
+			t.Errorf("%s on %s = %q, want %q", kv.Key, n2.Name, kv.Value, want)
 		}
 	}
 
@@ -143,46 +144,46 @@ func TestPrepareRejoinIsIdempotent(t *testing.T) {
 	c := newTestCluster(t)
 	ctx := testContext(t)
 	a := c.admin()
-	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+	n1, n2, n3 := c.Members[0], c.Members[1], c.Members[2]
 
 	c.kill(n2)
 	c.wipe(n2)
 	waitWritable(t, c.client(n1, n3), 10*time.Second)
 
-	first, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	first, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	afterFirst := c.etcdctlMembers(n1, n3)
 	// A retry, e.g. after flint crashed before serving the config.
-	second, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	second, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	if err != nil {
 		t.Fatalf("second PrepareRejoin: %v", err)
 	}
 	afterSecond := c.etcdctlMembers(n1, n3)
 
-	if first != second || first != c.initialCluster {
-		t.Errorf("INITIAL_CLUSTER: first %s, second %s, want %s", first, second, c.initialCluster)
+	if first != second || first != c.InitialCluster {
+		t.Errorf("INITIAL_CLUSTER: first %s, second %s, want %s", first, second, c.InitialCluster)
 	}
 	if memberSummary(afterFirst) != memberSummary(afterSecond) {
 		t.Errorf("second call changed the membership:\n  before %s\n  after  %s", memberSummary(afterFirst), memberSummary(afterSecond))
 	}
 	withURL := 0
 	for _, m := range afterSecond {
-		if slices.Contains(m.PeerURLs, n2.peerURL) {
+		if slices.Contains(m.PeerURLs, n2.PeerURL) {
 			withURL++
 			if m.Name != "" {
-				t.Errorf("member with %s is named %q, want the unstarted member added by PrepareRejoin", n2.peerURL, m.Name)
+				t.Errorf("member with %s is named %q, want the unstarted member added by PrepareRejoin", n2.PeerURL, m.Name)
 			}
 		}
 	}
 	if len(afterSecond) != 3 || withURL != 1 {
-		t.Fatalf("membership %s: want 3 members, exactly one with %s", memberSummary(afterSecond), n2.peerURL)
+		t.Fatalf("membership %s: want 3 members, exactly one with %s", memberSummary(afterSecond), n2.PeerURL)
 	}
 
 	// An add that does not know about the first one (a stale member list, a
 	// lost answer) must not add a second member either.
-	if _, err := a.addMember(ctx, n2.name, n2.peerURL); err != nil {
+	if _, err := a.addMember(ctx, n2.Name, n2.PeerURL); err != nil {
 		t.Errorf("repeated add: %v", err)
 	}
 	if after := c.etcdctlMembers(n1, n3); memberSummary(after) != memberSummary(afterSecond) {
@@ -196,11 +197,11 @@ func TestPrepareRejoinIsIdempotent(t *testing.T) {
 	// Once the node has joined, its new member is the one a further call
 	// would replace, and it is healthy.
 	joined := memberSummary(c.etcdctlMembers(n1, n3))
-	if _, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL); !errors.Is(err, ErrMemberHealthy) {
-		t.Errorf("PrepareRejoin after %s joined: %v, want ErrMemberHealthy", n2.name, err)
+	if _, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL); !errors.Is(err, ErrMemberHealthy) {
+		t.Errorf("PrepareRejoin after %s joined: %v, want ErrMemberHealthy", n2.Name, err)
 	}
 	if after := memberSummary(c.etcdctlMembers(n1, n3)); after != joined {
-		t.Errorf("PrepareRejoin after %s joined changed the membership:\n  before %s\n  after  %s", n2.name, joined, after)
+		t.Errorf("PrepareRejoin after %s joined changed the membership:\n  before %s\n  after  %s", n2.Name, joined, after)
 	}
 }
 
@@ -213,10 +214,10 @@ func TestPrepareRejoinRefusesHealthyMember(t *testing.T) {
 	c := newTestCluster(t)
 	ctx := testContext(t)
 	a := c.admin()
-	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+	n1, n2, n3 := c.Members[0], c.Members[1], c.Members[2]
 
 	before := c.etcdctlMembers(n1, n2, n3)
-	oldID := memberID(t, before, n2.name)
+	oldID := memberID(t, before, n2.Name)
 	members, err := a.Members(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -225,16 +226,16 @@ func TestPrepareRejoinRefusesHealthyMember(t *testing.T) {
 	if i < 0 {
 		t.Fatalf("no member reports itself leader: %+v", members)
 	}
-	leader := c.members[slices.IndexFunc(c.members, func(m *testMember) bool { return m.name == members[i].Name })]
+	leader := c.Members[slices.IndexFunc(c.Members, func(m *testMember) bool { return m.Name == members[i].Name })]
 
 	for _, req := range []struct {
 		what, name, peerURL string
 		target              *testMember
 	}{
-		{"its own name and peer URL", n2.name, n2.peerURL, n2},
-		{"its name at another address", n2.name, "https://127.0.0.1:1", n2},
-		{"another name with its peer URL", "intruder", n2.peerURL, n2},
-		{"the leader, " + leader.name, leader.name, leader.peerURL, leader},
+		{"its own name and peer URL", n2.Name, n2.PeerURL, n2},
+		{"its name at another address", n2.Name, "https://127.0.0.1:1", n2},
+		{"another name with its peer URL", "intruder", n2.PeerURL, n2},
+		{"the leader, " + leader.Name, leader.Name, leader.PeerURL, leader},
 	} {
 		start := time.Now()
 		_, err := a.PrepareRejoin(ctx, req.name, req.peerURL)
@@ -244,13 +245,13 @@ func TestPrepareRejoinRefusesHealthyMember(t *testing.T) {
 		if !errors.Is(err, ErrMemberHealthy) || !ok || errors.Is(err, ErrQuorum) {
 			t.Fatalf("%s: err = %v, want a *MemberHealthyError matching ErrMemberHealthy", req.what, err)
 		}
-		id := memberID(t, before, req.target.name)
-		if he.Member.ID != id || he.Endpoint != req.target.clientURL {
-			t.Errorf("%s: refused member %s at %s, want %s (%x) at %s", req.what, he.Member, he.Endpoint, req.target.name, id, req.target.clientURL)
+		id := memberID(t, before, req.target.Name)
+		if he.Member.ID != id || he.Endpoint != req.target.ClientURL {
+			t.Errorf("%s: refused member %s at %s, want %s (%x) at %s", req.what, he.Member, he.Endpoint, req.target.Name, id, req.target.ClientURL)
 		}
 		for _, want := range []string{
-			fmt.Sprintf("%s (%x, %s)", req.target.name, id, req.target.peerURL),
-			"its old process is still answering at " + req.target.clientURL + "; stop it first",
+			fmt.Sprintf("%s (%x, %s)", req.target.Name, id, req.target.PeerURL),
+			"its old process is still answering at " + req.target.ClientURL + "; stop it first",
 			"nothing was changed",
 		} {
 			if !strings.Contains(err.Error(), want) {
@@ -272,17 +273,17 @@ func TestPrepareRejoinRefusesHealthyMember(t *testing.T) {
 	c.kill(n2)
 	c.wipe(n2)
 	waitWritable(t, c.client(n1, n3), 10*time.Second)
-	initialCluster, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	initialCluster, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	if err != nil {
-		t.Fatalf("PrepareRejoin after %s was killed and wiped: %v", n2.name, err)
+		t.Fatalf("PrepareRejoin after %s was killed and wiped: %v", n2.Name, err)
 	}
-	if initialCluster != c.initialCluster {
-		t.Errorf("PrepareRejoin returned INITIAL_CLUSTER\n  %s\nwant\n  %s", initialCluster, c.initialCluster)
+	if initialCluster != c.InitialCluster {
+		t.Errorf("PrepareRejoin returned INITIAL_CLUSTER\n  %s\nwant\n  %s", initialCluster, c.InitialCluster)
 	}
 	c.start(n2, initialCluster, "existing")
 	waitAllHealthy(t, a, 20*time.Second)
-	if newID := memberID(t, c.etcdctlMembers(n1, n3), n2.name); newID == oldID {
-		t.Errorf("%s kept its ID %x: the old member was not replaced", n2.name, oldID)
+	if newID := memberID(t, c.etcdctlMembers(n1, n3), n2.Name); newID == oldID {
+		t.Errorf("%s kept its ID %x: the old member was not replaced", n2.Name, oldID)
 	}
 }
 
@@ -290,7 +291,7 @@ func TestPrepareRejoinRefusesWithoutQuorum(t *testing.T) {
 	c := newTestCluster(t)
 	ctx := testContext(t)
 	a := c.admin()
-	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+	n1, n2, n3 := c.Members[0], c.Members[1], c.Members[2]
 
 	// n3 is down; n2, about to be rebuilt, still runs. The cluster works
 	// (n1+n2), so n2 is healthy: that alone refuses, before the quorum.
@@ -298,7 +299,7 @@ func TestPrepareRejoinRefusesWithoutQuorum(t *testing.T) {
 	waitWritable(t, c.client(n1, n2), 10*time.Second)
 	before := memberSummary(c.etcdctlMembers(n1))
 
-	_, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	_, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	t.Logf("n3 down, n2 running: %v", err)
 	if !errors.Is(err, ErrMemberHealthy) || errors.Is(err, ErrQuorum) {
 		t.Errorf("PrepareRejoin error = %v, want ErrMemberHealthy", err)
@@ -310,9 +311,9 @@ func TestPrepareRejoinRefusesWithoutQuorum(t *testing.T) {
 	// Now n2 is actually wiped: confirmed down, but n1 alone has no quorum.
 	c.kill(n2)
 	c.wipe(n2)
-	_, err = a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	_, err = a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	t.Logf("n3 down, n2 wiped: %v", err)
-	checkQuorumError(t, err, n3.name)
+	checkQuorumError(t, err, n3.Name)
 	var qe *QuorumError
 	if errors.As(err, &qe) && (len(qe.Unhealthy) != 2 || qe.Healthy != 0 || qe.NeedAfterRemove != 2 || qe.NeedAfterAdd != 2) {
 		t.Errorf("QuorumError = %+v, want n1 and n3 unhealthy, none healthy, 2 needed after remove and after add", qe)
@@ -362,28 +363,28 @@ func TestWipedMemberStartedAsNewFails(t *testing.T) {
 	c := newTestCluster(t)
 	ctx := testContext(t)
 	a := c.admin()
-	n1, n2, n3 := c.members[0], c.members[1], c.members[2]
+	n1, n2, n3 := c.Members[0], c.Members[1], c.Members[2]
 
 	c.kill(n2)
 	c.wipe(n2)
 	waitWritable(t, c.client(n1, n3), 10*time.Second)
 
-	c.start(n2, c.initialCluster, "new")
+	c.start(n2, c.InitialCluster, "new")
 	select {
-	case <-n2.done:
+	case <-n2.Done():
 	case <-time.After(15 * time.Second):
-		t.Fatalf("wiped %s restarted as \"new\" is still running after 15 s; expected it to fail", n2.name)
+		t.Fatalf("wiped %s restarted as \"new\" is still running after 15 s; expected it to fail", n2.Name)
 	}
-	log, _ := os.ReadFile(n2.logPath)
+	log, _ := os.ReadFile(n2.LogPath)
 	known := []string{"has already been bootstrapped", "tocommit("}
 	i := slices.IndexFunc(known, func(s string) bool { return strings.Contains(string(log), s) })
 	if i < 0 {
-		t.Fatalf("%s exited (%v) without a known error:\n%s", n2.name, n2.cmd.ProcessState, tail(n2.logPath, 15))
+		t.Fatalf("%s exited (%v) without a known error:\n%s", n2.Name, n2.ExitState(), etcdtest.Tail(n2.LogPath, 15))
 	}
-	t.Logf("%s restarted as \"new\" failed as expected (%v): %s", n2.name, n2.cmd.ProcessState, firstLineContaining(string(log), known[i]))
+	t.Logf("%s restarted as \"new\" failed as expected (%v): %s", n2.Name, n2.ExitState(), firstLineContaining(string(log), known[i]))
 
 	c.wipe(n2)
-	initialCluster, err := a.PrepareRejoin(ctx, n2.name, n2.peerURL)
+	initialCluster, err := a.PrepareRejoin(ctx, n2.Name, n2.PeerURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ TEST=(
   curl            # HTTP and tftp:// client, /healthz polling
   dnsmasq-base    # the LAN's own DHCP server next to flint in proxy mode
   isc-dhcp-relay  # dhcrelay: a real DHCP relay (giaddr, option 82) between flint and remote segments
-  etcd-server     # real etcd members: member replacement and cluster convergence tests
+  etcd-server     # real etcd members: member replacement and cluster convergence tests, the etcd store backend (store, cmd/flint)
   etcd-client     # etcdctl, to check what the tests did to the cluster
   tcpdump         # captures a whole boot on the lab bridge: no secret crosses in clear
   # e2e suite (e2e/): real firmware in QEMU and the test OS it boots

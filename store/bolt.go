@@ -68,25 +68,39 @@ type writeReq struct {
 // maxGroup bounds how many writes share one transaction.
 const maxGroup = 512
 
-// Option tunes OpenBolt.
-type Option func(*Bolt)
+// Option tunes OpenBolt and OpenEtcd.
+type Option func(*options)
+
+type options struct {
+	limits       Limits
+	existingOnly bool
+}
+
+func applyOptions(opts []Option) options {
+	o := options{limits: Limits{Discovered: MaxDiscovered, Events: MaxEventsPerMachine}}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
 
 // WithLimits bounds discovered records and timelines (zero fields keep the defaults).
 func WithLimits(l Limits) Option {
-	return func(s *Bolt) {
+	return func(o *options) {
 		if l.Discovered > 0 {
-			s.limits.Discovered = l.Discovered
+			o.limits.Discovered = l.Discovered
 		}
 		if l.Events > 0 {
-			s.limits.Events = l.Events
+			o.limits.Events = l.Events
 		}
 	}
 }
 
 // ExistingOnly makes OpenBolt fail with ErrNoState instead of creating a
 // database: for commands that change a state flint serve made, which must
-// not leave one behind in a directory serve never used.
-func ExistingOnly() Option { return func(s *Bolt) { s.existingOnly = true } }
+// not leave one behind in a directory serve never used. OpenEtcd ignores it:
+// the etcd store is shared and created by whoever writes first.
+func ExistingOnly() Option { return func(o *options) { o.existingOnly = true } }
 
 // ErrNoState: the data directory holds no flint database.
 var ErrNoState = errors.New("no flint state")
@@ -94,10 +108,8 @@ var ErrNoState = errors.New("no flint state")
 // OpenBolt opens (creating if needed) DIR/flint.db. With readOnly it takes a
 // shared lock and fails fast with ErrLocked while a server holds the database.
 func OpenBolt(dir string, readOnly bool, opts ...Option) (*Bolt, error) {
-	s := &Bolt{limits: Limits{Discovered: MaxDiscovered, Events: MaxEventsPerMachine}}
-	for _, o := range opts {
-		o(s)
-	}
+	o := applyOptions(opts)
+	s := &Bolt{limits: o.limits, existingOnly: o.existingOnly}
 	path := filepath.Join(dir, FileName)
 	if readOnly || s.existingOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {

@@ -11,92 +11,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
-
-func TestLeasesPersistAcrossReopen(t *testing.T) {
-	dir := t.TempDir()
-	st, err := OpenBolt(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
-	want := Lease{IP: ip("198.18.0.100"), MAC: "52:54:00:00:00:01", State: LeaseBound, Hostname: "a", Start: exp.Add(-time.Hour), Expires: exp}
-	if err := st.PutLease(want); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.PutLease(Lease{IP: ip("198.18.0.101"), State: LeaseDeclined, Expires: exp}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteLease(ip("198.18.0.101")); err != nil {
-		t.Fatal(err)
-	}
-	st.Close()
-
-	st, err = OpenBolt(dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	got, err := st.Leases()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].IP != want.IP || got[0].MAC != want.MAC || !got[0].Expires.Equal(exp) || got[0].State != LeaseBound {
-		t.Fatalf("leases after reopen = %+v", got)
-	}
-}
-
-func TestSightingsAndSyncConfig(t *testing.T) {
-	st, err := OpenBolt(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	var wg sync.WaitGroup
-	for i := range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := st.RecordSighting(Sighting{MAC: "52:54:00:00:00:09", At: t0.Add(time.Duration(i) * time.Second), Arch: "BIOS", Event: fmt.Sprintf("e%d", i), IP: ip("198.18.0.9")})
-			if err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	if err := st.SyncConfig([]KnownMachine{{MAC: "52:54:00:00:00:01", Hostname: "nuc1", Role: "server", ReservedIP: ip("198.18.0.60")}}); err != nil {
-		t.Fatal(err)
-	}
-	ms, err := st.Machines()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ms) != 2 {
-		t.Fatalf("machines = %+v", ms)
-	}
-	known, seen := ms[0], ms[1]
-	if !known.Known || known.Hostname != "nuc1" || !known.LastSeen.IsZero() {
-		t.Errorf("known machine = %+v", known)
-	}
-	if seen.Known || seen.Events != 20 || !seen.FirstSeen.Equal(t0) || !seen.LastSeen.Equal(t0.Add(19*time.Second)) || seen.Arch != "BIOS" {
-		t.Errorf("sighted machine = %+v", seen)
-	}
-	// A machine that leaves the config becomes discovered, and keeps its history.
-	if err := st.SyncConfig(nil); err != nil {
-		t.Fatal(err)
-	}
-	ms, _ = st.Machines()
-	if ms[0].Known || ms[0].Hostname != "" {
-		t.Errorf("after removal from config: %+v", ms[0])
-	}
-}
 
 func TestReadOnlyWhileLocked(t *testing.T) {
 	dir := t.TempDir()
@@ -172,44 +90,6 @@ func TestSurvivesKill9(t *testing.T) {
 	}
 	if len(ls) < last+1 {
 		t.Fatalf("child reported %d leases written, %d survived kill -9", last+1, len(ls))
-	}
-}
-
-func TestTimelineOrderedAndBounded(t *testing.T) {
-	st, err := OpenBolt(t.TempDir(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	mac := "52:54:00:00:00:0a"
-	// Recorded out of order (goroutines do that); the timeline comes back by time.
-	for _, i := range []int{2, 0, 1} {
-		if err := st.RecordSighting(Sighting{MAC: mac, At: t0.Add(time.Duration(i) * time.Second), Event: fmt.Sprintf("e%d", i), Detail: "d"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ev, err := st.Events(mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ev) != 3 || ev[0].Event != "e0" || ev[2].Event != "e2" || ev[1].Detail != "d" || !ev[1].At.Equal(t0.Add(time.Second)) {
-		t.Fatalf("timeline = %+v", ev)
-	}
-	for i := range MaxEventsPerMachine + 200 {
-		if err := st.RecordSighting(Sighting{MAC: mac, At: t0.Add(time.Hour + time.Duration(i)*time.Millisecond), Event: fmt.Sprintf("n%d", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ev, _ = st.Events(mac)
-	if len(ev) > MaxEventsPerMachine+64 || len(ev) < MaxEventsPerMachine {
-		t.Fatalf("timeline holds %d events, want about %d", len(ev), MaxEventsPerMachine)
-	}
-	if last := ev[len(ev)-1].Event; last != fmt.Sprintf("n%d", MaxEventsPerMachine+199) {
-		t.Fatalf("newest event = %s", last)
-	}
-	if other, _ := st.Events("52:54:00:00:00:0b"); len(other) != 0 {
-		t.Fatalf("unknown MAC has events: %v", other)
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package store keeps flint's durable state: DHCP leases and machine records.
-// The Store interface hides the backend (bbolt today, a distributed one later).
+// The Store interface hides the backend: bbolt (Bolt) or etcd (Etcd).
 package store
 
 import (
@@ -185,9 +185,11 @@ type Limits struct {
 // returning (a crash right after a call loses nothing it reported written) and
 // must be safe for concurrent use.
 type Store interface {
-	// Version counts the committed write transactions since the store was
-	// opened: a watcher (the dashboard's stream) compares it, cheaply, to
-	// learn that something changed.
+	// Version grows with every committed write and with nothing else: a
+	// watcher (the dashboard's stream) compares it, cheaply, to learn that
+	// something changed. Bolt counts its write transactions since it was
+	// opened; Etcd follows the etcd revision of the changes under its
+	// prefix, other flint instances' included.
 	Version() uint64
 	// PutLease creates or replaces the lease of l.IP.
 	PutLease(l Lease) error

@@ -17,21 +17,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/store"
 )
 
 func newMachinesCmd() *cobra.Command {
-	var data string
+	var data, path string
 	var asJSON, watch bool
 	var every time.Duration
 	cmd := &cobra.Command{
-		Use:   "machines [--data DIR] [--json]",
+		Use:   "machines [--data DIR | --config FILE] [--json]",
 		Short: "List known and discovered machines and what flint last saw of them",
 		Long: `machines lists every machine of the config (known) and every other MAC that
 asked flint for an address or a boot file (discovered), with the address it
 got, its firmware architecture, when it was first and last seen and the last
 exchange. It reads DIR/flint.db, or asks the running flint serve when that
-holds the database.
+holds the database. With --config it reads the state that config's store
+section names: DIR/flint.db (store.backend: bolt) or the etcd store that
+flint serve instances share (store.backend: etcd).
 
 STATE is the machine's lifecycle: discovered (an unknown MAC asked), ready
 (known, never installed), installing (its config was served; "stuck" once
@@ -41,9 +44,9 @@ redraws the table until interrupted: handy during a boot storm.`,
 		Args: noArgs("pass the data directory of your flint serve with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if watch {
-				return watchMachines(cmd, data, every)
+				return watchMachines(cmd, path, data, every)
 			}
-			ms, err := readMachines(data)
+			ms, err := readMachines(path, data)
 			if err != nil {
 				return err
 			}
@@ -58,6 +61,7 @@ redraws the table until interrupted: handy during a boot storm.`,
 		},
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory of the flint serve to inspect")
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config file of the flint serve to inspect: its store section says where the state is (default: DIR/flint.db)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "redraw the table every --interval until interrupted")
 	cmd.Flags().DurationVar(&every, "interval", time.Second, "redraw interval for --watch")
@@ -65,7 +69,7 @@ redraws the table until interrupted: handy during a boot storm.`,
 }
 
 // watchMachines redraws the table; on a terminal it clears the screen first.
-func watchMachines(cmd *cobra.Command, data string, every time.Duration) error {
+func watchMachines(cmd *cobra.Command, cfgPath, data string, every time.Duration) error {
 	ctx := cmd.Context()
 	if ctx == nil {
 		ctx = context.Background()
@@ -79,10 +83,27 @@ func watchMachines(cmd *cobra.Command, data string, every time.Duration) error {
 			tty = true
 		}
 	}
+	read := func() ([]store.Machine, error) { return readMachines(cfgPath, data) }
+	if cfgPath != "" {
+		cfg, err := loadConfig(cfgPath)
+		if err != nil {
+			return fmt.Errorf("%w\nfix the config (flint validate --config FILE shows every problem)", err)
+		}
+		read = func() ([]store.Machine, error) { return readMachinesFrom(cfg, data) }
+		if cfg.Store.Backend == config.StoreEtcd {
+			// One connection for the whole watch, not one per redraw.
+			st, err := openStore(cfg, data, storeRead)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			read = func() ([]store.Machine, error) { return publicMachines(st) }
+		}
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		ms, err := readMachines(data)
+		ms, err := read()
 		if tty {
 			fmt.Fprint(out, "\x1b[H\x1b[2J")
 		}
@@ -102,17 +123,26 @@ func watchMachines(cmd *cobra.Command, data string, every time.Duration) error {
 	}
 }
 
-// readMachines reads the database directly, or asks the running flint serve
-// over its admin socket when that holds the database lock.
-func readMachines(dataDir string) ([]store.Machine, error) {
-	st, err := store.OpenBolt(dataDir, true)
+// readMachines reads the state directly (the config's store, or
+// DIR/flint.db without a config), or asks the running flint serve over its
+// admin socket when that holds the bolt database's lock.
+func readMachines(cfgPath, dataDir string) ([]store.Machine, error) {
+	var cfg *config.Config
+	if cfgPath != "" {
+		var err error
+		if cfg, err = loadConfig(cfgPath); err != nil {
+			return nil, fmt.Errorf("%w\nfix the config (flint validate --config FILE shows every problem)", err)
+		}
+	}
+	return readMachinesFrom(cfg, dataDir)
+}
+
+// readMachinesFrom is readMachines with the config loaded (nil: none given).
+func readMachinesFrom(cfg *config.Config, dataDir string) ([]store.Machine, error) {
+	st, err := openStore(cfg, dataDir, storeRead)
 	if err == nil {
 		defer st.Close()
-		ms, err := st.Machines()
-		for i := range ms {
-			ms[i] = ms[i].Public()
-		}
-		return ms, err
+		return publicMachines(st)
 	}
 	if !errors.Is(err, store.ErrLocked) {
 		return nil, err
@@ -122,6 +152,15 @@ func readMachines(dataDir string) ([]store.Machine, error) {
 		return nil, err
 	}
 	return ms, nil
+}
+
+// publicMachines lists the records as flint shows them (store.Machine.Public).
+func publicMachines(st store.Store) ([]store.Machine, error) {
+	ms, err := st.Machines()
+	for i := range ms {
+		ms[i] = ms[i].Public()
+	}
+	return ms, err
 }
 
 func sortMachines(ms []store.Machine) {

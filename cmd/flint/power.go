@@ -133,7 +133,7 @@ func runPower(ctx context.Context, out io.Writer, path, action, node string) err
 // rebootToInstall sets m's next boot to the network where its BMC can,
 // power-cycles it and follows its timeline until it reports installed,
 // wait passes, or ctx ends (Ctrl-C stops following, not the install).
-func rebootToInstall(ctx context.Context, out io.Writer, m *config.Machine, pc power.Controller, dataDir string, since time.Time, wait time.Duration) error {
+func rebootToInstall(ctx context.Context, out io.Writer, cfg *config.Config, m *config.Machine, pc power.Controller, dataDir string, since time.Time, wait time.Duration) error {
 	if err := pc.NetworkBoot(ctx); err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -146,13 +146,13 @@ func rebootToInstall(ctx context.Context, out io.Writer, m *config.Machine, pc p
 		return fmt.Errorf("%w\n%s stays armed: power-cycle it by hand (flint power cycle %s), or disarm it with flint reprovision %s --cancel", err, m.Hostname, m.Hostname, m.Hostname)
 	}
 	fmt.Fprintf(out, "%s: power-cycled (%s); its timeline follows (Ctrl-C stops following, not the install)\n", m.Hostname, pc.Describe())
-	return followTimeline(ctx, out, dataDir, m, since, wait, time.Second)
+	return followTimeline(ctx, out, cfg, dataDir, m, since, wait, time.Second)
 }
 
 // followTimeline prints the machine's timeline events from since on as they
 // arrive, until flint records it installed after since. Each read runs
 // aside, so Ctrl-C ends the command at once even if flint serve is slow.
-func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *config.Machine, since time.Time, wait, every time.Duration) error {
+func followTimeline(ctx context.Context, out io.Writer, cfg *config.Config, dataDir string, m *config.Machine, since time.Time, wait, every time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	printed := map[string]bool{} // bounded by limits.timeline_events
@@ -161,7 +161,7 @@ func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *confi
 		installed *store.Machine
 	}
 	newLines := func(p *poll) {
-		evs, err := readEvents(dataDir, m.MAC)
+		evs, err := readEvents(cfg, dataDir, m.MAC)
 		if err != nil {
 			p.lines = append(p.lines, fmt.Sprintf("  (cannot read the timeline now: %v)", err))
 		}
@@ -177,7 +177,7 @@ func followTimeline(ctx context.Context, out io.Writer, dataDir string, m *confi
 	read := func() poll {
 		var p poll
 		newLines(&p)
-		if rec, ok, err := readMachine(dataDir, m.MAC); err == nil && ok && rec.State == store.StateInstalled && !rec.StateChanged.Before(since) {
+		if rec, ok, err := readMachine(cfg, dataDir, m.MAC); err == nil && ok && rec.State == store.StateInstalled && !rec.StateChanged.Before(since) {
 			newLines(&p) // the report that made it installed, recorded meanwhile
 			p.installed = &rec
 		}
@@ -223,10 +223,10 @@ func addrOrDash(e store.Event) string {
 	return "-"
 }
 
-// readEvents reads a machine's timeline from the database, or from the
-// running flint serve when that holds it.
-func readEvents(dataDir, mac string) ([]store.Event, error) {
-	st, err := store.OpenBolt(dataDir, true)
+// readEvents reads a machine's timeline from the store (openStore: cfg
+// nil is DIR/flint.db), or from the running flint serve when that holds it.
+func readEvents(cfg *config.Config, dataDir, mac string) ([]store.Event, error) {
+	st, err := openStore(cfg, dataDir, storeRead)
 	if err == nil {
 		defer st.Close()
 		return st.Events(mac)
@@ -240,8 +240,8 @@ func readEvents(dataDir, mac string) ([]store.Event, error) {
 }
 
 // readMachine reads one machine's record the same way.
-func readMachine(dataDir, mac string) (store.Machine, bool, error) {
-	st, err := store.OpenBolt(dataDir, true)
+func readMachine(cfg *config.Config, dataDir, mac string) (store.Machine, bool, error) {
+	st, err := openStore(cfg, dataDir, storeRead)
 	if err == nil {
 		defer st.Close()
 		return st.Machine(mac)
@@ -249,7 +249,7 @@ func readMachine(dataDir, mac string) (store.Machine, bool, error) {
 	if !errors.Is(err, store.ErrLocked) {
 		return store.Machine{}, false, err
 	}
-	ms, err := readMachines(dataDir)
+	ms, err := readMachinesFrom(cfg, dataDir)
 	for _, m := range ms {
 		if m.MAC == mac {
 			return m, true, nil

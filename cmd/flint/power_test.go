@@ -199,7 +199,7 @@ func TestReprovisionReboot(t *testing.T) {
 	st.Close()
 	machine := func() store.Machine {
 		t.Helper()
-		m, ok, err := readMachine(data, exampleMAC)
+		m, ok, err := readMachine(nil, data, exampleMAC)
 		if err != nil || !ok {
 			t.Fatal(ok, err)
 		}

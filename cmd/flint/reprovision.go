@@ -40,6 +40,8 @@ It talks to the running flint serve of DIR over its admin socket
 (DIR/flint.sock, for the user flint runs as), or writes DIR/flint.db
 directly when none runs (then --config names the config flint serves).
 It never creates DIR/flint.db: a directory flint serve never used is an error.
+With a config whose store.backend is etcd it writes the shared etcd store
+directly, in one transaction, whether or not flint serve runs.
 
 --reboot then reboots it through its BMC (machines[].bmc, see flint power):
 it sets the next boot to the network where the BMC can, power-cycles the
@@ -59,9 +61,13 @@ flint serves (the BMC's settings come from it).`,
 			defer stop()
 			var m *config.Machine
 			var pc power.Controller
+			var cfg *config.Config // the store to follow the machine in
 			if reboot {
 				var err error
 				if m, pc, err = powerOf(path, args[0]); err != nil {
+					return fmt.Errorf("%w\nnothing was armed", err)
+				}
+				if cfg, err = loadConfig(path); err != nil {
 					return fmt.Errorf("%w\nnothing was armed", err)
 				}
 			}
@@ -87,7 +93,7 @@ flint serves (the BMC's settings come from it).`,
 				if wait <= 0 {
 					wait = time.Hour
 				}
-				return rebootToInstall(ctx, out, m, pc, data, since, wait)
+				return rebootToInstall(ctx, out, cfg, m, pc, data, since, wait)
 			case plan.Armed:
 				fmt.Fprintf(out, "armed: reboot %s from the network; `flint machines --data %s` shows its progress\n", plan.Machine, data)
 			case plan.NeedsConfirm:
@@ -106,13 +112,19 @@ flint serves (the BMC's settings come from it).`,
 }
 
 func reprovision(cfgPath, dataDir, name string, confirm, cancel bool) (lifecycle.Plan, error) {
+	// The config says which store; one that does not load is only needed
+	// when no flint serve answers for DIR/flint.db (below).
+	cfg, cfgErr := loadConfig(cfgPath)
+	storeCfg := cfg
+	if cfgErr != nil {
+		storeCfg = nil
+	}
 	// Never create a database: this changes the state of a flint serve.
-	st, err := store.OpenBolt(dataDir, false, store.ExistingOnly())
+	st, err := openStore(storeCfg, dataDir, storeChange)
 	if err == nil {
 		defer st.Close()
-		cfg, err := loadConfig(cfgPath)
-		if err != nil {
-			return lifecycle.Plan{}, fmt.Errorf("%w\n(flint serve is not running, so reprovision reads the config itself: pass the one it serves with --config)", err)
+		if cfgErr != nil {
+			return lifecycle.Plan{}, fmt.Errorf("%w\n(flint serve is not running, so reprovision reads the config itself: pass the one it serves with --config)", cfgErr)
 		}
 		if cancel {
 			return lifecycle.CancelReprovision(st, cfg, name, time.Now())

@@ -43,7 +43,8 @@ gets SIGINT or SIGTERM. Without --config it runs the embedded example cluster
 in proxy mode: it hands out no addresses and answers only the PXE requests of
 the listed MACs, so starting it on an unknown network is safe.
 
-Leases and machine records are kept in DIR/flint.db; boot files are served
+Leases and machine records are kept in DIR/flint.db, or in the etcd cluster
+the config's store section names (store.backend: etcd); boot files are served
 from DIR/assets unless boot.assets_dir says otherwise. Binding ports 67, 69 and
 4011 needs root (or CAP_NET_BIND_SERVICE and CAP_NET_RAW).`,
 		Args: noArgs("pass the config with --config FILE and the data directory with --data DIR"),
@@ -78,7 +79,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := cfg.CheckDataDir(dataDir); err != nil {
 		return fmt.Errorf("%w\nfix the config (flint validate --config FILE --data DIR shows every problem)", err)
 	}
-	st, err := store.OpenBolt(dataDir, false, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
+	st, err := openStore(cfg, dataDir, storeServe)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%w: another flint serve uses --data %s; stop it or pick another data directory", err, dataDir)
 	}
@@ -418,6 +419,11 @@ func printBanner(out io.Writer, cfg *config.Config, dataDir, assetsDir string, d
 	fmt.Fprintf(out, "  https     tcp %s, configs, node reports, admin API (token in %s)\n", httpsAddr, adminToken)
 	fmt.Fprintf(out, "  admin     %s (flint machines, flint reprovision)\n", socketPath(dataDir))
 	fmt.Fprintf(out, "  data      %s\n", dataDir)
+	if cfg.Store.Backend == config.StoreEtcd {
+		fmt.Fprintf(out, "  state     etcd %s, keys under %s (shared with other flint instances)\n", strings.Join(cfg.Store.Endpoints, ","), cfg.Store.Prefix)
+	} else {
+		fmt.Fprintf(out, "  state     %s\n", filepath.Join(dataDir, store.FileName))
+	}
 	fmt.Fprintf(out, "machines (%d):\n", len(cfg.Machines))
 	for _, m := range cfg.Machines {
 		fmt.Fprintf(out, "  %-8s %-17s %-15s %s\n", m.Hostname, m.MAC, m.IP, m.Role)

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/store"
+)
+
+// storeUse is what a command does with flint's state.
+type storeUse int
+
+const (
+	// storeServe reads and writes, creating the state (flint serve).
+	storeServe storeUse = iota
+	// storeRead only reads (flint machines). With bolt it takes the
+	// database's shared lock and fails with store.ErrLocked while flint
+	// serve holds it.
+	storeRead
+	// storeChange writes a state flint serve made (flint reprovision): with
+	// bolt it never creates DATA/flint.db (store.ErrNoState).
+	storeChange
+)
+
+// openStore opens the state the config's store section names: bolt
+// (DATA/flint.db, the default, also when cfg is nil: no config given) or
+// etcd. Every command opens its store here.
+//
+// With bolt the data directory is locked: one flint serve per directory,
+// and other commands go through its admin socket while it runs. With etcd
+// nothing is locked: several flint instances (and flint machines or
+// reprovision next to them) share the store, whose transactions keep
+// concurrent writes whole; coordinating the instances (DHCP claims, one
+// rebuild across instances) is later work.
+func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, error) {
+	var opts []store.Option
+	if cfg != nil {
+		opts = append(opts, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
+	}
+	if cfg != nil && cfg.Store.Backend == config.StoreEtcd {
+		tlsCfg, err := storeTLS(cfg)
+		if err != nil {
+			return nil, err
+		}
+		st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: cfg.Store.Endpoints, TLS: tlsCfg, Prefix: cfg.Store.Prefix}, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w\n(the store section of %s names this etcd)", err, cfg.Source)
+		}
+		return st, nil
+	}
+	switch use {
+	case storeRead:
+		return store.OpenBolt(dataDir, true)
+	case storeChange:
+		return store.OpenBolt(dataDir, false, append(opts, store.ExistingOnly())...)
+	default:
+		return store.OpenBolt(dataDir, false, opts...)
+	}
+}
+
+// storeTLS is flint's client TLS for the etcd store, from the files the
+// config names (config validation checked that they exist).
+func storeTLS(cfg *config.Config) (*tls.Config, error) {
+	s := cfg.Store
+	caPEM, err := os.ReadFile(s.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("store.ca_file: %w (fix it in %s)", err, cfg.Source)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("store.ca_file: %s holds no PEM certificate: it should be the CA that signed the etcd members' certificates (fix it in %s)", s.CAFile, cfg.Source)
+	}
+	cert, err := tls.LoadX509KeyPair(s.CertFile, s.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("store.cert_file and store.key_file: %w (they must be flint's PEM client certificate for etcd and its key; fix them in %s)", err, cfg.Source)
+	}
+	return &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
