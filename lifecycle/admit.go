@@ -270,6 +270,13 @@ func (m *Manager) AdmitConfig(req ConfigRequest) Admission {
 		a.Verdict = Serve
 		return a
 	}
+	// Instances that disagree on the site would hand machines configs (and
+	// etcd membership changes) that do not fit together: none goes out.
+	if m.agreed != nil {
+		if ok, why := m.agreed(); !ok {
+			return wait(why, nil)
+		}
+	}
 
 	// An etcd member comes back only into a cluster that expects it.
 	if mc.Role == config.RoleServer {

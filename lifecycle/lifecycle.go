@@ -106,6 +106,10 @@ type Options struct {
 	Now func() time.Time
 	// Metrics counts etcd member replacements; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Agreed says whether the flint instances sharing the store agree on
+	// the site config (and why not); while they do not, no secret config
+	// is served (503, the machine retries). nil: a single instance.
+	Agreed func() (ok bool, why string)
 }
 
 // Manager keeps the lifecycle in the store. Safe for concurrent use.
@@ -117,6 +121,7 @@ type Manager struct {
 	log       *slog.Logger
 	now       func() time.Time
 	metrics   *metrics.Metrics
+	agreed    func() (bool, string)
 
 	// RetryRejoin is how long after a failed membership change the next
 	// config request tries again.
@@ -160,7 +165,7 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, st: st, connect: opts.Connect, reportKey: append([]byte(nil), opts.ReportKey...),
-		log: opts.Log, now: opts.Now, metrics: opts.Metrics, RetryRejoin: 10 * time.Second,
+		log: opts.Log, now: opts.Now, metrics: opts.Metrics, agreed: opts.Agreed, RetryRejoin: 10 * time.Second,
 		ctx: ctx, cancel: cancel,
 		preparing: map[config.MAC]bool{}, failed: map[config.MAC]rejoinErr{},
 	}, nil

@@ -154,11 +154,23 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	}, log.With("service", "events"))
 	defer rec.Stop() // writes what is queued, before the store closes
 	met := metrics.New(version)
+	// Instances sharing an etcd store serve secrets only while they agree
+	// on the site (nothing to agree on with bolt).
+	agreed, withdraw, err := startAgreement(ctx, cfg, st, met, log.With("service", "store"))
+	if err != nil {
+		return err
+	}
+	defer withdraw() // before the store closes
+	var agreedFn func() (bool, string)
+	if agreed != nil {
+		agreedFn = agreed.Agreed
+	}
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
 		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
 		ReportKey: secrets.ReportKey(),
 		Log:       log.With("service", "lifecycle"),
 		Metrics:   met,
+		Agreed:    agreedFn,
 	})
 	if err != nil {
 		return err

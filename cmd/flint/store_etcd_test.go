@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,31 +39,61 @@ func cliProcess(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// startServe runs flint serve in its own process until the test ends
-// (SIGTERM by PID) and returns once it printed its banner.
-func startServe(t *testing.T, cfgFile, data string) {
+// served is a flint serve process a test started.
+type served struct {
+	stderr *lockedBuffer
+	stop   func() // SIGTERM by PID, and wait (at most 5 s)
+}
+
+// lockedBuffer is a log a process writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startServe runs flint serve in its own process until the test ends or
+// stop (SIGTERM by PID) and returns once it printed its banner.
+func startServe(t *testing.T, cfgFile, data string) served {
 	t.Helper()
 	cmd := cliProcess("serve", "--log-level", "warn", "--config", cfgFile, "--data", data)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
+			}
+		})
+	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
-		}
+		stop()
 		if t.Failed() {
 			t.Logf("flint serve %s stderr:\n%s", cfgFile, stderr.String())
 		}
@@ -91,6 +122,7 @@ func startServe(t *testing.T, cfgFile, data string) {
 		t.Fatalf("flint serve printed no banner within 30 s\n%s", stderr.String())
 	}
 	t.Logf("flint serve (pid %d) serving %s from the etcd store", cmd.Process.Pid, cfgFile)
+	return served{stderr: stderr, stop: stop}
 }
 
 // TestServeOnEtcdStore: two flint serve processes run on one etcd store

@@ -26,8 +26,9 @@ func loadConfig(path string) (*config.Config, error) {
 
 func newValidateCmd() *cobra.Command {
 	var path, data string
+	var withStore bool
 	cmd := &cobra.Command{
-		Use:   "validate [FILE | --config FILE] [--data DIR]",
+		Use:   "validate [FILE | --config FILE] [--data DIR] [--store]",
 		Short: "Check a config file and report every problem with its field and line",
 		Long: `validate parses the config, applies defaults and checks that it can work:
 addresses inside the subnet and outside the pool, no duplicate MACs, IPs or
@@ -41,7 +42,11 @@ both Ignition specs, with a throw-away PKI in memory (validate writes nothing), 
 profile problems as PROFILE:LINE: MACHINE: MESSAGE. What else differs between
 machines (names, addresses) the config checks above cover, so a site of
 10,000 machines validates in the time of a few.
-Assets missing from DIR/assets are warnings.`,
+Assets missing from DIR/assets are warnings.
+
+--store (with store.backend: etcd) compares the config and profiles with
+those of the flint instances serving from the store now, and exits 1 if any
+differs: while they differ, none of them serves a secret config.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return fmt.Errorf("validate checks one config file, got %d (%s): run it once per file", len(args), strings.Join(args, " "))
@@ -110,9 +115,13 @@ Assets missing from DIR/assets are warnings.`,
 					fmt.Fprintf(cmd.OutOrStdout(), "  subnet %s: %s\n", n.Prefix, how)
 				}
 			}
+			if withStore {
+				return compareWithStore(cmd.OutOrStdout(), cfg, data)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&withStore, "store", false, "compare the site with the flint instances serving from the config's etcd store")
 	cmd.Flags().StringVarP(&path, "config", "c", "", "config file (default: the embedded example cluster)")
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory whose assets/ the configs reference")
 	return cmd
