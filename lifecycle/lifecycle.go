@@ -106,6 +106,10 @@ type Options struct {
 	Now func() time.Time
 	// Metrics counts etcd member replacements; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Lock takes a lock for every flint instance sharing the store (the
+	// etcd store's Lock): etcd membership changes run one at a time across
+	// instances, whichever one a rebuilt node asks. nil: a single instance.
+	Lock func(ctx context.Context, name string) (unlock func(), err error)
 	// Agreed says whether the flint instances sharing the store agree on
 	// the site config (and why not); while they do not, no secret config
 	// is served (503, the machine retries). nil: a single instance.
@@ -122,6 +126,7 @@ type Manager struct {
 	now       func() time.Time
 	metrics   *metrics.Metrics
 	agreed    func() (bool, string)
+	lock      func(context.Context, string) (func(), error)
 
 	// RetryRejoin is how long after a failed membership change the next
 	// config request tries again.
@@ -165,7 +170,7 @@ func New(cfg *config.Config, st store.Store, opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, st: st, connect: opts.Connect, reportKey: append([]byte(nil), opts.ReportKey...),
-		log: opts.Log, now: opts.Now, metrics: opts.Metrics, agreed: opts.Agreed, RetryRejoin: 10 * time.Second,
+		log: opts.Log, now: opts.Now, metrics: opts.Metrics, agreed: opts.Agreed, lock: opts.Lock, RetryRejoin: 10 * time.Second,
 		ctx: ctx, cancel: cancel,
 		preparing: map[config.MAC]bool{}, failed: map[config.MAC]rejoinErr{},
 	}, nil

@@ -164,7 +164,23 @@ func (m *Manager) hasOtherServers(mc *config.Machine) bool {
 	return false
 }
 
+// membershipLock names the lock that keeps etcd membership changes one at
+// a time across the flint instances sharing a store.
+const membershipLock = "etcd-membership"
+
 func (m *Manager) prepare(ctx context.Context, mc *config.Machine) error {
+	if m.lock != nil {
+		unlock, err := m.lock(ctx, membershipLock)
+		if err != nil {
+			return &localError{fmt.Errorf("wait for the other flint instances' etcd membership changes: %w", err)}
+		}
+		defer unlock()
+		// Another instance may have re-added the member while this one
+		// waited for the lock: then there is nothing left to do.
+		if rec, ok, err := m.st.Machine(mc.MAC); err == nil && ok && rec.EtcdRejoin {
+			return nil
+		}
+	}
 	var endpoints []string
 	for _, s := range m.cfg.Servers() {
 		if s.MAC != mc.MAC {

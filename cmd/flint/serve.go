@@ -162,8 +162,12 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	}
 	defer withdraw() // before the store closes
 	var agreedFn func() (bool, string)
+	var lock func(context.Context, string) (func(), error)
 	if agreed != nil {
 		agreedFn = agreed.Agreed
+	}
+	if es, ok := st.(*store.Etcd); ok {
+		lock = es.Lock // etcd membership changes one at a time across instances
 	}
 	lc, err := lifecycle.New(cfg, rec, lifecycle.Options{
 		Connect:   etcdConnector(secrets, log.With("service", "etcd")),
@@ -171,6 +175,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		Log:       log.With("service", "lifecycle"),
 		Metrics:   met,
 		Agreed:    agreedFn,
+		Lock:      lock,
 	})
 	if err != nil {
 		return err
