@@ -75,7 +75,7 @@ flint serves (the BMC's settings come from it).`,
 			plan, err := reprovision(path, data, args[0], yes, cancel)
 			out := cmd.OutOrStdout()
 			if plan.Cancelled {
-				fmt.Fprintf(out, "cancelled: %s stays installed and no longer holds the rebuild slot; `flint machines --data %s` shows it\n", plan.Machine, data)
+				fmt.Fprintf(out, "cancelled: %s stays installed and no longer holds the rebuild slot; `%s` shows it\n", plan.Machine, machinesCommand(path, data))
 				return nil
 			}
 			if plan.Machine != "" && len(plan.Steps) > 0 {
@@ -95,7 +95,7 @@ flint serves (the BMC's settings come from it).`,
 				}
 				return rebootToInstall(ctx, out, cfg, m, pc, data, since, wait)
 			case plan.Armed:
-				fmt.Fprintf(out, "armed: reboot %s from the network; `flint machines --data %s` shows its progress\n", plan.Machine, data)
+				fmt.Fprintf(out, "armed: reboot %s from the network; `%s` shows its progress\n", plan.Machine, machinesCommand(path, data))
 			case plan.NeedsConfirm:
 				return &exitError{code: 2, err: fmt.Errorf("%s is an etcd member: nothing was changed; run `flint reprovision %s --yes` to arm it", plan.Machine, plan.Machine)}
 			}
@@ -148,4 +148,14 @@ func reprovision(cfgPath, dataDir, name string, confirm, cancel bool) (lifecycle
 		return plan, fmt.Errorf("%w: %v", lifecycle.ErrNoMachine, err)
 	}
 	return plan, err
+}
+
+// machinesCommand is the flint machines command that shows the store a
+// reprovision changed: the data directory's, or (a config was given) the
+// config's, which may be an etcd store.
+func machinesCommand(configPath, data string) string {
+	if configPath != "" {
+		return "flint machines --config " + configPath + " --data " + data
+	}
+	return "flint machines --data " + data
 }
