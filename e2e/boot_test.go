@@ -486,9 +486,10 @@ func checkTimeline(t *testing.T, r *vmRun) {
 	case r.SecureBoot:
 		// Shim, the GRUB it loads, GRUB's configs, kernel and initrd, all
 		// over TFTP (the signed GRUB has no HTTP); GRUB keeps the firmware's
-		// lease. The lifecycle records its decision as for an iPXE script.
+		// lease. The lifecycle records its decision (the machine's GRUB
+		// config) as "tftp grub config", then the transfer.
 		steps = append(steps, "tftp "+f, "tftp "+secureBootGrub, "tftp "+secureBootGrubCfg,
-			"http script", "tftp /grub/machines/"+r.MAC+"/grub.cfg",
+			"tftp grub config", "tftp /grub/machines/"+r.MAC+"/grub.cfg",
 			"tftp /assets/"+vlab.KernelAsset, "tftp /assets/"+vlab.InitrdAsset)
 	case f != "":
 		steps = append(steps, "tftp "+f, "dhcp ACK") // then iPXE asks again

@@ -30,16 +30,28 @@ type Script struct {
 	Reason  string          // why, for refusals, waits and local boots
 }
 
-// Timeline events of script requests.
+// Timeline events of script requests: the iPXE script over HTTP, and the
+// per-machine GRUB config of the Secure Boot chain over TFTP (the same
+// decision, asked another way). A local boot adds localSuffix, a refusal
+// " refused".
 const (
 	EventScript        = "http script"
-	EventScriptLocal   = "http script (boot disk)"
+	EventScriptLocal   = EventScript + localSuffix
 	EventScriptRefused = "http script refused"
+	EventGrubConfig    = "tftp grub config"
+	localSuffix        = " (boot disk)"
 )
 
 // Script decides machine mac's iPXE script, asked from address from. An
 // install script gets a fresh boot token; issuing it writes nothing.
 func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
+	return m.ScriptAs(mac, from, EventScript)
+}
+
+// ScriptAs is Script for a boot script asked for another way, recorded on
+// the machine's timeline as event (EventGrubConfig: the Secure Boot chain's
+// GRUB config over TFTP).
+func (m *Manager) ScriptAs(mac config.MAC, from netip.Addr, event string) Script {
 	from = from.Unmap()
 	mc, ok, err := m.machineOf(mac, from)
 	if err != nil {
@@ -60,7 +72,7 @@ func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot read its state; retry"}
 	}
 	if disk && !windowOpen(rec.State) {
-		m.recordSighting(mc, from, EventScriptLocal, "")
+		m.recordSighting(mc, from, event+localSuffix, "")
 		return Script{Verdict: ScriptLocal, Machine: mc, Reason: fmt.Sprintf("%s is %s", mc.Hostname, rec.State)}
 	}
 	reason, err := m.ownAddress(mc, rec, from, true)
@@ -69,11 +81,11 @@ func (m *Manager) Script(mac config.MAC, from netip.Addr) Script {
 		return Script{Verdict: ScriptWait, Machine: mc, Reason: "flint cannot read its state; retry"}
 	}
 	if reason != "" {
-		m.refuse(mc, from, "http script", reason)
+		m.refuse(mc, from, event, reason)
 		return Script{Verdict: ScriptRefuse, Machine: mc, Reason: reason}
 	}
 	now := m.now()
-	m.note(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: EventScript})
+	m.note(store.Sighting{MAC: mc.MAC, At: now, IP: from, Event: event})
 	return Script{Verdict: ScriptInstall, Machine: mc, Token: m.issueBootToken(mc.HW, from, now)}
 }
 

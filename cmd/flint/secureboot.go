@@ -66,7 +66,7 @@ func grubConfigs(cfg *config.Config, lc *lifecycle.Manager, log *slog.Logger) fu
 		if err != nil || file != "grub.cfg" {
 			return nil, fmt.Errorf("file not found: %s (flint serves /%sMAC/grub.cfg)", name, ipxe.GrubMachinePrefix)
 		}
-		d := lc.Script(mac, client)
+		d := lc.ScriptAs(mac, client, lifecycle.EventGrubConfig)
 		switch d.Verdict {
 		case lifecycle.ScriptUnknown:
 			log.Info("tftp: GRUB config requested for a MAC not in the config", "mac", mac, "remote", client)

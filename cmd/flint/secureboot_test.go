@@ -119,4 +119,17 @@ func TestGrubConfigs(t *testing.T) {
 	if err != nil || !strings.HasSuffix(string(local), "exit 1\n") || strings.Contains(string(local), "linux") {
 		t.Errorf("installed: %v\n%s", err, local)
 	}
+	// The timeline says how the decisions were asked for.
+	evs, err := st.Events("52:54:00:e2:e0:05")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range evs {
+		names = append(names, e.Event)
+	}
+	if got := strings.Join(names, ", "); !strings.Contains(got, "tftp grub config, tftp grub config") || !strings.Contains(got, "tftp grub config refused") ||
+		!strings.Contains(got, "tftp grub config (boot disk)") || strings.Contains(got, "http script") {
+		t.Errorf("timeline: %s", got)
+	}
 }
