@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,9 +39,9 @@ func cliProcess(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// startServe runs flint serve in its own process until the test ends
-// (SIGTERM by PID) and returns once it printed its banner.
-func startServe(t *testing.T, cfgFile, data string) {
+// startServe runs flint serve in its own process until the test ends or
+// stop is called (SIGTERM by PID) and returns once it printed its banner.
+func startServe(t *testing.T, cfgFile, data string) (stop func()) {
 	t.Helper()
 	cmd := cliProcess("serve", "--log-level", "warn", "--config", cfgFile, "--data", data)
 	out, err := cmd.StdoutPipe()
@@ -54,19 +55,9 @@ func startServe(t *testing.T, cfgFile, data string) {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-			t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("flint serve %s stderr:\n%s", cfgFile, stderr.String())
-		}
-	})
+	var once sync.Once
+	stop = func() { once.Do(func() { stopServe(t, cmd, exited, cfgFile, &stderr) }) }
+	t.Cleanup(stop)
 	banner := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -90,7 +81,23 @@ func startServe(t *testing.T, cfgFile, data string) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("flint serve printed no banner within 30 s\n%s", stderr.String())
 	}
-	t.Logf("flint serve (pid %d) serving %s from the etcd store", cmd.Process.Pid, cfgFile)
+	t.Logf("flint serve (pid %d) serving %s, data %s", cmd.Process.Pid, cfgFile, data)
+	return stop
+}
+
+// stopServe stops a flint serve of startServe: SIGTERM, then 5 s to exit.
+func stopServe(t *testing.T, cmd *exec.Cmd, exited chan struct{}, cfgFile string, stderr *strings.Builder) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
+	}
+	if t.Failed() {
+		t.Logf("flint serve %s stderr:\n%s", cfgFile, stderr.String())
+	}
 }
 
 // TestServeOnEtcdStore: two flint serve processes run on one etcd store
