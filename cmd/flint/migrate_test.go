@@ -154,3 +154,98 @@ func TestMigrateStore(t *testing.T) {
 	}
 	t.Log("etcd -> bolt into an empty data directory: the same machines and timelines again")
 }
+
+// TestMigrateLargeInterrupted: 10,000 machines with three timeline events
+// each go from bolt to etcd with progress on stderr (timed); a second copy
+// (--force) interrupted by SIGINT stops within a second and leaves the etcd
+// store marked incomplete: flint machines refuses it, migrate asks for
+// --force, and with --force it completes.
+func TestMigrateLargeInterrupted(t *testing.T) {
+	cl := etcdtest.Start(t, 1)
+	const n = 10000
+	data := t.TempDir()
+	st, err := store.OpenBolt(data, false, store.WithLimits(store.Limits{Discovered: n}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 30, 7, 0, 0, 0, time.UTC)
+	for i := 0; i < n; i += 1000 {
+		var ss []store.Sighting
+		for j := i; j < i+1000; j++ {
+			for k := range 3 {
+				ss = append(ss, store.Sighting{MAC: fmt.Sprintf("02:00:00:%02x:%02x:%02x", j>>16, (j>>8)&0xff, j&0xff), At: at.Add(time.Duration(j*3+k) * time.Millisecond), Event: "dhcp ACK"})
+			}
+		}
+		if err := st.RecordSightings(ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	cfg := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: bolt\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey))
+	migrate := func(args ...string) *exec.Cmd {
+		return cliProcess(append([]string{"store", "migrate", "--to", "etcd", "--config", cfg, "--data", data}, args...)...)
+	}
+
+	start := time.Now()
+	out, err := migrate().CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "copied 0 leases, 10000 machines, 30000 timeline events") || !strings.Contains(string(out), "flint store migrate: ") {
+		t.Fatalf("migrate of %d machines: %v\n%s", n, err, out)
+	}
+	t.Logf("flint store migrate --to etcd of %d machines, whole process %v:\n%s", n, time.Since(start).Round(time.Millisecond), out)
+
+	// Again with --force; SIGINT once it reports progress.
+	cmd := migrate("--force")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "copied (") {
+		k, err := stderr.Read(buf)
+		got.Write(buf[:k])
+		if err != nil {
+			cmd.Wait()
+			t.Fatalf("migrate --force ended before reporting progress: %v\n%s%s", err, stdout.String(), got.String())
+		}
+	}
+	sent := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	rest, _ := io.ReadAll(stderr)
+	got.Write(rest)
+	err = cmd.Wait()
+	took := time.Since(sent)
+	if err == nil || !strings.Contains(got.String(), "interrupted") || !strings.Contains(got.String(), "marked incomplete") {
+		t.Fatalf("migrate after SIGINT: %v\n%s%s", err, stdout.String(), got.String())
+	}
+	if took > time.Second {
+		t.Fatalf("migrate took %v to stop after SIGINT", took)
+	}
+	t.Logf("SIGINT during the copy: exited %v later:\n%s", took.Round(time.Millisecond), got.String())
+
+	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey))
+	if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
+		t.Fatalf("flint machines on the interrupted etcd store: %v\n%s", err, out)
+	} else {
+		t.Logf("flint machines on it: %s", strings.TrimSpace(string(out)))
+	}
+	if out, err := migrate().CombinedOutput(); err == nil || !strings.Contains(string(out), "holds an unfinished migration") || !strings.Contains(string(out), "--force") {
+		t.Fatalf("migrate without --force into the interrupted store: %v\n%s", err, out)
+	} else {
+		t.Logf("migrate without --force: %s", strings.TrimSpace(string(out)))
+	}
+	if out, err := migrate("--force").CombinedOutput(); err != nil || !strings.Contains(string(out), "10000 machines") {
+		t.Fatalf("migrate --force after the interruption: %v\n%s", err, out)
+	}
+	if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err != nil || strings.Count(string(out), "02:00:00:") != n {
+		t.Fatalf("flint machines after migrate --force: %v, %d machines", err, strings.Count(string(out), "02:00:00:"))
+	}
+	t.Logf("migrate --force completed it; flint machines lists the %d machines", n)
+}
