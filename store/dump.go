@@ -175,11 +175,10 @@ type dumpReader struct {
 	stage int // 0 header, 1 leases, 2 machines, 3 events, 4 rebuild, 5 end
 	sum   Summary
 
-	lastLease   Lease
-	lastMAC     string
-	eventMAC    string
-	eventMACs   map[string]bool
-	lastEventAt time.Time
+	lastLease Lease
+	lastMAC   string
+	eventMAC  string
+	eventMACs map[string]bool
 }
 
 func newDumpReader(ctx context.Context, r io.Reader) *dumpReader {
@@ -262,10 +261,8 @@ func (d *dumpReader) next() (dumpLine, error) {
 			return l, d.fail("an event without a MAC")
 		case mac != d.eventMAC && (d.eventMACs[mac] || mac < d.eventMAC):
 			return l, d.fail("the events of %s are not grouped in MAC order", mac)
-		case mac == d.eventMAC && l.Event.At.Before(d.lastEventAt):
-			return l, d.fail("an event of %s older than the one before it", mac)
 		}
-		d.eventMAC, d.lastEventAt = mac, l.Event.At
+		d.eventMAC = mac
 		d.eventMACs[mac] = true
 		d.sum.Events++
 	case 4:

@@ -236,6 +236,13 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 	} else {
 		t.Logf("flint machines on it: %s", strings.TrimSpace(string(out)))
 	}
+	serve := cliProcess("serve", "--config", cfgEtcd, "--data", t.TempDir())
+	serve.WaitDelay = time.Second
+	if out, err := serve.CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
+		t.Fatalf("flint serve on the interrupted etcd store: %v\n%s", err, out)
+	} else {
+		t.Logf("flint serve on it: %s", strings.TrimSpace(string(out)))
+	}
 	if out, err := migrate().CombinedOutput(); err == nil || !strings.Contains(string(out), "holds an unfinished migration") || !strings.Contains(string(out), "--force") {
 		t.Fatalf("migrate without --force into the interrupted store: %v\n%s", err, out)
 	} else {
