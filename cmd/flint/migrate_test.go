@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -255,4 +256,48 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		t.Fatalf("flint machines after migrate --force: %v, %d machines", err, strings.Count(string(out), "02:00:00:"))
 	}
 	t.Logf("migrate --force completed it; flint machines lists the %d machines", n)
+}
+
+// movingSource is a real bolt store that gets a new sighting after its
+// first dump, as a flint serve still running on an etcd source would.
+type movingSource struct {
+	*store.Bolt
+	dumps int
+}
+
+func (m *movingSource) Dump(ctx context.Context, w io.Writer) (store.Summary, error) {
+	m.dumps++
+	sum, err := m.Bolt.Dump(ctx, w)
+	if m.dumps == 1 {
+		if err := m.RecordSighting(store.Sighting{MAC: "02:00:00:00:00:77", At: time.Now(), Event: "dhcp DISCOVER"}); err != nil {
+			return sum, err
+		}
+	}
+	return sum, err
+}
+
+// TestCopyStateNoticesAMovingSource: a source written to during the copy
+// fails the migration and leaves the destination incomplete.
+func TestCopyStateNoticesAMovingSource(t *testing.T) {
+	b, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.RecordSighting(store.Sighting{MAC: "02:00:00:00:00:01", At: time.Now(), Event: "dhcp DISCOVER"}); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	_, err = copyState(t.Context(), side{"source", &movingSource{Bolt: b}}, side{"destination", dst}, io.Discard, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "source changed during the copy (now 0 leases, 2 machines, 2 timeline events, copied 0 leases, 1 machines, 1 timeline events): stop every flint serve") {
+		t.Fatalf("copy from a source that moved: %v", err)
+	}
+	if inc, err := dst.Incomplete(); err != nil || !inc {
+		t.Fatalf("destination after the failed copy: incomplete %v, %v", inc, err)
+	}
+	t.Log(err)
 }
