@@ -44,14 +44,13 @@ func TestMigrateStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	run := func(args ...string) (string, error) {
-		t.Helper()
 		cmd := cliProcess(args...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		return string(out) + stderr.String(), err
 	}
-	machines := func(args ...string) string {
+	machines := func(t *testing.T, args ...string) string {
 		t.Helper()
 		out, err := cliProcess(append([]string{"machines", "--json"}, args...)...).Output()
 		if err != nil {
@@ -63,7 +62,7 @@ func TestMigrateStore(t *testing.T) {
 		return string(out)
 	}
 	macs := []string{"02:00:00:00:00:91", "02:00:00:00:00:92", "52:54:00:00:00:01"}
-	timelines := func(data string) map[string][]store.Event {
+	timelines := func(t *testing.T, data string) map[string][]store.Event {
 		t.Helper()
 		tl := map[string][]store.Event{}
 		for _, mac := range macs {
@@ -75,85 +74,96 @@ func TestMigrateStore(t *testing.T) {
 		}
 		return tl
 	}
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.FailNow()
+		}
+	}
 
 	data := t.TempDir()
-	stop := startServe(t, cfgBolt, data)
-	for round := range 2 {
-		for _, mac := range macs {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/machines/%s/boot.ipxe", httpPort, mac))
-			if err != nil {
-				t.Fatal(err)
+	var (
+		want   string                   // flint machines --json on bolt before the migration
+		before map[string][]store.Event // the timelines flint serve on bolt showed
+	)
+	step("serve on bolt records machines, migrate is refused while it runs", func(t *testing.T) {
+		startServe(t, cfgBolt, data) // stops when this step ends
+		for round := range 2 {
+			for _, mac := range macs {
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/machines/%s/boot.ipxe", httpPort, mac))
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if round == 0 {
+					t.Logf("script request for %s: HTTP %d", mac, resp.StatusCode)
+				}
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if round == 0 {
-				t.Logf("script request for %s: HTTP %d", mac, resp.StatusCode)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			before = timelines(t, data)
+			if len(before[macs[0]]) >= 2 && len(before[macs[1]]) >= 2 && len(before[macs[2]]) >= 2 {
+				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("flint serve on bolt did not record two requests of each machine within 5 s: %+v", before)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	var before map[string][]store.Event
-	for {
-		before = timelines(data)
-		if len(before[macs[0]]) >= 2 && len(before[macs[1]]) >= 2 && len(before[macs[2]]) >= 2 {
-			break
+		out, err := run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
+		if err == nil || !strings.Contains(out, "stop it first") {
+			t.Fatalf("migrate while flint serve holds the database: %v\n%s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flint serve on bolt did not record two requests of each machine within 5 s: %+v", before)
+		t.Logf("migrate while flint serve runs: %s", strings.TrimSpace(out))
+	})
+	step("migrate --to etcd", func(t *testing.T) {
+		want = machines(t, "--data", data)
+		t.Logf("on bolt, before the migration:\n%s", want)
+		out, err := run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
+		if err != nil {
+			t.Fatalf("flint store migrate --to etcd: %v\n%s", err, out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	out, err := run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
-	if err == nil || !strings.Contains(out, "stop it first") {
-		t.Fatalf("migrate while flint serve holds the database: %v\n%s", err, out)
-	}
-	t.Logf("migrate while flint serve runs: %s", strings.TrimSpace(out))
-	stop()
-	want := machines("--data", data)
-	t.Logf("on bolt, before the migration:\n%s", want)
-
-	out, err = run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
-	if err != nil {
-		t.Fatalf("flint store migrate --to etcd: %v\n%s", err, out)
-	}
-	t.Logf("flint store migrate --to etcd:\n%s", out)
-	if next := "next step: set store.backend: etcd in the store section of " + cfgBolt; !strings.Contains(out, next) {
-		t.Fatalf("migrate --to etcd does not say %q", next)
-	}
-	out, err = run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
-	if err == nil || !strings.Contains(out, "already holds 0 leases, 3 machines, 6 timeline events") || !strings.Contains(out, "--force") {
-		t.Fatalf("a second migrate into the filled etcd store: %v\n%s", err, out)
-	}
-	t.Logf("again without --force: %s", strings.TrimSpace(out))
-
-	empty := t.TempDir()
-	stop = startServe(t, cfgEtcd, empty)
-	if got := machines("--config", cfgEtcd, "--data", empty); got != want {
-		t.Fatalf("flint machines on etcd after the migration:\n%s\nwant (bolt before):\n%s", got, want)
-	}
-	if got := timelines(empty); !reflect.DeepEqual(got, before) {
-		t.Fatalf("timelines of flint serve on etcd:\n%+v\nwant (bolt before):\n%+v", got, before)
-	}
-	t.Logf("flint serve on etcd: the same machines (flint machines --json) and timelines (%d, %d, %d events)", len(before[macs[0]]), len(before[macs[1]]), len(before[macs[2]]))
-	stop()
-
-	back := t.TempDir()
-	out, err = run("store", "migrate", "--to", "bolt", "--config", cfgEtcd, "--data", back)
-	if err != nil {
-		t.Fatalf("flint store migrate --to bolt: %v\n%s", err, out)
-	}
-	t.Logf("flint store migrate --to bolt:\n%s", out)
-	if next := "next step: set store.backend: bolt in the store section of " + cfgEtcd; !strings.Contains(out, next) {
-		t.Fatalf("migrate --to bolt does not say %q", next)
-	}
-	if got := machines("--data", back); got != want {
-		t.Fatalf("flint machines on the bolt copy:\n%s\nwant:\n%s", got, want)
-	}
-	startServe(t, cfgBolt, back)
-	if got := timelines(back); !reflect.DeepEqual(got, before) {
-		t.Fatalf("timelines of flint serve on the bolt copy:\n%+v\nwant:\n%+v", got, before)
-	}
-	t.Log("etcd -> bolt into an empty data directory: the same machines and timelines again")
+		t.Logf("flint store migrate --to etcd:\n%s", out)
+		if next := "next step: set store.backend: etcd in the store section of " + cfgBolt; !strings.Contains(out, next) {
+			t.Fatalf("migrate --to etcd does not say %q", next)
+		}
+		out, err = run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
+		if err == nil || !strings.Contains(out, "already holds 0 leases, 3 machines, 6 timeline events") || !strings.Contains(out, "--force") {
+			t.Fatalf("a second migrate into the filled etcd store: %v\n%s", err, out)
+		}
+		t.Logf("again without --force: %s", strings.TrimSpace(out))
+	})
+	step("serve on etcd shows the same machines and timelines", func(t *testing.T) {
+		empty := t.TempDir()
+		startServe(t, cfgEtcd, empty)
+		if got := machines(t, "--config", cfgEtcd, "--data", empty); got != want {
+			t.Fatalf("flint machines on etcd after the migration:\n%s\nwant (bolt before):\n%s", got, want)
+		}
+		if got := timelines(t, empty); !reflect.DeepEqual(got, before) {
+			t.Fatalf("timelines of flint serve on etcd:\n%+v\nwant (bolt before):\n%+v", got, before)
+		}
+		t.Logf("the same machines (flint machines --json) and timelines (%d, %d, %d events)", len(before[macs[0]]), len(before[macs[1]]), len(before[macs[2]]))
+	})
+	step("migrate --to bolt into an empty data directory gives the same again", func(t *testing.T) {
+		back := t.TempDir()
+		out, err := run("store", "migrate", "--to", "bolt", "--config", cfgEtcd, "--data", back)
+		if err != nil {
+			t.Fatalf("flint store migrate --to bolt: %v\n%s", err, out)
+		}
+		t.Logf("flint store migrate --to bolt:\n%s", out)
+		if next := "next step: set store.backend: bolt in the store section of " + cfgEtcd; !strings.Contains(out, next) {
+			t.Fatalf("migrate --to bolt does not say %q", next)
+		}
+		if got := machines(t, "--data", back); got != want {
+			t.Fatalf("flint machines on the bolt copy:\n%s\nwant:\n%s", got, want)
+		}
+		startServe(t, cfgBolt, back)
+		if got := timelines(t, back); !reflect.DeepEqual(got, before) {
+			t.Fatalf("timelines of flint serve on the bolt copy:\n%+v\nwant:\n%+v", got, before)
+		}
+		t.Log("the same machines and timelines again")
+	})
 }
 
 // TestMigrateLargeInterrupted: 10,000 machines with three timeline events

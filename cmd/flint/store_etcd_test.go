@@ -39,25 +39,65 @@ func cliProcess(args ...string) *exec.Cmd {
 	return cmd
 }
 
+// served is a flint serve process a test started.
+type served struct {
+	stderr *lockedBuffer
+	stop   func() // SIGTERM by PID, and wait (at most 5 s)
+}
+
+// lockedBuffer is a log a process writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // startServe runs flint serve in its own process until the test ends or
-// stop is called (SIGTERM by PID) and returns once it printed its banner.
-func startServe(t *testing.T, cfgFile, data string) (stop func()) {
+// stop (SIGTERM by PID) and returns once it printed its banner.
+func startServe(t *testing.T, cfgFile, data string) served {
 	t.Helper()
 	cmd := cliProcess("serve", "--log-level", "warn", "--config", cfgFile, "--data", data)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	var once sync.Once
-	stop = func() { once.Do(func() { stopServe(t, cmd, exited, cfgFile, &stderr) }) }
-	t.Cleanup(stop)
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-exited
+				t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
+			}
+		})
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("flint serve %s stderr:\n%s", cfgFile, stderr.String())
+		}
+	})
 	banner := make(chan bool, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -81,23 +121,8 @@ func startServe(t *testing.T, cfgFile, data string) (stop func()) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("flint serve printed no banner within 30 s\n%s", stderr.String())
 	}
-	t.Logf("flint serve (pid %d) serving %s, data %s", cmd.Process.Pid, cfgFile, data)
-	return stop
-}
-
-// stopServe stops a flint serve of startServe: SIGTERM, then 5 s to exit.
-func stopServe(t *testing.T, cmd *exec.Cmd, exited chan struct{}, cfgFile string, stderr *strings.Builder) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-exited
-		t.Errorf("flint serve (pid %d) did not stop within 5 s of SIGTERM", cmd.Process.Pid)
-	}
-	if t.Failed() {
-		t.Logf("flint serve %s stderr:\n%s", cfgFile, stderr.String())
-	}
+	t.Logf("flint serve (pid %d) serving %s from the etcd store", cmd.Process.Pid, cfgFile)
+	return served{stderr: stderr, stop: stop}
 }
 
 // TestServeOnEtcdStore: two flint serve processes run on one etcd store
