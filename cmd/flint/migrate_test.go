@@ -198,74 +198,85 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		return cliProcess(append([]string{"store", "migrate", "--to", "etcd", "--config", cfg, "--data", data}, args...)...)
 	}
 
-	start := time.Now()
-	out, err := migrate().CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "copied 0 leases, 10000 machines, 30000 timeline events") || !strings.Contains(string(out), "flint store migrate: ") {
-		t.Fatalf("migrate of %d machines: %v\n%s", n, err, out)
-	}
-	t.Logf("flint store migrate --to etcd of %d machines, whole process %v:\n%s", n, time.Since(start).Round(time.Millisecond), out)
-
-	// Again with --force; SIGINT once it reports progress.
-	cmd := migrate("--force")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stdout strings.Builder
-	cmd.Stdout = &stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 4096)
-	var got strings.Builder
-	for !strings.Contains(got.String(), "copied (") {
-		k, err := stderr.Read(buf)
-		got.Write(buf[:k])
-		if err != nil {
-			cmd.Wait()
-			t.Fatalf("migrate --force ended before reporting progress: %v\n%s%s", err, stdout.String(), got.String())
+	step := func(name string, f func(t *testing.T)) {
+		if !t.Run(name, f) {
+			t.FailNow()
 		}
 	}
-	sent := time.Now()
-	cmd.Process.Signal(os.Interrupt)
-	rest, _ := io.ReadAll(stderr)
-	got.Write(rest)
-	err = cmd.Wait()
-	took := time.Since(sent)
-	if err == nil || !strings.Contains(got.String(), "interrupted") || !strings.Contains(got.String(), "marked incomplete") {
-		t.Fatalf("migrate after SIGINT: %v\n%s%s", err, stdout.String(), got.String())
-	}
-	if took > time.Second {
-		t.Fatalf("migrate took %v to stop after SIGINT", took)
-	}
-	t.Logf("SIGINT during the copy: exited %v later:\n%s", took.Round(time.Millisecond), got.String())
-
+	step("10,000 machines to etcd with progress", func(t *testing.T) {
+		start := time.Now()
+		out, err := migrate().CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "copied 0 leases, 10000 machines, 30000 timeline events") || !strings.Contains(string(out), "flint store migrate: ") {
+			t.Fatalf("migrate of %d machines: %v\n%s", n, err, out)
+		}
+		t.Logf("flint store migrate --to etcd of %d machines, whole process %v:\n%s", n, time.Since(start).Round(time.Millisecond), out)
+	})
+	step("SIGINT during a copy stops it within a second", func(t *testing.T) {
+		// Again with --force; SIGINT once it reports progress.
+		cmd := migrate("--force")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		var got strings.Builder
+		for !strings.Contains(got.String(), "copied (") {
+			k, err := stderr.Read(buf)
+			got.Write(buf[:k])
+			if err != nil {
+				cmd.Wait()
+				t.Fatalf("migrate --force ended before reporting progress: %v\n%s%s", err, stdout.String(), got.String())
+			}
+		}
+		sent := time.Now()
+		cmd.Process.Signal(os.Interrupt)
+		rest, _ := io.ReadAll(stderr)
+		got.Write(rest)
+		err = cmd.Wait()
+		took := time.Since(sent)
+		if err == nil || !strings.Contains(got.String(), "interrupted") || !strings.Contains(got.String(), "marked incomplete") {
+			t.Fatalf("migrate after SIGINT: %v\n%s%s", err, stdout.String(), got.String())
+		}
+		if took > time.Second {
+			t.Fatalf("migrate took %v to stop after SIGINT", took)
+		}
+		t.Logf("SIGINT during the copy: exited %v later:\n%s", took.Round(time.Millisecond), got.String())
+	})
 	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n",
 		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey))
-	if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
-		t.Fatalf("flint machines on the interrupted etcd store: %v\n%s", err, out)
-	} else {
-		t.Logf("flint machines on it: %s", strings.TrimSpace(string(out)))
-	}
-	serve := cliProcess("serve", "--config", cfgEtcd, "--data", t.TempDir())
-	serve.WaitDelay = time.Second
-	if out, err := serve.CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
-		t.Fatalf("flint serve on the interrupted etcd store: %v\n%s", err, out)
-	} else {
-		t.Logf("flint serve on it: %s", strings.TrimSpace(string(out)))
-	}
-	if out, err := migrate().CombinedOutput(); err == nil || !strings.Contains(string(out), "holds an unfinished migration") || !strings.Contains(string(out), "--force") {
-		t.Fatalf("migrate without --force into the interrupted store: %v\n%s", err, out)
-	} else {
-		t.Logf("migrate without --force: %s", strings.TrimSpace(string(out)))
-	}
-	if out, err := migrate("--force").CombinedOutput(); err != nil || !strings.Contains(string(out), "10000 machines") {
-		t.Fatalf("migrate --force after the interruption: %v\n%s", err, out)
-	}
-	if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err != nil || strings.Count(string(out), "02:00:00:") != n {
-		t.Fatalf("flint machines after migrate --force: %v, %d machines", err, strings.Count(string(out), "02:00:00:"))
-	}
-	t.Logf("migrate --force completed it; flint machines lists the %d machines", n)
+	step("the interrupted store is refused by machines, serve and migrate without --force", func(t *testing.T) {
+		if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
+			t.Fatalf("flint machines on the interrupted etcd store: %v\n%s", err, out)
+		} else {
+			t.Logf("flint machines on it: %s", strings.TrimSpace(string(out)))
+		}
+		serve := cliProcess("serve", "--config", cfgEtcd, "--data", t.TempDir())
+		serve.WaitDelay = time.Second
+		if out, err := serve.CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
+			t.Fatalf("flint serve on the interrupted etcd store: %v\n%s", err, out)
+		} else {
+			t.Logf("flint serve on it: %s", strings.TrimSpace(string(out)))
+		}
+		if out, err := migrate().CombinedOutput(); err == nil || !strings.Contains(string(out), "holds an unfinished migration") || !strings.Contains(string(out), "--force") {
+			t.Fatalf("migrate without --force into the interrupted store: %v\n%s", err, out)
+		} else {
+			t.Logf("migrate without --force: %s", strings.TrimSpace(string(out)))
+		}
+	})
+	step("migrate --force completes it", func(t *testing.T) {
+		if out, err := migrate("--force").CombinedOutput(); err != nil || !strings.Contains(string(out), "10000 machines") {
+			t.Fatalf("migrate --force after the interruption: %v\n%s", err, out)
+		}
+		if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err != nil || strings.Count(string(out), "02:00:00:") != n {
+			t.Fatalf("flint machines after migrate --force: %v, %d machines", err, strings.Count(string(out), "02:00:00:"))
+		}
+		t.Logf("migrate --force completed it; flint machines lists the %d machines", n)
+	})
 }
 
 // movingSource is a real bolt store that gets a new sighting after its
