@@ -16,12 +16,17 @@ func (cfg *Config) validateStore(c *checker) {
 	st := &cfg.Store
 	switch st.Backend {
 	case StoreBolt:
+		if len(st.Endpoints) > 0 {
+			// An etcd section prepared next to bolt names the destination of
+			// flint store migrate --to etcd: checked in full like one in use.
+			break
+		}
 		for field, set := range map[string]bool{
 			"store.endpoints": len(st.Endpoints) > 0, "store.ca_file": st.CAFile != "", "store.cert_file": st.CertFile != "",
 			"store.key_file": st.KeyFile != "", "store.prefix": st.Prefix != "",
 		} {
 			if set {
-				c.fail(field, "is an etcd setting, but store.backend is bolt (DATA/flint.db): set store.backend: etcd, or remove it")
+				c.fail(field, "is an etcd setting, but store.backend is bolt (DATA/flint.db) and store.endpoints is missing: set store.backend: etcd, list the etcd members in store.endpoints (to prepare flint store migrate --to etcd), or remove it")
 			}
 		}
 		return

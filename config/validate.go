@@ -214,7 +214,7 @@ func (cfg *Config) applyDefaults() {
 	if cfg.Store.Backend == "" {
 		cfg.Store.Backend = StoreBolt
 	}
-	if cfg.Store.Backend == StoreEtcd && cfg.Store.Prefix == "" {
+	if (cfg.Store.Backend == StoreEtcd || len(cfg.Store.Endpoints) > 0) && cfg.Store.Prefix == "" {
 		cfg.Store.Prefix = DefaultStorePrefix
 	}
 	if cfg.IPXE.Directory == "" {

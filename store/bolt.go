@@ -26,6 +26,7 @@ var (
 var (
 	metaRebuild    = []byte("rebuild")          // MAC holding the rebuild slot
 	metaDiscovered = []byte("discovered_count") // entries in bucketDiscovered, big-endian uint64
+	metaIncomplete = []byte("incomplete")       // a Load began and was not completed (see Porter)
 )
 
 // FileName is the database file inside the data directory.
@@ -72,8 +73,9 @@ const maxGroup = 512
 type Option func(*options)
 
 type options struct {
-	limits       Limits
-	existingOnly bool
+	limits          Limits
+	existingOnly    bool
+	allowIncomplete bool // see AllowIncomplete
 }
 
 func applyOptions(opts []Option) options {
@@ -131,6 +133,15 @@ func OpenBolt(dir string, readOnly bool, opts ...Option) (*Bolt, error) {
 		return nil, fmt.Errorf("open state %s: %w%s", path, err, accessAdvice(err))
 	}
 	s.db = db
+	if !o.allowIncomplete {
+		if inc, err := s.Incomplete(); err != nil || inc {
+			db.Close()
+			if err == nil {
+				err = ErrIncomplete
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	if !readOnly {
 		err = db.Update(func(tx *bolt.Tx) error {
 			newKnown := tx.Bucket(bucketKnown) == nil

@@ -121,12 +121,17 @@ func OpenEtcd(c EtcdConfig, opts ...Option) (*Etcd, error) {
 	s := &Etcd{cli: cli, prefix: c.Prefix, limits: o.limits, endpoints: c.Endpoints, timeout: c.Timeout, ctx: ctx, cancel: cancel}
 	// A linearizable read proves a quorum answers with our certificate.
 	rctx, rcancel := context.WithTimeout(ctx, c.Timeout)
-	resp, err := cli.Get(rctx, s.prefix+"rebuild")
+	resp, err := cli.Get(rctx, s.prefix+etcdIncomplete)
 	rcancel()
 	if err != nil {
 		cancel()
 		cli.Close()
 		return nil, fmt.Errorf("etcd store at %s does not answer: %w (check store.endpoints, that a quorum of members is up, and store.ca_file, cert_file and key_file)", strings.Join(c.Endpoints, ", "), err)
+	}
+	if len(resp.Kvs) > 0 && !o.allowIncomplete {
+		cancel()
+		cli.Close()
+		return nil, fmt.Errorf("etcd store at %s, prefix %s: %w", strings.Join(c.Endpoints, ", "), c.Prefix, ErrIncomplete)
 	}
 	s.version.Store(uint64(resp.Header.Revision))
 	s.watchDone = make(chan struct{})

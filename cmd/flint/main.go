@@ -60,7 +60,7 @@ and one YAML config file.`,
 	}
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newServeCmd(g), newValidateCmd(), newMachinesCmd(), newRenderCmd(g), newPKICmd(g), newReprovisionCmd(), newPowerCmd(), newAssetsCmd(g), newVersionCmd())
+	root.AddCommand(newServeCmd(g), newValidateCmd(), newMachinesCmd(), newRenderCmd(g), newPKICmd(g), newReprovisionCmd(), newPowerCmd(), newAssetsCmd(g), newStoreCmd(), newVersionCmd())
 	return root
 }
 
