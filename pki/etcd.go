@@ -62,7 +62,7 @@ type etcdStorage struct {
 
 func (e *etcdStorage) start(bool, *slog.Logger) error { return nil }
 func (e *etcdStorage) where(name string) string       { return "etcd key " + e.prefix + name }
-func (e *etcdStorage) origin() string                 { return "etcd " + e.prefix }
+func (e *etcdStorage) Origin() string                 { return "etcd " + e.prefix }
 func (e *etcdStorage) shared() bool                   { return true }
 
 func (e *etcdStorage) read(name string, _ bool) ([]byte, error) {
@@ -76,6 +76,27 @@ func (e *etcdStorage) read(name string, _ bool) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", e.where(name), fs.ErrNotExist)
 	}
 	return e.open(e.prefix+name, resp.Kvs[0].Value)
+}
+
+func (e *etcdStorage) readPair(a, b item) ([]byte, error, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
+	defer cancel()
+	resp, err := e.cli.Txn(ctx).Then(clientv3.OpGet(e.prefix+a.name), clientv3.OpGet(e.prefix+b.name)).Commit()
+	if err != nil {
+		err = fmt.Errorf("read %s: %w (is the etcd store reachable? check store.endpoints)", e.where(a.name), err)
+		return nil, err, nil, err
+	}
+	out := make([][]byte, 2)
+	errs := make([]error, 2)
+	for i, name := range []string{a.name, b.name} {
+		kvs := resp.Responses[i].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			errs[i] = fmt.Errorf("%s: %w", e.where(name), fs.ErrNotExist)
+			continue
+		}
+		out[i], errs[i] = e.open(e.prefix+name, kvs[0].Value)
+	}
+	return out[0], errs[0], out[1], errs[1]
 }
 
 func (e *etcdStorage) create(items ...item) error {

@@ -56,7 +56,7 @@ func TestEtcdStorage(t *testing.T) {
 	key := newKey(t)
 
 	t.Run("racing opens end with one CA and one set of secrets", func(t *testing.T) {
-		for round := range 5 {
+		for round := range 20 {
 			prefix := fmt.Sprintf("/race%d/", round)
 			var wg sync.WaitGroup
 			got := make([]string, 3)
@@ -92,7 +92,7 @@ func TestEtcdStorage(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("5 rounds of 3 instances opening an empty store at once: each round one CA, token, report key, admin token, node password")
+		t.Logf("20 rounds of 3 instances opening an empty store at once: each round one CA, token, report key, admin token, node password")
 	})
 
 	t.Run("nothing in clear in etcd", func(t *testing.T) {

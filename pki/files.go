@@ -20,9 +20,12 @@ type Storage interface {
 	// where names an item for messages: a file path or an etcd key.
 	where(name string) string
 	// origin names the whole storage for "restore from a backup of ...".
-	origin() string
+	Origin() string
 	// read returns an item's content, or an error matching fs.ErrNotExist.
 	read(name string, secret bool) ([]byte, error)
+	// readPair reads two items at one point in time (etcd: one revision),
+	// so a pair another instance stores at once is seen whole or not at all.
+	readPair(a, b item) (aData []byte, aErr error, bData []byte, bErr error)
 	// create stores all items, in order, none of which may exist yet; if
 	// one does, it fails with an error matching fs.ErrExist.
 	create(items ...item) error
@@ -70,7 +73,7 @@ func (f *fileStorage) start(readOnly bool, log *slog.Logger) error {
 }
 
 func (f *fileStorage) where(name string) string { return filepath.Join(f.dir, name) }
-func (f *fileStorage) origin() string           { return f.dir }
+func (f *fileStorage) Origin() string           { return f.dir }
 func (f *fileStorage) shared() bool             { return false }
 
 func (f *fileStorage) read(name string, secret bool) ([]byte, error) {
@@ -90,6 +93,12 @@ func (f *fileStorage) read(name string, secret bool) ([]byte, error) {
 		}
 	}
 	return data, nil
+}
+
+func (f *fileStorage) readPair(a, b item) ([]byte, error, []byte, error) {
+	aData, aErr := f.read(a.name, a.secret)
+	bData, bErr := f.read(b.name, b.secret)
+	return aData, aErr, bData, bErr
 }
 
 // create writes each file with atomicfile.WriteNew, which refuses to replace

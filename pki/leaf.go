@@ -174,19 +174,19 @@ const reasonMissing = "no certificate on disk yet"
 // (re-)issue it; level says how loudly to log that. err is kept for failures
 // that a new certificate would not fix, such as a permission error.
 func (p *PKI) loadLeaf(spec leafSpec, certPath, keyPath string) (kp KeyPair, reason string, level slog.Level, err error) {
-	certPEM, err := p.store.read(spec.file+".crt", false)
+	// One snapshot: another instance may be storing a new pair meanwhile.
+	certPEM, err, keyPEM, keyErr := p.store.readPair(item{name: spec.file + ".crt"}, item{name: spec.file + ".key", secret: true})
 	if errors.Is(err, fs.ErrNotExist) {
 		return KeyPair{}, reasonMissing, slog.LevelInfo, nil
 	}
 	if err != nil {
 		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", err)
 	}
-	keyPEM, err := p.store.read(spec.file+".key", true)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(keyErr, fs.ErrNotExist) {
 		return KeyPair{}, "key file missing", slog.LevelWarn, nil
 	}
-	if err != nil {
-		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", err)
+	if keyErr != nil {
+		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", keyErr)
 	}
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {

@@ -225,7 +225,7 @@ func (p *PKI) loadOrCreateSecrets() error {
 }
 
 // Dir is where the PKI lives: its directory, or its etcd prefix.
-func (p *PKI) Dir() string { return p.store.origin() }
+func (p *PKI) Dir() string { return p.store.Origin() }
 
 // CACertPEM returns the CA certificate exactly as stored in ca.crt.
 func (p *PKI) CACertPEM() []byte { return append([]byte(nil), p.caCertPEM...) }
@@ -265,8 +265,7 @@ func (p *PKI) loadOrCreateCA() error { return p.loadOrCreateCAOnce(true) }
 // create the CA to another flint process loads the winner's CA.
 func (p *PKI) loadOrCreateCAOnce(mayRetry bool) error {
 	certPath, keyPath := p.path(caCertFile), p.path(caKeyFile)
-	certPEM, certErr := p.store.read(caCertFile, false)
-	keyPEM, keyErr := p.store.read(caKeyFile, true)
+	certPEM, certErr, keyPEM, keyErr := p.store.readPair(item{name: caCertFile}, item{name: caKeyFile, secret: true})
 	certMissing := errors.Is(certErr, fs.ErrNotExist)
 	keyMissing := errors.Is(keyErr, fs.ErrNotExist)
 
@@ -276,7 +275,7 @@ func (p *PKI) loadOrCreateCAOnce(mayRetry bool) error {
 	case keyErr != nil && !keyMissing:
 		return fmt.Errorf("pki: read CA key: %w", keyErr)
 	case certMissing && keyMissing && p.readOnly:
-		return fmt.Errorf("%w: %s has no %s and %s", ErrNoPKI, p.store.origin(), caCertFile, caKeyFile)
+		return fmt.Errorf("%w: %s has no %s and %s", ErrNoPKI, p.store.Origin(), caCertFile, caKeyFile)
 	case certMissing && keyMissing:
 		issued, err := p.issuedCertFiles()
 		if err != nil {
@@ -286,37 +285,37 @@ func (p *PKI) loadOrCreateCAOnce(mayRetry bool) error {
 			return fmt.Errorf("pki: %s and %s are missing but %s holds certificates they signed (%s): "+
 				"restore ca.crt and ca.key from a backup of %s; only if you mean to re-provision every etcd member "+
 				"and K3s server, delete %s, %s and %s to start a new CA",
-				certPath, keyPath, p.store.origin(), strings.Join(issued, ", "), p.store.origin(), p.path(etcdDir), p.path(clientsDir), p.path(servingDir))
+				certPath, keyPath, p.store.Origin(), strings.Join(issued, ", "), p.store.Origin(), p.path(etcdDir), p.path(clientsDir), p.path(servingDir))
 		}
 		err = p.createCA()
 		if errors.Is(err, fs.ErrExist) && mayRetry {
-			p.log.Debug("another flint created the CA first; loading it", "where", p.store.origin())
+			p.log.Debug("another flint created the CA first; loading it", "where", p.store.Origin())
 			return p.loadOrCreateCAOnce(false)
 		}
 		return err
 	case keyMissing:
 		return fmt.Errorf("pki: %s exists but %s is missing: restore ca.key from a backup of %s. "+
 			"flint does not create a new CA over an existing one: etcd members and K3s servers trust only the original",
-			certPath, keyPath, p.store.origin())
+			certPath, keyPath, p.store.Origin())
 	case certMissing:
 		return fmt.Errorf("pki: %s exists but %s is missing: restore ca.crt from a backup of %s "+
 			"(if the very first start of flint was interrupted and no node was ever provisioned, delete %s instead)",
-			keyPath, certPath, p.store.origin(), keyPath)
+			keyPath, certPath, p.store.Origin(), keyPath)
 	}
 
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {
-		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.crt from a backup of %s; flint will not replace the CA", certPath, err, p.store.origin())
+		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.crt from a backup of %s; flint will not replace the CA", certPath, err, p.store.Origin())
 	}
 	key, err := parseKeyPEM(keyPEM)
 	if err != nil {
-		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.key from a backup of %s; flint will not replace the CA", keyPath, err, p.store.origin())
+		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.key from a backup of %s; flint will not replace the CA", keyPath, err, p.store.Origin())
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return fmt.Errorf("pki: %s is not a CA certificate (needs basic constraints CA:TRUE and key usage certSign): restore the original ca.crt", certPath)
 	}
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
-		return fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup of %s", keyPath, certPath, p.store.origin())
+		return fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup of %s", keyPath, certPath, p.store.Origin())
 	}
 	if reason := caRotationReason(cert, p.now()); reason != "" {
 		p.log.Warn("etcd CA needs a rotation (flint never replaces it by itself)", "file", certPath, "reason", reason)
@@ -434,7 +433,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 				}
 			}
 			if problem != "" {
-				return "", fmt.Errorf("pki: %s in %s is %s: restore the file from a backup of %s (%s)", s.what, path, problem, p.store.origin(), s.fix)
+				return "", fmt.Errorf("pki: %s in %s is %s: restore the file from a backup of %s (%s)", s.what, path, problem, p.store.Origin(), s.fix)
 			}
 			return secret, nil
 		}
@@ -443,7 +442,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 		}
 		if p.readOnly && !s.preview && !p.ephemeral {
 			return "", fmt.Errorf("%w: %s has no %s (%s): flint serve creates it when it starts; run flint serve --data DIR once",
-				ErrNoPKI, p.store.origin(), s.what, s.file)
+				ErrNoPKI, p.store.Origin(), s.what, s.file)
 		}
 		secret, err := randomHex(32)
 		if err != nil {

@@ -7,29 +7,39 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/flint-boot/flint/config"
 	"github.com/spf13/cobra"
 )
 
 func newPKICmd(g *globalFlags) *cobra.Command {
-	var data string
+	var data, path string
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "pki [--data DIR] [--json]",
+		Use:   "pki [--data DIR] [--config FILE] [--json]",
 		Short: "List the certificates flint keeps, with subjects, SANs and expiry",
 		Long: `pki lists the etcd CA and every certificate in DIR/pki: file, common name,
 SANs, key usages and expiry, and whether it is due for renewal (flint re-issues
 a node's certificates on its next render once they are within 30 days of
-expiry). Private keys, the K3s token and node passwords are never printed.`,
+expiry). Private keys, the K3s token and node passwords are never printed.
+With --config naming an etcd store (store.backend: etcd), it lists the PKI the
+flint instances keep there instead.`,
 		Args: noArgs("pass the data directory of your flint serve with --data DIR"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
-			p, err := openExistingPKI(data, log)
+			var cfg *config.Config
+			if path != "" {
+				if cfg, err = loadConfig(path); err != nil {
+					return err
+				}
+			}
+			p, closePKI, err := openExistingPKI(cfg, data, log)
 			if err != nil {
 				return err
 			}
+			defer closePKI()
 			certs, err := p.List()
 			if err != nil {
 				return err
@@ -60,5 +70,6 @@ expiry). Private keys, the K3s token and node passwords are never printed.`,
 	}
 	cmd.Flags().StringVarP(&data, "data", "d", "./flint-data", "data directory")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config file: with an etcd store, list the PKI kept there")
 	return cmd
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/pki"
+	"github.com/flint-boot/flint/store"
+)
+
+// pkiStorage is where the PKI lives for the store the config names: with
+// bolt (or no config) DATA/pki; with etcd the store's etcd under
+// PREFIX/pki/, sealed with store.encryption_key_file, over st's connection,
+// so that every instance sharing the store has one CA, one set of tokens and
+// one report key.
+func pkiStorage(cfg *config.Config, dataDir string, st store.Store) (pki.Storage, error) {
+	if cfg == nil || cfg.Store.Backend != config.StoreEtcd {
+		return pki.FileStorage(filepath.Join(dataDir, "pki")), nil
+	}
+	e, ok := st.(*store.Etcd)
+	if !ok {
+		return nil, fmt.Errorf("internal error: store.backend is etcd but the store is a %T", st)
+	}
+	key, err := config.ReadEncryptionKey(cfg.Store.EncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("store.encryption_key_file: %w (fix it in %s; %s)", err, cfg.Source, config.EncryptionKeyHowTo)
+	}
+	return pki.EtcdStorage(e.Client(), e.Prefix(), key)
+}
+
+// openExistingPKI opens the PKI without creating or changing anything, for
+// commands that only read: DATA/pki, or with an etcd store (cfg's) the PKI
+// in etcd. close releases the store connection; the error says where it
+// looked and what to do.
+func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.PKI, close func(), err error) {
+	close = func() {}
+	var st store.Store
+	if cfg != nil && cfg.Store.Backend == config.StoreEtcd {
+		if st, err = openStore(cfg, data, storeRead); err != nil {
+			return nil, nil, err
+		}
+		close = func() { st.Close() }
+		defer func() {
+			if err != nil {
+				st.Close()
+			}
+		}()
+	}
+	storage, err := pkiStorage(cfg, data, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err = pki.OpenExistingStorage(storage, time.Now, log)
+	if errors.Is(err, pki.ErrNoPKI) && st != nil {
+		return nil, nil, fmt.Errorf("%w\nthis command only reads the etcd store that %s names; run flint serve with that config once to create the CA and tokens there", err, cfg.Source)
+	}
+	if errors.Is(err, pki.ErrNoPKI) {
+		dir := filepath.Join(data, "pki")
+		full := ""
+		if abs, aerr := filepath.Abs(dir); aerr == nil && abs != dir {
+			full = " (full path " + abs + ")"
+		}
+		return nil, nil, fmt.Errorf("%w%s\nthis command only reads the data directory; pass --data with the directory of your flint serve, or run `flint serve --data %s` once to create the CA and tokens there", err, full, data)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the PKI in %s: %w", storage.Origin(), err)
+	}
+	return p, close, nil
+}
