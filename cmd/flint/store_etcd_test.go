@@ -162,6 +162,17 @@ func TestServeOnEtcdStore(t *testing.T) {
 	cfgA, portA, _ := config()
 	cfgB, portB, tlsPortB := config()
 	dataA, dataB, empty := t.TempDir(), t.TempDir(), t.TempDir()
+	// Read-only commands on the empty store mint no PKI there.
+	for _, args := range [][]string{{"pki", "--config", cfgA, "--data", empty}, {"render", "--mac", "nuc1", "--config", cfgA, "--data", empty}} {
+		out, err := cliProcess(args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "no PKI") || !strings.Contains(string(out), "run flint serve with that config once") {
+			t.Fatalf("flint %s on an empty etcd store: %v\n%s", args[0], err, out)
+		}
+		t.Logf("flint %s on the empty store: %s", args[0], strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	}
+	if out := cl.Etcdctl(nil, "get", "--prefix", "/flint/site-a/", "--keys-only"); len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("read-only commands wrote to the etcd store:\n%s", out)
+	}
 	// Both start at once on an empty etcd: one CA and one report key win.
 	// (startServe fails the test from its goroutine with Goexit, which runs
 	// the deferred close; the test goroutine then stops.)
@@ -172,7 +183,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, portA, portB, tlsPortB, dataA, dataB) })
+	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, cfgB, portA, portB, tlsPortB, dataA, dataB) })
 
 	get := func(url string) int {
 		t.Helper()
@@ -285,7 +296,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 // pointer config), a boot token from A's script is accepted by B, B's HTTPS
 // certificate chains to that CA, and the PKI is in etcd, sealed, not in the
 // data directories.
-func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, portA, portB, tlsPortB int, dataA, dataB string) {
+func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, cfgB string, portA, portB, tlsPortB int, dataA, dataB string) {
 	get := func(url string) (int, string) {
 		t.Helper()
 		resp, err := http.Get(url)
@@ -389,6 +400,12 @@ func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, portA, portB, tlsPortB i
 		t.Fatalf("etcd lacks the CA key or the report key: %v", keys)
 	}
 	t.Logf("PKI in etcd under /flint/site-a/pki/, every value sealed: %s", strings.Join(keys, " "))
+	// flint pki --config lists the PKI in etcd (another process, no data).
+	out, err := cliProcess("pki", "--config", cfgB, "--data", t.TempDir()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ca.crt") || !strings.Contains(string(out), "etcd/nuc1-server.crt") {
+		t.Fatalf("flint pki --config on the etcd store: %v\n%s", err, out)
+	}
+	t.Logf("flint pki --config, from etcd:\n%s", out)
 }
 
 // dataURLBytes decodes a data: URL as Ignition writes them (base64 or
