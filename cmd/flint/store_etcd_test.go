@@ -159,7 +159,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 		}
 		return file, httpPort, httpsPort
 	}
-	cfgA, portA, _ := config()
+	cfgA, portA, tlsPortA := config()
 	cfgB, portB, tlsPortB := config()
 	dataA, dataB, empty := t.TempDir(), t.TempDir(), t.TempDir()
 	// Read-only commands on the empty store mint no PKI there.
@@ -183,7 +183,26 @@ func TestServeOnEtcdStore(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, cfgB, portA, portB, tlsPortB, dataA, dataB) })
+	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, cfgB, portA, portB, tlsPortA, tlsPortB, dataA, dataB) })
+	t.Run("another encryption key does not open the PKI", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "other.key")
+		if err := os.WriteFile(other, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text, err := os.ReadFile(cfgB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgOther := filepath.Join(t.TempDir(), "site.yaml")
+		if err := os.WriteFile(cfgOther, bytes.ReplaceAll(text, []byte(sealKey), []byte(other)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := cliProcess("pki", "--config", cfgOther, "--print", "ca.crt").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "does not open with this encryption key: check that store.encryption_key_file") || bytes.Contains(out, []byte("BEGIN")) {
+			t.Fatalf("flint pki with another key: %v\n%s", err, out)
+		}
+		t.Logf("flint pki with another key: %s", bytes.TrimSpace(out))
+	})
 
 	get := func(url string) int {
 		t.Helper()
@@ -296,7 +315,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 // pointer config), a boot token from A's script is accepted by B, B's HTTPS
 // certificate chains to that CA, and the PKI is in etcd, sealed, not in the
 // data directories.
-func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, cfgB string, portA, portB, tlsPortB int, dataA, dataB string) {
+func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, cfgB string, portA, portB, tlsPortA, tlsPortB int, dataA, dataB string) {
 	get := func(url string) (int, string) {
 		t.Helper()
 		resp, err := http.Get(url)
@@ -406,6 +425,29 @@ func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, cfgB string, portA, port
 		t.Fatalf("flint pki --config on the etcd store: %v\n%s", err, out)
 	}
 	t.Logf("flint pki --config, from etcd:\n%s", out)
+	// The CA and the admin token come out of etcd with flint pki --print;
+	// the admin token is one for both instances.
+	ca, err := cliProcess("pki", "--config", cfgB, "--print", "ca.crt").Output()
+	if err != nil || !bytes.Equal(ca, caPEM) {
+		t.Fatalf("flint pki --print ca.crt: %v\n%s\nwant the pointer config's CA:\n%s", err, ca, caPEM)
+	}
+	tok, err := cliProcess("pki", "--config", cfgB, "--print", "admin-token").Output()
+	if err != nil || len(bytes.TrimSpace(tok)) != 64 {
+		t.Fatalf("flint pki --print admin-token: %v (%d bytes)", err, len(tok))
+	}
+	for name, port := range map[string]int{"A": tlsPortA, "B": tlsPortB} {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/api/v1/machines", port), nil)
+		req.Header.Set("Authorization", "Bearer "+string(bytes.TrimSpace(tok)))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("admin API of instance %s with the token from etcd: HTTP %d", name, resp.StatusCode)
+		}
+		t.Logf("admin API of instance %s with the admin token flint pki --print read from etcd: HTTP %d", name, resp.StatusCode)
+	}
 }
 
 // dataURLBytes decodes a data: URL as Ignition writes them (base64 or
