@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -201,6 +202,39 @@ func TestEtcdStorage(t *testing.T) {
 			t.Fatalf("read-only open stored a node password:\n%s", out)
 		}
 		t.Logf("read-only open of an empty store: %v; etcd under /empty/ stays empty", noPKI)
+	})
+
+	t.Run("a site moving from DATA/pki to etcd keeps its identity", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "pki")
+		files, err := pki.Open(dir, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := secretsOf(t, files) // also makes nuc1's node password
+		other, err := pki.Open(filepath.Join(t.TempDir(), "pki"), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := etcdStorage(t, c.Client(), "/import/", key)
+		if ok, err := pki.ImportFiles(dir, st); !ok || err != nil {
+			t.Fatalf("first import: %v %v", ok, err)
+		}
+		// A second instance with its own DATA/pki comes later: the store
+		// keeps the first one's identity.
+		if ok, err := pki.ImportFiles(other.Dir(), st); ok || err != nil {
+			t.Fatalf("second import over an existing PKI: %v %v, want false, nil", ok, err)
+		}
+		p, err := pki.OpenStorage(etcdStorage(t, c.Client(), "/import/", key), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := secretsOf(t, p); got != want {
+			t.Fatalf("after the import the etcd PKI differs from DATA/pki:\n%s\n%s", got, want)
+		}
+		if ok, err := pki.ImportFiles(filepath.Join(t.TempDir(), "none"), etcdStorage(t, c.Client(), "/import2/", key)); ok || err != nil {
+			t.Fatalf("import of a directory without a PKI: %v %v", ok, err)
+		}
+		t.Logf("DATA/pki copied into etcd: same CA, tokens, report key, admin token and node password; a second DATA/pki did not replace it")
 	})
 
 	t.Run("each instance keeps its own serving certificate, listed with the rest", func(t *testing.T) {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -70,4 +72,31 @@ func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.
 		return nil, nil, fmt.Errorf("open the PKI in %s: %w", storage.Origin(), err)
 	}
 	return p, close, nil
+}
+
+// carryPKIIntoEtcd copies DATA/pki into an etcd store that has no PKI yet
+// (pki.ImportFiles): a site moving to the etcd store keeps its CA, tokens
+// and node passwords instead of starting a new CA the cluster does not trust.
+func carryPKIIntoEtcd(pkiDir string, st pki.Storage, log *slog.Logger) error {
+	copied, err := pki.ImportFiles(pkiDir, st)
+	if err != nil {
+		return fmt.Errorf("%w\nfix or restore %s, or move it away to start the etcd store with a new CA", err, pkiDir)
+	}
+	if copied {
+		log.Info("copied the PKI of the data directory into the etcd store; every instance now uses it", "from", pkiDir, "to", st.Origin())
+	}
+	return nil
+}
+
+// warnStalePKIDir warns when DATA/pki holds another CA than the PKI in the
+// etcd store that this instance uses: nodes provisioned from that directory
+// trust a CA this flint no longer serves.
+func warnStalePKIDir(pkiDir string, secrets *pki.PKI, log *slog.Logger) {
+	old, err := os.ReadFile(filepath.Join(pkiDir, "ca.crt"))
+	if err != nil || bytes.Equal(bytes.TrimSpace(old), bytes.TrimSpace(secrets.CACertPEM())) {
+		return
+	}
+	log.Warn("the data directory holds another CA than the etcd store; flint uses the store's and ignores the directory "+
+		"(nodes provisioned with the directory's CA must be reprovisioned, or the store's PKI replaced by it)",
+		"dir", pkiDir, "store", secrets.Dir())
 }

@@ -130,9 +130,17 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 			}
 		}()
 	}
+	if cfg.Store.Backend == config.StoreEtcd {
+		if err := carryPKIIntoEtcd(pkiDir, pkiStore, log); err != nil {
+			return err
+		}
+	}
 	secrets, err := pki.OpenStorage(pkiStore, time.Now, log.With("service", "pki"))
 	if err != nil {
 		return fmt.Errorf("open the PKI: %w", err)
+	}
+	if cfg.Store.Backend == config.StoreEtcd {
+		warnStalePKIDir(pkiDir, secrets, log)
 	}
 	tlsCfg, err := servingTLS(cfg, secrets)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/flint-boot/flint/internal/etcdtest"
+	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -184,6 +185,30 @@ func TestServeOnEtcdStore(t *testing.T) {
 		t.FailNow()
 	}
 	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, cfgB, portA, portB, tlsPortA, tlsPortB, dataA, dataB) })
+	t.Run("a data directory's PKI moves into an empty store", func(t *testing.T) {
+		dataC := t.TempDir()
+		old, err := pki.Open(filepath.Join(dataC, "pki"), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgC := loopbackConfig(t, freePort(t), freePort(t), "")
+		f, err := os.OpenFile(cfgC, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(strings.Replace(storeSection, "/flint/site-a/", "/flint/site-c/", 1))
+		f.Close()
+		startServe(t, cfgC, dataC)
+		ca, err := cliProcess("pki", "--config", cfgC, "--print", "ca.crt").Output()
+		if err != nil || !bytes.Equal(ca, old.CACertPEM()) {
+			t.Fatalf("the store's CA after a start with DATA/pki: %v\n%s\nwant DATA/pki/ca.crt:\n%s", err, ca, old.CACertPEM())
+		}
+		tok, err := cliProcess("pki", "--config", cfgC, "--print", "admin-token").Output()
+		if err != nil || string(bytes.TrimSpace(tok)) != old.AdminToken() {
+			t.Fatalf("the store's admin token is not DATA/pki's: %v", err)
+		}
+		t.Logf("flint serve on an empty store (prefix /flint/site-c/) with DATA/pki: the store holds DATA/pki's CA and admin token")
+	})
 	t.Run("another encryption key does not open the PKI", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.key")
 		if err := os.WriteFile(other, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
