@@ -36,16 +36,16 @@ func pkiStorage(cfg *config.Config, dataDir string, st store.Store) (pki.Storage
 
 // openExistingPKI opens the PKI without creating or changing anything, for
 // commands that only read: DATA/pki, or with an etcd store (cfg's) the PKI
-// in etcd. close releases the store connection; the error says where it
+// in etcd. done releases the store connection; the error says where it
 // looked and what to do.
-func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.PKI, close func(), err error) {
-	close = func() {}
+func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.PKI, done func(), err error) {
+	done = func() {}
 	var st store.Store
 	if cfg != nil && cfg.Store.Backend == config.StoreEtcd {
 		if st, err = openStore(cfg, data, storeRead); err != nil {
 			return nil, nil, err
 		}
-		close = func() { st.Close() }
+		done = func() { st.Close() }
 		defer func() {
 			if err != nil {
 				st.Close()
@@ -71,7 +71,7 @@ func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the PKI in %s: %w", storage.Origin(), err)
 	}
-	return p, close, nil
+	return p, done, nil
 }
 
 // carryPKIIntoEtcd copies DATA/pki into an etcd store that has no PKI yet
