@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -99,4 +100,31 @@ func warnStalePKIDir(pkiDir string, secrets *pki.PKI, log *slog.Logger) {
 	log.Warn("the data directory holds another CA than the etcd store; flint uses the store's and ignores the directory "+
 		"(nodes provisioned with the directory's CA must be reprovisioned, or the store's PKI replaced by it)",
 		"dir", pkiDir, "store", secrets.Dir())
+}
+
+// checkStorePKI says whether the PKI in the etcd store opens with this
+// config's store.encryption_key_file (flint validate --store): an instance
+// with another key would fail at start. It writes nothing.
+func checkStorePKI(out io.Writer, cfg *config.Config, dataDir string, st store.Store) error {
+	storage, err := pkiStorage(cfg, dataDir, st)
+	if err != nil {
+		return err
+	}
+	p, err := pki.OpenExistingStorage(storage, time.Now, nil)
+	switch {
+	case errors.Is(err, pki.ErrNoPKI):
+		fmt.Fprintf(out, "PKI: none in %s yet; the first flint serve creates it (or copies its DATA/pki there)\n", storage.Origin())
+		return nil
+	case errors.Is(err, pki.ErrSealed):
+		return &exitError{code: 1, err: fmt.Errorf("PKI in %s: %w", storage.Origin(), err)}
+	case err != nil:
+		return fmt.Errorf("PKI in %s: %w", storage.Origin(), err)
+	}
+	certs, err := p.List() // the CA first
+	if err != nil {
+		return fmt.Errorf("PKI in %s: %w", storage.Origin(), err)
+	}
+	fmt.Fprintf(out, "PKI: %s opens with store.encryption_key_file (CA %q, expires %s)\n", storage.Origin(),
+		certs[0].CommonName, certs[0].NotAfter.Format("2006-01-02"))
+	return nil
 }

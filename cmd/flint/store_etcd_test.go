@@ -227,6 +227,15 @@ func TestServeOnEtcdStore(t *testing.T) {
 			t.Fatalf("flint pki with another key: %v\n%s", err, out)
 		}
 		t.Logf("flint pki with another key: %s", bytes.TrimSpace(out))
+		out, err = cliProcess("validate", "--config", cfgOther, "--store").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "does not open with this encryption key") {
+			t.Fatalf("flint validate --store with another key: %v\n%s", err, out)
+		}
+		out, err = cliProcess("validate", "--config", cfgB, "--store").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PKI: etcd /flint/site-a/pki/ opens with store.encryption_key_file") {
+			t.Fatalf("flint validate --store with the right key: %v\n%s", err, out)
+		}
+		t.Logf("flint validate --store with the instances' key:\n%s", bytes.TrimSpace(out))
 	})
 
 	get := func(url string) int {
