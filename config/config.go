@@ -285,6 +285,9 @@ type Store struct {
 	// Prefix goes before every key flint writes (default /flint/): sites
 	// sharing an etcd each take their own.
 	Prefix string `yaml:"prefix"`
+	// EncryptionKeyFile holds the 32-byte key that seals flint's PKI (CA,
+	// keys, tokens, node passwords) in etcd (0600; see ReadEncryptionKey).
+	EncryptionKeyFile string `yaml:"encryption_key_file"`
 }
 
 // Machine is one box flint knows by MAC.

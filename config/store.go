@@ -23,7 +23,7 @@ func (cfg *Config) validateStore(c *checker) {
 		}
 		for field, set := range map[string]bool{
 			"store.endpoints": len(st.Endpoints) > 0, "store.ca_file": st.CAFile != "", "store.cert_file": st.CertFile != "",
-			"store.key_file": st.KeyFile != "", "store.prefix": st.Prefix != "",
+			"store.key_file": st.KeyFile != "", "store.prefix": st.Prefix != "", "store.encryption_key_file": st.EncryptionKeyFile != "",
 		} {
 			if set {
 				c.fail(field, "is an etcd setting, but store.backend is bolt (DATA/flint.db) and store.endpoints is missing: set store.backend: etcd, list the etcd members in store.endpoints (to prepare flint store migrate --to etcd), or remove it")
@@ -54,6 +54,7 @@ func (cfg *Config) validateStore(c *checker) {
 	c.pemFile("store.ca_file", st.CAFile, "the CA certificate that signed the etcd members' certificates", false)
 	c.pemFile("store.cert_file", st.CertFile, "flint's client certificate for etcd", false)
 	c.pemFile("store.key_file", st.KeyFile, "the private key of store.cert_file", true)
+	c.encryptionKeyFile("store.encryption_key_file", st.EncryptionKeyFile)
 	if !strings.HasPrefix(st.Prefix, "/") || !strings.HasSuffix(st.Prefix, "/") || len(st.Prefix) < 2 {
 		c.fail("store.prefix", "%q must start and end with '/' and name something, like /flint/site-a/ (each site sharing an etcd takes its own)", st.Prefix)
 	} else if strings.ContainsFunc(st.Prefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {

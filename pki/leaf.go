@@ -5,15 +5,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -98,8 +99,22 @@ func (p *PKI) Serving(names []string, ips []netip.Addr) (KeyPair, error) {
 	if err != nil {
 		return KeyPair{}, err
 	}
+	file := servingDir + "/flint"
+	if p.store.shared() {
+		// Instances sharing the storage each serve their own names and
+		// addresses: one certificate each, named by its SANs, rather than
+		// one they would re-issue in turn.
+		h := sha256.New()
+		for _, n := range sortedStrings(names) {
+			fmt.Fprintf(h, "dns:%s\n", n)
+		}
+		for _, ip := range sortedAddrs(ips) {
+			fmt.Fprintf(h, "ip:%s\n", ip)
+		}
+		file += "-" + hex.EncodeToString(h.Sum(nil))[:16]
+	}
 	return p.leaf(leafSpec{
-		file:       servingDir + "/flint",
+		file:       file,
 		commonName: servingCommonName,
 		dnsNames:   names,
 		ips:        ips,
@@ -159,19 +174,19 @@ const reasonMissing = "no certificate on disk yet"
 // (re-)issue it; level says how loudly to log that. err is kept for failures
 // that a new certificate would not fix, such as a permission error.
 func (p *PKI) loadLeaf(spec leafSpec, certPath, keyPath string) (kp KeyPair, reason string, level slog.Level, err error) {
-	certPEM, err := os.ReadFile(certPath)
+	// One snapshot: another instance may be storing a new pair meanwhile.
+	certPEM, err, keyPEM, keyErr := p.store.readPair(item{name: spec.file + ".crt"}, item{name: spec.file + ".key", secret: true})
 	if errors.Is(err, fs.ErrNotExist) {
 		return KeyPair{}, reasonMissing, slog.LevelInfo, nil
 	}
 	if err != nil {
 		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", err)
 	}
-	keyPEM, err := p.readSecretFile(keyPath)
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(keyErr, fs.ErrNotExist) {
 		return KeyPair{}, "key file missing", slog.LevelWarn, nil
 	}
-	if err != nil {
-		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", err)
+	if keyErr != nil {
+		return KeyPair{}, "", 0, fmt.Errorf("pki: %w", keyErr)
 	}
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {
@@ -280,12 +295,9 @@ func (p *PKI) issueLeaf(spec leafSpec, certPath, keyPath string) (KeyPair, error
 		return kp, nil
 	}
 	// Key first: if the certificate write is lost, the next call sees a pair
-	// that does not match and issues again.
-	if err := writeFile(keyPath, keyPEM, 0o600); err != nil {
-		return KeyPair{}, fmt.Errorf("pki: write key: %w", err)
-	}
-	if err := writeFile(certPath, certPEM, 0o644); err != nil {
-		return KeyPair{}, fmt.Errorf("pki: write certificate: %w", err)
+	// that does not match and issues again (etcd stores both at once).
+	if err := p.store.put(item{spec.file + ".key", keyPEM, true}, item{spec.file + ".crt", certPEM, false}); err != nil {
+		return KeyPair{}, fmt.Errorf("pki: write key and certificate %s: %w", certPath, err)
 	}
 	return kp, nil
 }

@@ -4,8 +4,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -37,16 +35,13 @@ func (p *PKI) List() ([]CertInfo, error) {
 
 	out := []CertInfo{p.describe(caCertFile, p.caCertPEM)}
 	for _, sub := range []string{clientsDir, etcdDir, servingDir} {
-		entries, err := os.ReadDir(p.path(sub))
+		names, err := p.store.certNames(sub)
 		if err != nil {
-			return nil, fmt.Errorf("pki: %w", err)
+			return nil, err
 		}
-		for _, e := range entries {
-			if !isCertFileName(e.Name()) {
-				continue
-			}
-			rel := sub + "/" + e.Name()
-			data, err := os.ReadFile(filepath.Join(p.dir, rel))
+		for _, name := range names {
+			rel := sub + "/" + name
+			data, err := p.store.read(rel, false)
 			if err != nil {
 				return nil, fmt.Errorf("pki: %w", err)
 			}

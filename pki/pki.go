@@ -25,6 +25,12 @@
 //	serving/flint.crt, .key             flint's HTTPS certificate (serverAuth only)
 //	node-passwords/NAME                 K3s node password of node NAME
 //
+// With EtcdStorage the same items live in etcd under PREFIX/pki/ with the same
+// names, each sealed with the store's encryption key (see EtcdStorage), except
+// that each flint instance keeps its own serving certificate
+// (serving/flint-<hash of its SANs>): the instances share one etcd CA, tokens,
+// report key, admin token and node passwords.
+//
 // The tokens, passwords and the report key are one line of text each; flint
 // ignores white space around it, so an operator may restore or provide them
 // with an editor.
@@ -43,8 +49,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -101,9 +105,9 @@ type KeyPair struct {
 
 // PKI is an open PKI directory. It is safe for concurrent use.
 type PKI struct {
-	dir string
-	now func() time.Time
-	log *slog.Logger
+	store Storage
+	now   func() time.Time
+	log   *slog.Logger
 
 	// mu serialises everything that reads or writes files, so two requests for
 	// the same node never issue two different certificates.
@@ -132,21 +136,22 @@ type PKI struct {
 // lacks some of them). now is injectable for tests (pass time.Now in
 // production); a nil log discards messages.
 func Open(dir string, now func() time.Time, log *slog.Logger) (*PKI, error) {
+	return OpenStorage(FileStorage(dir), now, log)
+}
+
+// OpenStorage is Open on any Storage, e.g. EtcdStorage: several flint
+// instances opening the same etcd storage at once end with one CA and one
+// set of tokens (the first writer's; the others read it).
+func OpenStorage(st Storage, now func() time.Time, log *slog.Logger) (*PKI, error) {
 	if now == nil {
 		now = time.Now
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &PKI{dir: dir, now: now, log: log, created: tally{log: log}}
-	for _, d := range []string{dir, p.path(etcdDir), p.path(clientsDir), p.path(servingDir), p.path(passwordsDir)} {
-		if err := ensurePrivateDir(d); err != nil {
-			return nil, err
-		}
-		// A crash between creating and renaming a temp file leaves it behind.
-		if err := removeStaleTemps(d); err != nil {
-			return nil, err
-		}
+	p := &PKI{store: st, now: now, log: log, created: tally{log: log}}
+	if err := st.start(false, log); err != nil {
+		return nil, err
 	}
 	if err := p.loadOrCreateCA(); err != nil {
 		return nil, err
@@ -219,8 +224,8 @@ func (p *PKI) loadOrCreateSecrets() error {
 	return nil
 }
 
-// Dir is the directory the PKI lives in.
-func (p *PKI) Dir() string { return p.dir }
+// Dir is where the PKI lives: its directory, or its etcd prefix.
+func (p *PKI) Dir() string { return p.store.Origin() }
 
 // CACertPEM returns the CA certificate exactly as stored in ca.crt.
 func (p *PKI) CACertPEM() []byte { return append([]byte(nil), p.caCertPEM...) }
@@ -245,19 +250,22 @@ func (p *PKI) ReportKey() []byte { return slices.Clone(p.reportKey) }
 // RFC 6750 alphabet into the file.
 func (p *PKI) AdminToken() string { return p.adminToken }
 
-// AdminTokenPath is the file holding AdminToken, for telling the operator where
-// to find it.
+// AdminTokenPath is the file (or etcd key) holding AdminToken, for telling
+// the operator where to find it.
 func (p *PKI) AdminTokenPath() string { return p.path(adminTokenFile) }
 
-func (p *PKI) path(rel string) string { return filepath.Join(p.dir, rel) }
+func (p *PKI) path(rel string) string { return p.store.where(rel) }
 
 // loadOrCreateCA loads ca.crt and ca.key, or creates both when neither exists and
 // nothing was ever issued here. Any other state is an error for the operator:
 // a new CA would lock every existing etcd member and K3s server out.
-func (p *PKI) loadOrCreateCA() error {
+func (p *PKI) loadOrCreateCA() error { return p.loadOrCreateCAOnce(true) }
+
+// loadOrCreateCAOnce is loadOrCreateCA; with mayRetry, losing the race to
+// create the CA to another flint process loads the winner's CA.
+func (p *PKI) loadOrCreateCAOnce(mayRetry bool) error {
 	certPath, keyPath := p.path(caCertFile), p.path(caKeyFile)
-	certPEM, certErr := os.ReadFile(certPath)
-	keyPEM, keyErr := p.readSecretFile(keyPath)
+	certPEM, certErr, keyPEM, keyErr := p.store.readPair(item{name: caCertFile}, item{name: caKeyFile, secret: true})
 	certMissing := errors.Is(certErr, fs.ErrNotExist)
 	keyMissing := errors.Is(keyErr, fs.ErrNotExist)
 
@@ -267,7 +275,7 @@ func (p *PKI) loadOrCreateCA() error {
 	case keyErr != nil && !keyMissing:
 		return fmt.Errorf("pki: read CA key: %w", keyErr)
 	case certMissing && keyMissing && p.readOnly:
-		return fmt.Errorf("%w: %s has no %s and %s", ErrNoPKI, p.dir, caCertFile, caKeyFile)
+		return fmt.Errorf("%w: %s has no %s and %s", ErrNoPKI, p.store.Origin(), caCertFile, caKeyFile)
 	case certMissing && keyMissing:
 		issued, err := p.issuedCertFiles()
 		if err != nil {
@@ -277,32 +285,37 @@ func (p *PKI) loadOrCreateCA() error {
 			return fmt.Errorf("pki: %s and %s are missing but %s holds certificates they signed (%s): "+
 				"restore ca.crt and ca.key from a backup of %s; only if you mean to re-provision every etcd member "+
 				"and K3s server, delete %s, %s and %s to start a new CA",
-				certPath, keyPath, p.dir, strings.Join(issued, ", "), p.dir, p.path(etcdDir), p.path(clientsDir), p.path(servingDir))
+				certPath, keyPath, p.store.Origin(), strings.Join(issued, ", "), p.store.Origin(), p.path(etcdDir), p.path(clientsDir), p.path(servingDir))
 		}
-		return p.createCA()
+		err = p.createCA()
+		if errors.Is(err, fs.ErrExist) && mayRetry {
+			p.log.Debug("another flint created the CA first; loading it", "where", p.store.Origin())
+			return p.loadOrCreateCAOnce(false)
+		}
+		return err
 	case keyMissing:
 		return fmt.Errorf("pki: %s exists but %s is missing: restore ca.key from a backup of %s. "+
 			"flint does not create a new CA over an existing one: etcd members and K3s servers trust only the original",
-			certPath, keyPath, p.dir)
+			certPath, keyPath, p.store.Origin())
 	case certMissing:
 		return fmt.Errorf("pki: %s exists but %s is missing: restore ca.crt from a backup of %s "+
 			"(if the very first start of flint was interrupted and no node was ever provisioned, delete %s instead)",
-			keyPath, certPath, p.dir, keyPath)
+			keyPath, certPath, p.store.Origin(), keyPath)
 	}
 
 	cert, err := parseCertPEM(certPEM)
 	if err != nil {
-		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.crt from a backup of %s; flint will not replace the CA", certPath, err, p.dir)
+		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.crt from a backup of %s; flint will not replace the CA", certPath, err, p.store.Origin())
 	}
 	key, err := parseKeyPEM(keyPEM)
 	if err != nil {
-		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.key from a backup of %s; flint will not replace the CA", keyPath, err, p.dir)
+		return fmt.Errorf("pki: %s is corrupt (%v): restore ca.key from a backup of %s; flint will not replace the CA", keyPath, err, p.store.Origin())
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return fmt.Errorf("pki: %s is not a CA certificate (needs basic constraints CA:TRUE and key usage certSign): restore the original ca.crt", certPath)
 	}
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
-		return fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup of %s", keyPath, certPath, p.dir)
+		return fmt.Errorf("pki: %s does not belong to %s: restore the matching pair from a backup of %s", keyPath, certPath, p.store.Origin())
 	}
 	if reason := caRotationReason(cert, p.now()); reason != "" {
 		p.log.Warn("etcd CA needs a rotation (flint never replaces it by itself)", "file", certPath, "reason", reason)
@@ -351,13 +364,12 @@ func (p *PKI) createCA() error {
 		return nil
 	}
 	// Key first: a crash in between leaves ca.key without ca.crt, which Open
-	// reports instead of silently starting over. Both writes refuse to replace
-	// an existing file, so a second flint process can never swap the CA.
-	if err := writeNewFile(p.path(caKeyFile), keyPEM, 0o600); err != nil {
-		return fmt.Errorf("pki: write CA key: %w", err)
-	}
-	if err := writeNewFile(p.path(caCertFile), certPEM, 0o644); err != nil {
-		return fmt.Errorf("pki: write CA certificate: %w", err)
+	// reports instead of silently starting over (etcd stores both in one
+	// transaction). Both writes refuse to replace an existing item, so a
+	// second flint process can never swap the CA: it loses the race and
+	// loads the winner's (loadOrCreateCA).
+	if err := p.store.create(item{caKeyFile, keyPEM, true}, item{caCertFile, certPEM, false}); err != nil {
+		return fmt.Errorf("pki: write CA key and certificate: %w", err)
 	}
 	p.log.Debug("created etcd CA", "file", p.path(caCertFile), "subject", CACommonName, "not_after", cert.NotAfter)
 	p.created.note(func(t *tally) { t.caCreated = true })
@@ -370,14 +382,12 @@ func (p *PKI) createCA() error {
 func (p *PKI) issuedCertFiles() ([]string, error) {
 	var found []string
 	for _, sub := range []string{etcdDir, clientsDir, servingDir} {
-		entries, err := os.ReadDir(p.path(sub))
+		names, err := p.store.certNames(sub)
 		if err != nil {
-			return nil, fmt.Errorf("pki: %w", err)
+			return nil, err
 		}
-		for _, e := range entries {
-			if isCertFileName(e.Name()) {
-				found = append(found, sub+"/"+e.Name())
-			}
+		for _, n := range names {
+			found = append(found, sub+"/"+n)
 		}
 	}
 	return found, nil
@@ -407,7 +417,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 	for range 2 {
 		data, err := []byte(nil), error(fs.ErrNotExist)
 		if !p.ephemeral {
-			data, err = p.readSecretFile(path)
+			data, err = p.store.read(s.file, true)
 		}
 		if err == nil {
 			secret := strings.TrimSpace(string(data))
@@ -423,7 +433,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 				}
 			}
 			if problem != "" {
-				return "", fmt.Errorf("pki: %s in %s is %s: restore the file from a backup of %s (%s)", s.what, path, problem, p.dir, s.fix)
+				return "", fmt.Errorf("pki: %s in %s is %s: restore the file from a backup of %s (%s)", s.what, path, problem, p.store.Origin(), s.fix)
 			}
 			return secret, nil
 		}
@@ -432,7 +442,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 		}
 		if p.readOnly && !s.preview && !p.ephemeral {
 			return "", fmt.Errorf("%w: %s has no %s (%s): flint serve creates it when it starts; run flint serve --data DIR once",
-				ErrNoPKI, p.dir, s.what, s.file)
+				ErrNoPKI, p.store.Origin(), s.what, s.file)
 		}
 		secret, err := randomHex(32)
 		if err != nil {
@@ -442,7 +452,7 @@ func (p *PKI) loadOrCreateSecret(s secretSpec) (string, error) {
 			p.unsaved = append(p.unsaved, s.file)
 			return secret, nil
 		}
-		err = writeNewFile(path, []byte(secret+"\n"), 0o600)
+		err = p.store.create(item{s.file, []byte(secret + "\n"), true})
 		if errors.Is(err, fs.ErrExist) {
 			continue // another process created it just now: use theirs
 		}
@@ -480,22 +490,6 @@ func checkAdminToken(s string) error {
 		return fmt.Errorf("too short (%d characters, want at least %d)", len(body), minAdminTokenLen)
 	}
 	return nil
-}
-
-// readSecretFile reads a file that must be private, tightening its mode if a
-// restore from backup left it readable by others.
-func (p *PKI) readSecretFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 && !p.readOnly {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return nil, fmt.Errorf("make %s private: %w", path, err)
-		}
-		p.log.Warn("secret file was readable by others; changed its mode to 0600", "file", path, "was", fi.Mode().Perm())
-	}
-	return data, nil
 }
 
 func isSpaceOrControl(r rune) bool { return r <= ' ' || r == 0x7f }

@@ -26,7 +26,22 @@ func OpenExisting(dir string, now func() time.Time, log *slog.Logger) (*PKI, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &PKI{dir: dir, now: now, log: log, readOnly: true}
+	return OpenExistingStorage(FileStorage(dir), now, log)
+}
+
+// OpenExistingStorage is OpenExisting on any Storage, e.g. EtcdStorage. It
+// writes nothing there either.
+func OpenExistingStorage(st Storage, now func() time.Time, log *slog.Logger) (*PKI, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &PKI{store: st, now: now, log: log, readOnly: true}
+	if err := st.start(true, log); err != nil {
+		return nil, err
+	}
 	if err := p.loadOrCreateCA(); err != nil {
 		return nil, err
 	}
@@ -43,7 +58,7 @@ func Ephemeral(now func() time.Time) (*PKI, error) {
 	if now == nil {
 		now = time.Now
 	}
-	p := &PKI{dir: "(in memory)", now: now, log: slog.New(slog.DiscardHandler), readOnly: true, ephemeral: true}
+	p := &PKI{store: FileStorage("(in memory)"), now: now, log: slog.New(slog.DiscardHandler), readOnly: true, ephemeral: true}
 	if err := p.createCA(); err != nil {
 		return nil, err
 	}

@@ -183,6 +183,9 @@ func compareWithStore(out io.Writer, cfg *config.Config, dataDir string) error {
 	if len(all) == 0 {
 		fmt.Fprintln(out, "  no flint instance serves from the store now")
 	}
+	if err := checkStorePKI(out, cfg, dataDir, st); err != nil {
+		return err
+	}
 	if differ > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%s serving from the store %s a different site (config or profiles): make them the same; meanwhile none of them serves secret configs", plural(differ, "instance", "instances"), map[bool]string{true: "has", false: "have"}[differ == 1])}
 	}

@@ -55,8 +55,8 @@ func TestCompareSites(t *testing.T) {
 // again.
 func TestInstancesAgreeOnTheSite(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
-	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  prefix: /flint/agree/\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey)
+	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/agree/\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, cl.EncryptionKeyFile())
 	type instance struct {
 		cfg, data         string
 		httpPort, tlsPort int
@@ -103,9 +103,10 @@ func TestInstancesAgreeOnTheSite(t *testing.T) {
 		if tok == nil {
 			t.Fatalf("script (%d) has no token:\n%s", resp.StatusCode, script)
 		}
-		ca, err := os.ReadFile(filepath.Join(a.data, "pki", "ca.crt"))
+		// The PKI is in the etcd store (sealed): flint pki prints the CA.
+		ca, err := cliProcess("pki", "--config", a.cfg, "--print", "ca.crt").Output()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("flint pki --print ca.crt: %v", err)
 		}
 		roots := x509.NewCertPool()
 		roots.AppendCertsFromPEM(ca)

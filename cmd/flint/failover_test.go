@@ -23,6 +23,7 @@ import (
 // and nothing armed was lost.
 func TestTwoInstancesOnThreeMembers(t *testing.T) {
 	cl := etcdtest.Start(t, 3)
+	sealKey := cl.EncryptionKeyFile() // one for both instances: they share the PKI
 	site := func() (cfg, data string, httpPort int) {
 		httpPort, data = freePort(t), t.TempDir()
 		dir := t.TempDir()
@@ -37,12 +38,13 @@ store:
   ca_file: %s
   cert_file: %s
   key_file: %s
+  encryption_key_file: %s
   prefix: /flint/failover/
 machines:
   - {mac: "52:54:00:00:00:01", hostname: nuc1, ip: 198.18.0.11, role: server}
   - {mac: "52:54:00:00:00:02", hostname: nuc2, ip: 198.18.0.12, role: server}
   - {mac: "52:54:00:00:00:03", hostname: nuc3, ip: 198.18.0.13, role: server}
-`, httpPort, freePort(t), freePort(t), dir, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey)
+`, httpPort, freePort(t), freePort(t), dir, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -24,9 +24,10 @@ import (
 // commands run as processes of their own against a real TLS etcd.
 func TestMigrateStore(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
+	sealKey := cl.EncryptionKeyFile()
 	section := func(backend string) string {
-		return fmt.Sprintf("store:\n  backend: %s\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  prefix: /flint/site-a/\n",
-			backend, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey)
+		return fmt.Sprintf("store:\n  backend: %s\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/site-a/\n",
+			backend, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
 	}
 	httpPort := freePort(t)
 	cfgBolt := loopbackConfig(t, httpPort, freePort(t), "")
@@ -173,6 +174,7 @@ func TestMigrateStore(t *testing.T) {
 // --force, and with --force it completes.
 func TestMigrateLargeInterrupted(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
+	sealKey := cl.EncryptionKeyFile()
 	const n = 10000
 	data := t.TempDir()
 	st, err := store.OpenBolt(data, false, store.WithLimits(store.Limits{Discovered: n}))
@@ -192,8 +194,8 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		}
 	}
 	st.Close()
-	cfg := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: bolt\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey))
+	cfg := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: bolt\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey))
 	migrate := func(args ...string) *exec.Cmd {
 		return cliProcess(append([]string{"store", "migrate", "--to", "etcd", "--config", cfg, "--data", data}, args...)...)
 	}
@@ -247,8 +249,8 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		}
 		t.Logf("SIGINT during the copy: exited %v later:\n%s", took.Round(time.Millisecond), got.String())
 	})
-	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey))
+	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey))
 	step("the interrupted store is refused by machines, serve and migrate without --force", func(t *testing.T) {
 		if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
 			t.Fatalf("flint machines on the interrupted etcd store: %v\n%s", err, out)

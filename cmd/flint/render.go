@@ -3,21 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/ignition"
-	"github.com/flint-boot/flint/pki"
 )
 
 func newRenderCmd(g *globalFlags) *cobra.Command {
@@ -65,10 +60,11 @@ get etcd keys.`,
 			default:
 				return fmt.Errorf("--spec %q: use 3 (Ignition v2, current Flatcar) or 2 (legacy Ignition v0.x)", spec)
 			}
-			secrets, err := openExistingPKI(data, log)
+			secrets, closePKI, err := openExistingPKI(cfg, data, log)
 			if err != nil {
 				return err
 			}
+			defer closePKI()
 			r, err := ignition.NewRenderer(cfg, secrets, assetsDirOf(cfg, data), ignition.RenderOptions{Log: log})
 			if err != nil {
 				return err
@@ -127,24 +123,6 @@ func machineOf(cfg *config.Config, s string) (*config.Machine, error) {
 var isTerminal = func(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// openExistingPKI opens DATA/pki without creating or changing anything, for
-// commands that only read; the error says where it looked and what to do.
-func openExistingPKI(data string, log *slog.Logger) (*pki.PKI, error) {
-	dir := filepath.Join(data, "pki")
-	p, err := pki.OpenExisting(dir, time.Now, log)
-	if errors.Is(err, pki.ErrNoPKI) {
-		full := ""
-		if abs, aerr := filepath.Abs(dir); aerr == nil && abs != dir {
-			full = " (full path " + abs + ")"
-		}
-		return nil, fmt.Errorf("%w%s\nthis command only reads the data directory; pass --data with the directory of your flint serve, or run `flint serve --data %s` once to create the CA and tokens there", err, full, data)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open the PKI in %s: %w", dir, err)
-	}
-	return p, nil
 }
 
 // What a role's config must hold (files, directories, units) — the checklist

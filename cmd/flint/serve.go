@@ -107,12 +107,18 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	ctx, stop := signal.NotifyContext(parent, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	// A PKI this start creates is removed again if flint stops before it
-	// serves: no CA or token that no machine ever got stays behind. This
-	// defer runs last, after the background render stopped writing to it.
+	// A PKI this start creates in DATA/pki is removed again if flint stops
+	// before it serves: no CA or token that no machine ever got stays
+	// behind. This defer runs last, after the background render stopped
+	// writing to it. A PKI in an etcd store stays: another instance may
+	// have read it (and handed certificates out) the moment it was written.
 	pkiDir := filepath.Join(dataDir, "pki")
+	pkiStore, err := pkiStorage(cfg, dataDir, st)
+	if err != nil {
+		return err
+	}
 	ready := false
-	if _, err := os.Lstat(pkiDir); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(pkiDir); errors.Is(err, fs.ErrNotExist) && cfg.Store.Backend != config.StoreEtcd {
 		defer func() {
 			if ready {
 				return
@@ -122,9 +128,17 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 			}
 		}()
 	}
-	secrets, err := pki.Open(pkiDir, time.Now, log.With("service", "pki"))
+	if cfg.Store.Backend == config.StoreEtcd {
+		if err := carryPKIIntoEtcd(pkiDir, pkiStore, log); err != nil {
+			return err
+		}
+	}
+	secrets, err := pki.OpenStorage(pkiStore, time.Now, log.With("service", "pki"))
 	if err != nil {
 		return fmt.Errorf("open the PKI: %w", err)
+	}
+	if cfg.Store.Backend == config.StoreEtcd {
+		warnStalePKIDir(pkiDir, secrets, log)
 	}
 	tlsCfg, err := servingTLS(cfg, secrets)
 	if err != nil {

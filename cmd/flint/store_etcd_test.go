@@ -2,14 +2,21 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +24,7 @@ import (
 	"time"
 
 	"github.com/flint-boot/flint/internal/etcdtest"
+	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -132,11 +140,16 @@ func startServe(t *testing.T, cfgFile, data string) served {
 // and change them there.
 func TestServeOnEtcdStore(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
-	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  prefix: /flint/site-a/\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey)
-	config := func() (file string, httpPort int) {
-		httpPort = freePort(t)
-		file = loopbackConfig(t, httpPort, freePort(t), "")
+	// The key that seals the PKI in etcd, as the README says to make it.
+	sealKey := filepath.Join(t.TempDir(), "store.key")
+	if out, err := exec.Command("sh", "-c", "head -c 32 /dev/urandom > "+sealKey+" && chmod 600 "+sealKey).CombinedOutput(); err != nil {
+		t.Fatalf("make the encryption key: %v\n%s", err, out)
+	}
+	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/site-a/\n",
+		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
+	config := func() (file string, httpPort, httpsPort int) {
+		httpPort, httpsPort = freePort(t), freePort(t)
+		file = loopbackConfig(t, httpPort, httpsPort, "")
 		f, err := os.OpenFile(file, os.O_APPEND|os.O_WRONLY, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -145,13 +158,85 @@ func TestServeOnEtcdStore(t *testing.T) {
 		if _, err := f.WriteString(storeSection); err != nil {
 			t.Fatal(err)
 		}
-		return file, httpPort
+		return file, httpPort, httpsPort
 	}
-	cfgA, portA := config()
-	cfgB, _ := config()
+	cfgA, portA, tlsPortA := config()
+	cfgB, portB, tlsPortB := config()
 	dataA, dataB, empty := t.TempDir(), t.TempDir(), t.TempDir()
-	startServe(t, cfgA, dataA)
+	// Read-only commands on the empty store mint no PKI there.
+	for _, args := range [][]string{{"pki", "--config", cfgA, "--data", empty}, {"render", "--mac", "nuc1", "--config", cfgA, "--data", empty}} {
+		out, err := cliProcess(args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "no PKI") || !strings.Contains(string(out), "run flint serve with that config once") {
+			t.Fatalf("flint %s on an empty etcd store: %v\n%s", args[0], err, out)
+		}
+		t.Logf("flint %s on the empty store: %s", args[0], strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	}
+	if out := cl.Etcdctl(nil, "get", "--prefix", "/flint/site-a/", "--keys-only"); len(bytes.TrimSpace(out)) != 0 {
+		t.Fatalf("read-only commands wrote to the etcd store:\n%s", out)
+	}
+	// Both start at once on an empty etcd: one CA and one report key win.
+	// (startServe fails the test from its goroutine with Goexit, which runs
+	// the deferred close; the test goroutine then stops.)
+	started := make(chan struct{})
+	go func() { defer close(started); startServe(t, cfgA, dataA) }()
 	startServe(t, cfgB, dataB)
+	<-started
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Run("one PKI for both instances", func(t *testing.T) { checkSharedPKI(t, cl, cfgB, portA, portB, tlsPortA, tlsPortB, dataA, dataB) })
+	t.Run("a data directory's PKI moves into an empty store", func(t *testing.T) {
+		dataC := t.TempDir()
+		old, err := pki.Open(filepath.Join(dataC, "pki"), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgC := loopbackConfig(t, freePort(t), freePort(t), "")
+		f, err := os.OpenFile(cfgC, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(strings.Replace(storeSection, "/flint/site-a/", "/flint/site-c/", 1))
+		f.Close()
+		startServe(t, cfgC, dataC)
+		ca, err := cliProcess("pki", "--config", cfgC, "--print", "ca.crt").Output()
+		if err != nil || !bytes.Equal(ca, old.CACertPEM()) {
+			t.Fatalf("the store's CA after a start with DATA/pki: %v\n%s\nwant DATA/pki/ca.crt:\n%s", err, ca, old.CACertPEM())
+		}
+		tok, err := cliProcess("pki", "--config", cfgC, "--print", "admin-token").Output()
+		if err != nil || string(bytes.TrimSpace(tok)) != old.AdminToken() {
+			t.Fatalf("the store's admin token is not DATA/pki's: %v", err)
+		}
+		t.Logf("flint serve on an empty store (prefix /flint/site-c/) with DATA/pki: the store holds DATA/pki's CA and admin token")
+	})
+	t.Run("another encryption key does not open the PKI", func(t *testing.T) {
+		other := filepath.Join(t.TempDir(), "other.key")
+		if err := os.WriteFile(other, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text, err := os.ReadFile(cfgB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfgOther := filepath.Join(t.TempDir(), "site.yaml")
+		if err := os.WriteFile(cfgOther, bytes.ReplaceAll(text, []byte(sealKey), []byte(other)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := cliProcess("pki", "--config", cfgOther, "--print", "ca.crt").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "does not open with this encryption key: check that store.encryption_key_file") || bytes.Contains(out, []byte("BEGIN")) {
+			t.Fatalf("flint pki with another key: %v\n%s", err, out)
+		}
+		t.Logf("flint pki with another key: %s", bytes.TrimSpace(out))
+		out, err = cliProcess("validate", "--config", cfgOther, "--store").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "does not open with this encryption key") {
+			t.Fatalf("flint validate --store with another key: %v\n%s", err, out)
+		}
+		out, err = cliProcess("validate", "--config", cfgB, "--store").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "PKI: etcd /flint/site-a/pki/ opens with store.encryption_key_file") {
+			t.Fatalf("flint validate --store with the right key: %v\n%s", err, out)
+		}
+		t.Logf("flint validate --store with the instances' key:\n%s", bytes.TrimSpace(out))
+	})
 
 	get := func(url string) int {
 		t.Helper()
@@ -258,4 +343,157 @@ func TestServeOnEtcdStore(t *testing.T) {
 	}
 	_, table = machines()
 	t.Logf("after flint reprovision nuc1 --yes:\n%s", table)
+}
+
+// checkSharedPKI: two instances on one etcd serve the same CA (in the
+// pointer config), a boot token from A's script is accepted by B, B's HTTPS
+// certificate chains to that CA, and the PKI is in etcd, sealed, not in the
+// data directories.
+func checkSharedPKI(t *testing.T, cl *etcdtest.Cluster, cfgB string, portA, portB, tlsPortA, tlsPortB int, dataA, dataB string) {
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	tokenRE := regexp.MustCompile(`token=([0-9a-f]{64})`)
+	bootToken := func(port int) string {
+		t.Helper()
+		code, script := get(fmt.Sprintf("http://127.0.0.1:%d/machines/52-54-00-00-00-01/boot.ipxe", port))
+		m := tokenRE.FindStringSubmatch(script)
+		if code != http.StatusOK || m == nil {
+			t.Fatalf("nuc1's script from port %d: HTTP %d without a boot token:\n%s", port, code, script)
+		}
+		return m[1]
+	}
+	pointerCA := func(port int, token string) (int, string) {
+		t.Helper()
+		code, body := get(fmt.Sprintf("http://127.0.0.1:%d/ignition?mac=52-54-00-00-00-01&token=%s", port, token))
+		if code != http.StatusOK {
+			return code, body
+		}
+		var ptr struct {
+			Ignition struct {
+				Security struct {
+					TLS struct {
+						CertificateAuthorities []struct{ Source string }
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(body), &ptr); err != nil || len(ptr.Ignition.Security.TLS.CertificateAuthorities) != 1 {
+			t.Fatalf("pointer config from port %d: %v\n%s", port, err, body)
+		}
+		return code, ptr.Ignition.Security.TLS.CertificateAuthorities[0].Source
+	}
+	tokA := bootToken(portA)
+	codeB, caViaB := pointerCA(portB, tokA)
+	if codeB != http.StatusOK {
+		t.Fatalf("instance B refused the boot token from instance A's script: HTTP %d %s", codeB, caViaB)
+	}
+	_, caViaA := pointerCA(portA, bootToken(portA))
+	if caViaA != caViaB || !strings.HasPrefix(caViaA, "data:") {
+		t.Fatalf("the instances serve different CAs:\nA: %.120s\nB: %.120s", caViaA, caViaB)
+	}
+	t.Logf("boot token from A's script accepted by B: HTTP %d; both pointer configs carry the same CA (%d bytes of data URL)", codeB, len(caViaA))
+	// A token B did not (and A did not) issue is still refused.
+	bad := []byte(tokA)
+	bad[0] ^= 1
+	if code, _ := pointerCA(portB, string(bad)); code == http.StatusOK {
+		t.Fatalf("instance B accepted a forged token")
+	} else {
+		t.Logf("a forged token at B: HTTP %d", code)
+	}
+	// B's HTTPS certificate chains to the CA in the pointer config.
+	caPEM, err := dataURLBytes(caViaA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("the pointer config's CA is no PEM certificate")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: 5 * time.Second}
+	resp, err := client.Get(fmt.Sprintf("https://127.0.0.1:%d/healthz", tlsPortB))
+	if err != nil {
+		t.Fatalf("HTTPS to B verified with the shared CA: %v", err)
+	}
+	resp.Body.Close()
+	t.Logf("HTTPS to instance B verifies against the CA both serve: HTTP %d", resp.StatusCode)
+	// The PKI lives in etcd, sealed; the data directories hold none.
+	for _, d := range []string{dataA, dataB} {
+		if _, err := os.Stat(filepath.Join(d, "pki")); !os.IsNotExist(err) {
+			t.Errorf("%s/pki exists with the etcd backend: %v", d, err)
+		}
+	}
+	var dump struct {
+		Kvs []struct {
+			Key, Value []byte
+			Version    int64
+		}
+	}
+	if err := json.Unmarshal(cl.Etcdctl(nil, "get", "--prefix", "/flint/site-a/pki/", "-w", "json"), &dump); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, kv := range dump.Kvs {
+		keys = append(keys, strings.TrimPrefix(string(kv.Key), "/flint/site-a/pki/"))
+		if bytes.Contains(kv.Value, []byte("-----BEGIN")) || bytes.Contains(kv.Value, []byte(tokA)) || !bytes.HasPrefix(kv.Value, []byte("flint-pki-aes256gcm-v1:")) {
+			t.Errorf("%s is not sealed in etcd", kv.Key)
+		}
+		if string(kv.Key) == "/flint/site-a/pki/ca.crt" && kv.Version != 1 {
+			t.Errorf("ca.crt was written %d times", kv.Version)
+		}
+	}
+	if !slices.Contains(keys, "ca.key") || !slices.Contains(keys, "report-key") {
+		t.Fatalf("etcd lacks the CA key or the report key: %v", keys)
+	}
+	t.Logf("PKI in etcd under /flint/site-a/pki/, every value sealed: %s", strings.Join(keys, " "))
+	// flint pki --config lists the PKI in etcd (another process, no data).
+	out, err := cliProcess("pki", "--config", cfgB, "--data", t.TempDir()).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ca.crt") || !strings.Contains(string(out), "etcd/nuc1-server.crt") {
+		t.Fatalf("flint pki --config on the etcd store: %v\n%s", err, out)
+	}
+	t.Logf("flint pki --config, from etcd:\n%s", out)
+	// The CA and the admin token come out of etcd with flint pki --print;
+	// the admin token is one for both instances.
+	ca, err := cliProcess("pki", "--config", cfgB, "--print", "ca.crt").Output()
+	if err != nil || !bytes.Equal(ca, caPEM) {
+		t.Fatalf("flint pki --print ca.crt: %v\n%s\nwant the pointer config's CA:\n%s", err, ca, caPEM)
+	}
+	tok, err := cliProcess("pki", "--config", cfgB, "--print", "admin-token").Output()
+	if err != nil || len(bytes.TrimSpace(tok)) != 64 {
+		t.Fatalf("flint pki --print admin-token: %v (%d bytes)", err, len(tok))
+	}
+	for name, port := range map[string]int{"A": tlsPortA, "B": tlsPortB} {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/api/v1/machines", port), nil)
+		req.Header.Set("Authorization", "Bearer "+string(bytes.TrimSpace(tok)))
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("admin API of instance %s with the token from etcd: HTTP %d", name, resp.StatusCode)
+		}
+		t.Logf("admin API of instance %s with the admin token flint pki --print read from etcd: HTTP %d", name, resp.StatusCode)
+	}
+}
+
+// dataURLBytes decodes a data: URL as Ignition writes them (base64 or
+// percent-encoded).
+func dataURLBytes(u string) ([]byte, error) {
+	meta, data, ok := strings.Cut(strings.TrimPrefix(u, "data:"), ",")
+	if !ok {
+		return nil, fmt.Errorf("not a data URL: %.40q", u)
+	}
+	if strings.HasSuffix(meta, ";base64") {
+		return base64.StdEncoding.DecodeString(data)
+	}
+	s, err := url.PathUnescape(data)
+	return []byte(s), err
 }

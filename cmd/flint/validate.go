@@ -46,7 +46,8 @@ Assets missing from DIR/assets are warnings.
 
 --store (with store.backend: etcd) compares the config and profiles with
 those of the flint instances serving from the store now, and exits 1 if any
-differs: while they differ, none of them serves a secret config.`,
+differs: while they differ, none of them serves a secret config. It also
+checks that the PKI in the store opens with store.encryption_key_file.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return fmt.Errorf("validate checks one config file, got %d (%s): run it once per file", len(args), strings.Join(args, " "))

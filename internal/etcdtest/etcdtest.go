@@ -17,6 +17,7 @@ package etcdtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -399,4 +400,22 @@ func (c *Cluster) Etcdctl(via []*Member, args ...string) []byte {
 		c.t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out
+}
+
+// EncryptionKeyFile writes a random 32-byte store.encryption_key_file (0600)
+// for configs on this cluster and returns its path; every call makes a new
+// key, so instances meant to share the PKI share one file.
+func (c *Cluster) EncryptionKeyFile() string {
+	c.t.Helper()
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		c.t.Fatal(err)
+	}
+	f, err := os.CreateTemp(c.Dir, "store-*.key")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	f.Close()
+	WriteFile(c.t, f.Name(), key)
+	return f.Name()
 }
