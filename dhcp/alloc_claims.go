@@ -1,0 +1,56 @@
+package dhcp
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/flint-boot/flint/store"
+)
+
+// The address book's part in active/active full mode (see claim.go): what
+// it learns from the shared store's answers.
+
+// claimedElsewhere notes that another MAC holds ip's claim in the store
+// (another instance offered or leased it): mac's hold of it goes and the
+// book skips ip for an offer hold, then asks the store again.
+func (a *allocator) claimedElsewhere(mac string, ip netip.Addr, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if h, ok := a.holds[mac]; ok && h.ip == ip {
+		a.clearHold(mac)
+	}
+	a.elsewhere[ip] = now.Add(a.offerHold)
+}
+
+// renewal reports whether ip is bound to mac by an unexpired lease in the
+// book: a REQUEST for it renews what the client already has.
+func (a *allocator) renewal(mac string, ip netip.Addr, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l, ok := a.leases[ip]
+	return ok && l.State == store.LeaseBound && l.MAC == mac && l.Expires.After(now)
+}
+
+// adopt takes in a bound lease another instance wrote to the shared store,
+// unless the book knows a record of ip that lasts longer.
+func (a *allocator) adopt(l store.Lease, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if l.State != store.LeaseBound || l.MAC == "" || !l.Expires.After(now) {
+		return
+	}
+	if cur, ok := a.leases[l.IP]; ok && !cur.Expires.Before(l.Expires) {
+		return
+	}
+	if cur, ok := a.leases[l.IP]; ok && cur.State == store.LeaseBound && a.leaseOf[cur.MAC] == l.IP {
+		delete(a.leaseOf, cur.MAC)
+	}
+	if prev, ok := a.leaseOf[l.MAC]; ok && prev != l.IP {
+		if old := a.leases[prev]; old.MAC == l.MAC && old.Expires.After(l.Expires) {
+			return // the MAC's other lease in the book lasts longer
+		}
+	}
+	a.leases[l.IP] = l
+	a.leaseOf[l.MAC] = l.IP
+	delete(a.elsewhere, l.IP)
+}
