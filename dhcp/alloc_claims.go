@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"hash/fnv"
 	"net/netip"
 	"time"
 
@@ -53,4 +54,37 @@ func (a *allocator) adopt(l store.Lease, now time.Time) {
 	a.leases[l.IP] = l
 	a.leaseOf[l.MAC] = l.IP
 	delete(a.elsewhere, l.IP)
+}
+
+// spread starts the next-fit scan at a place of the pool that depends on
+// seed (the instance's server identifier): instances sharing a store then
+// scan different parts of the pool and rarely try to claim the same
+// address.
+func (a *allocator) spread(seed netip.Addr) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.pool == nil || !a.pool.StartIP.IsValid() {
+		return
+	}
+	h := fnv.New32a()
+	b := seed.As4()
+	h.Write(b[:])
+	size := addrSpan(a.pool.StartIP, a.pool.EndIP)
+	if size <= 0 {
+		return
+	}
+	ip := a.pool.StartIP
+	for range h.Sum32() % uint32(size) {
+		ip = ip.Next()
+	}
+	a.cursor = ip
+}
+
+// dropOffer forgets mac's offer, like dropHold, and returns its address.
+func (a *allocator) dropOffer(mac string) (netip.Addr, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h, ok := a.holds[mac]
+	a.clearHold(mac)
+	return h.ip, ok
 }

@@ -75,7 +75,7 @@ func (s *Server) fullRequest(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	switch {
 	case hasServerID && serverID != s.addr:
 		// SELECTING another server's offer: ours is free again.
-		r.a.dropHold(mac)
+		s.dropOffer(r, requested)
 		log.Debug("client chose another DHCP server", "server", serverID)
 		return nil, nil
 

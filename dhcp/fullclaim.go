@@ -85,6 +85,9 @@ func (s *Server) persistLease(r *fullReq, l store.Lease, renewal bool, undo func
 // countClaim counts a claim or bind of a pool address.
 func (s *Server) countClaim(res ClaimResult) {
 	s.metrics.DHCPClaim(res.String())
+	if s.onClaim != nil {
+		s.onClaim(res)
+	}
 }
 
 // learn takes in the lease of ip from a shared store when the book does not
@@ -105,5 +108,19 @@ func (s *Server) learn(r *fullReq, ip netip.Addr) {
 	}
 	if ok && l.MAC == r.ci.mac {
 		r.a.adopt(l, now)
+	}
+}
+
+// dropOffer frees the offer made to a client that chose another server. In
+// a shared store its claim goes too, unless it is the address the client
+// asked the other instance for (the claim is the MAC's, and that instance
+// binds it).
+func (s *Server) dropOffer(r *fullReq, requested netip.Addr) {
+	ip, ok := r.a.dropOffer(r.ci.mac)
+	if !ok || !s.shared || ip == requested {
+		return
+	}
+	if err := s.claims.ReleaseClaim(ip, r.ci.mac); err != nil {
+		r.log.Debug("claim not released (its hold ends it)", "ip", ip, "err", err)
 	}
 }

@@ -77,6 +77,7 @@ type Server struct {
 	dropped       atomic.Uint64 // sightings not recorded, see DroppedSightings
 
 	metrics *metrics.Metrics
+	onClaim func(ClaimResult) // tests: sees every claim's result
 }
 
 // New builds the DHCP service; in full mode it loads the persisted leases
@@ -140,7 +141,11 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		s.shared = s.claims.Shared()
 		for i := range cfg.DHCP.Networks {
 			n := &cfg.DHCP.Networks[i]
-			s.allocs = append(s.allocs, newAllocator(cfg, n))
+			a := newAllocator(cfg, n)
+			if s.shared {
+				a.spread(s.addr)
+			}
+			s.allocs = append(s.allocs, a)
 			s.replyOpts = append(s.replyOpts, newReplyOptions(cfg, n))
 		}
 		leases, err := st.Leases()
