@@ -1,7 +1,6 @@
 package dhcp
 
 import (
-	"hash/fnv"
 	"net/netip"
 	"time"
 
@@ -59,25 +58,24 @@ func (a *allocator) adopt(l store.Lease, now time.Time) {
 // spread starts the next-fit scan at a place of the pool that depends on
 // seed (the instance's server identifier): instances sharing a store then
 // scan different parts of the pool and rarely try to claim the same
-// address.
+// address. Fibonacci hashing puts consecutive server addresses about 0.618
+// of the pool apart.
 func (a *allocator) spread(seed netip.Addr) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.pool == nil || !a.pool.StartIP.IsValid() {
+	if a.pool == nil || !a.pool.StartIP.IsValid() || !seed.Is4() {
 		return
 	}
-	h := fnv.New32a()
-	b := seed.As4()
-	h.Write(b[:])
 	size := addrSpan(a.pool.StartIP, a.pool.EndIP)
 	if size <= 0 {
 		return
 	}
-	ip := a.pool.StartIP
-	for range h.Sum32() % uint32(size) {
-		ip = ip.Next()
-	}
-	a.cursor = ip
+	b := seed.As4()
+	h := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) * 2654435769
+	off := uint32(uint64(h) * uint64(size) >> 32)
+	s := a.pool.StartIP.As4()
+	v := uint32(s[0])<<24 | uint32(s[1])<<16 | uint32(s[2])<<8 | uint32(s[3]) + off
+	a.cursor = netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // dropOffer forgets mac's offer, like dropHold, and returns its address.
