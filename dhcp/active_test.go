@@ -91,6 +91,9 @@ func TestActiveActive(t *testing.T) {
 		a, _, _, _ := activePair(t, dead, "/flint/noquorum/", time.Second)
 		mac := "02:aa:00:03:00:01"
 		ip := dora(t, a, mac)
+		if got := dora(t, a, nuc1MAC); got != nuc1IP {
+			t.Fatalf("nuc1 got %s", got)
+		}
 		dead.Kill(dead.Members[0])
 		start := time.Now()
 		ack, _ := exchange(t, a, packet(mac, dhcpv4.MessageTypeRequest, ciaddr(ip)))
@@ -100,10 +103,14 @@ func TestActiveActive(t *testing.T) {
 		wantType(t, ack, dhcpv4.MessageTypeAck)
 		offer, _ := exchange(t, a, packet("02:aa:00:03:00:02", dhcpv4.MessageTypeDiscover))
 		wantNoReply(t, offer)
-		// A known machine keeps its reservation: no claim needed, but the
-		// lease is not durable, so no ACK either (it retries).
-		offer, _ = exchange(t, a, packet(nuc1MAC, dhcpv4.MessageTypeDiscover))
-		wantType(t, offer, dhcpv4.MessageTypeOffer)
+		// A machine of the config renews its reservation the same way.
+		ack, _ = exchange(t, a, packet(nuc1MAC, dhcpv4.MessageTypeRequest, ciaddr(nuc1IP)))
+		wantType(t, ack, dhcpv4.MessageTypeAck)
+		// A machine of the config that had no lease here yet gets its
+		// reservation offered (no claim needed: it is that MAC's alone), but
+		// no ACK while the lease cannot be made durable (it retries).
+		ack, _ = exchange(t, a, packet(nuc2MAC, dhcpv4.MessageTypeRequest, serverID(flintIP), requested(nuc2IP)))
+		wantNoReply(t, ack)
 	})
 }
 

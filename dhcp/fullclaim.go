@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -59,6 +60,9 @@ func (s *Server) persistLease(r *fullReq, l store.Lease, renewal bool, undo func
 	if r.res().IsValid() {
 		err = s.st.PutLease(l)
 		res = claimResultOf(true, err)
+		if res == ClaimFailed && s.shared && !errors.Is(err, store.ErrClosed) {
+			res = ClaimUnavailable // a write to etcd that did not commit
+		}
 	} else {
 		var ok bool
 		ok, holder, err = s.claims.BindLease(l, s.now())
