@@ -26,7 +26,10 @@ type allocator struct {
 	leaseOf    map[string]netip.Addr      // MAC -> address of its bound lease
 	holds      map[string]hold            // MAC -> address offered to it
 	heldBy     map[netip.Addr]string      // offered address -> MAC
-	cursor     netip.Addr                 // next-fit: where the next pool scan starts
+	// elsewhere: pool addresses whose claim another flint instance holds
+	// (active/active on etcd), skipped until then; bounded by the pool.
+	elsewhere map[netip.Addr]time.Time
+	cursor    netip.Addr // next-fit: where the next pool scan starts
 }
 
 type hold struct {
@@ -45,6 +48,7 @@ func newAllocator(cfg *config.Config, n *config.Subnet) *allocator {
 		leaseOf:    map[string]netip.Addr{},
 		holds:      map[string]hold{},
 		heldBy:     map[netip.Addr]string{},
+		elsewhere:  map[netip.Addr]time.Time{},
 	}
 	for _, m := range cfg.Machines {
 		if m.IPAddr.IsValid() && !m.HW.IsZero() && n.Prefix.Contains(m.IPAddr) {
@@ -110,6 +114,9 @@ func (a *allocator) usable(ip netip.Addr, mac string, now time.Time) bool {
 		}
 	}
 	if other, ok := a.heldBy[ip]; ok && other != mac && a.holds[other].until.After(now) {
+		return false
+	}
+	if until, ok := a.elsewhere[ip]; ok && until.After(now) {
 		return false
 	}
 	return true
@@ -191,6 +198,11 @@ func (a *allocator) pruneHolds(now time.Time) {
 	for mac, h := range a.holds {
 		if !h.until.After(now) {
 			a.clearHold(mac)
+		}
+	}
+	for ip, until := range a.elsewhere {
+		if !until.After(now) {
+			delete(a.elsewhere, ip)
 		}
 	}
 }

@@ -51,9 +51,7 @@ func (s *Server) fullDiscover(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 		}
 		requested, _ := addrOf(r.req.RequestedIPAddress())
 		var ok bool
-		if ip, ok = r.a.offer(mac, requested, now); !ok {
-			s.complain(log, "pool full "+mac, slog.LevelWarn, "no address for an unknown machine: the pool is exhausted (logged once a minute)", "pool", pool.Start+"-"+pool.End)
-			s.note(r, netip.Addr{}, "dhcp DISCOVER (ignored: pool exhausted)")
+		if ip, ok = s.offerClaimed(r, requested, now); !ok {
 			return nil, nil
 		}
 	}
@@ -77,7 +75,7 @@ func (s *Server) fullRequest(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	switch {
 	case hasServerID && serverID != s.addr:
 		// SELECTING another server's offer: ours is free again.
-		r.a.dropHold(mac)
+		s.dropOffer(r, requested)
 		log.Debug("client chose another DHCP server", "server", serverID)
 		return nil, nil
 
@@ -96,6 +94,7 @@ func (s *Server) fullRequest(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 		return s.ack(r, ip)
 
 	case hasCiaddr: // RENEWING (unicast) or REBINDING (broadcast)
+		s.learn(r, ciaddr)
 		if !r.a.belongsTo(mac, ciaddr, res, s.now()) {
 			return s.nak(r, ciaddr, "address not leased to this client")
 		}
@@ -105,6 +104,7 @@ func (s *Server) fullRequest(r *fullReq) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 		if !r.sub.Prefix.Contains(requested) {
 			return s.nak(r, requested, "address is not in subnet "+r.sub.Prefix.String())
 		}
+		s.learn(r, requested)
 		switch v, why := r.a.judge(mac, requested, res, s.now()); v {
 		case verdictOwned:
 			return s.ack(r, requested)
@@ -131,14 +131,13 @@ func (s *Server) ack(r *fullReq, ip netip.Addr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	if m != nil {
 		l.Hostname = m.Hostname
 	}
+	renewal := r.a.renewal(mac, ip, now)
 	undo, previous, ok := r.a.bind(l, r.res(), now)
 	if !ok { // lost a race since the check: someone else has it now
 		return s.nak(r, ip, "address is no longer available")
 	}
-	if err := s.st.PutLease(l); err != nil {
-		undo()
-		log.Error("lease not saved, no ACK sent (the client will retry)", "ip", ip, "err", err)
-		return nil, nil
+	if reply, dest, done := s.persistLease(r, l, renewal, undo); done {
+		return reply, dest
 	}
 	if previous.IsValid() {
 		if err := s.st.DeleteLease(previous); err != nil {

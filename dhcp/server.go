@@ -41,10 +41,15 @@ const (
 
 // Server is flint's DHCP service.
 type Server struct {
-	cfg  *config.Config
-	st   store.Store
-	log  *slog.Logger
-	addr netip.Addr // flint's address: option 54, siaddr
+	cfg *config.Config
+	st  store.Store
+	// claims are st's address claims (store.ClaimsOf): real transactions
+	// when several flint instances share st (shared), granted at once for
+	// a bolt store.
+	claims store.Claims
+	shared bool
+	log    *slog.Logger
+	addr   netip.Addr // flint's address: option 54, siaddr
 	// httpBase is cfg.HTTPBaseURL() and replyOpts the options every lease
 	// reply of each subnet carries, encoded once (the config does not change
 	// while it serves).
@@ -72,6 +77,7 @@ type Server struct {
 	dropped       atomic.Uint64 // sightings not recorded, see DroppedSightings
 
 	metrics *metrics.Metrics
+	onClaim func(ClaimResult) // tests: sees every claim's result
 }
 
 // New builds the DHCP service; in full mode it loads the persisted leases
@@ -131,9 +137,15 @@ func newServer(cfg *config.Config, st store.Store, log *slog.Logger, now func() 
 		s.notes = n
 	}
 	if mode == config.ModeFull {
+		s.claims = store.ClaimsOf(st)
+		s.shared = s.claims.Shared()
 		for i := range cfg.DHCP.Networks {
 			n := &cfg.DHCP.Networks[i]
-			s.allocs = append(s.allocs, newAllocator(cfg, n))
+			a := newAllocator(cfg, n)
+			if s.shared {
+				a.spread(s.addr)
+			}
+			s.allocs = append(s.allocs, a)
 			s.replyOpts = append(s.replyOpts, newReplyOptions(cfg, n))
 		}
 		leases, err := st.Leases()

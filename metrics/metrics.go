@@ -29,6 +29,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	dhcpPackets   *prometheus.CounterVec
+	dhcpClaims    *prometheus.CounterVec
 	tftpTransfers *prometheus.CounterVec
 	tftpBytes     *prometheus.CounterVec
 	httpRequests  *prometheus.CounterVec
@@ -50,6 +51,10 @@ func New(version string) *Metrics {
 			Name: "flint_dhcp_packets_total",
 			Help: "DHCP requests handled, by message type and what flint answered (offer, ack, nak, or none).",
 		}, []string{"type", "reply"}),
+		dhcpClaims: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flint_dhcp_claims_total",
+			Help: "Pool address claims (before an offer) and binds (before an ACK) in the state store, by result (ok, taken: another MAC holds it, unavailable: the store could not commit).",
+		}, []string{"result"}),
 		tftpTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flint_tftp_transfers_total",
 			Help: "TFTP read requests admitted, by file and result (ok or failed); refusals over a cap are in flint_tftp_refused_total.",
@@ -97,12 +102,15 @@ func New(version string) *Metrics {
 	for _, result := range []string{"replaced", "refused_healthy", "failed"} {
 		m.rejoins.WithLabelValues(result)
 	}
+	for _, result := range []string{"ok", "taken", "unavailable"} {
+		m.dhcpClaims.WithLabelValues(result)
+	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "flint_build_info",
 		Help: "flint's version and the Go version it was built with (always 1).",
 	}, []string{"version", "goversion"})
 	build.WithLabelValues(version, runtime.Version()).Set(1)
-	m.reg.MustRegister(m.dhcpPackets, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, m.refusals, m.rejoins, m.rejoinTime, build,
+	m.reg.MustRegister(m.dhcpPackets, m.dhcpClaims, m.tftpTransfers, m.tftpBytes, m.httpRequests, m.httpDuration, m.configs, m.refusals, m.rejoins, m.rejoinTime, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -137,6 +145,15 @@ func (m *Metrics) DHCPPacket(typ, reply string) {
 		reply = "none"
 	}
 	m.dhcpPackets.WithLabelValues(typ, reply).Inc()
+}
+
+// DHCPClaim counts one claim or bind of a pool address in the state store;
+// result is ok, taken or unavailable.
+func (m *Metrics) DHCPClaim(result string) {
+	if m == nil {
+		return
+	}
+	m.dhcpClaims.WithLabelValues(result).Inc()
 }
 
 // TFTPTransfer counts one admitted read request. A file gets a series of

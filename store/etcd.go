@@ -25,6 +25,7 @@ import (
 //	events/<mac>                      the machine's timeline sequence (decimal)
 //	events/<mac>/<16 hex ns>.<16 hex seq>  one timeline Event (JSON)
 //	rebuild                           MAC holding the rebuild slot
+//	claims/<ip>                       MAC a pool address is offered to, under an etcd lease (etcd_claims.go)
 //
 // Every timeline event is its own small key rather than one value per
 // machine holding the whole timeline: an append then writes ~200 bytes
