@@ -99,8 +99,18 @@ func TestActiveActive(t *testing.T) {
 		ack, _ := exchange(t, a, packet(mac, dhcpv4.MessageTypeRequest, ciaddr(ip)))
 		t.Logf("renewal without quorum answered after %v", time.Since(start).Round(time.Millisecond))
 		wantType(t, ack, dhcpv4.MessageTypeAck)
+		// Answered from memory, the client keeps only what is left of the
+		// lease the store holds: a full lease would outlive the store's
+		// record, and another instance could hand the address out.
+		first := ack.IPAddressLeaseTime(0)
+		if first <= 0 || first >= time.Hour || ack.IPAddressRenewalTime(0) != (first/2).Truncate(time.Second) {
+			t.Errorf("renewal from memory: lease %v, T1 %v; want what is left of the 1h lease (< 1h), T1 half of it", first, ack.IPAddressRenewalTime(0))
+		}
 		ack, _ = exchange(t, a, packet(mac, dhcpv4.MessageTypeRequest, serverID(flintIP), requested(ip), ciaddr(ip)))
 		wantType(t, ack, dhcpv4.MessageTypeAck)
+		if again := ack.IPAddressLeaseTime(0); again > first {
+			t.Errorf("a second renewal from memory got %v, more than the first's %v: memory was extended past the store", again, first)
+		}
 		offer, _ := exchange(t, a, packet("02:aa:00:03:00:02", dhcpv4.MessageTypeDiscover))
 		wantNoReply(t, offer)
 		// A machine of the config renews its reservation the same way.

@@ -25,10 +25,20 @@ func (a *allocator) claimedElsewhere(mac string, ip netip.Addr, now time.Time) {
 // renewal reports whether ip is bound to mac by an unexpired lease in the
 // book: a REQUEST for it renews what the client already has.
 func (a *allocator) renewal(mac string, ip netip.Addr, now time.Time) bool {
+	_, ok := a.boundUntil(mac, ip, now)
+	return ok
+}
+
+// boundUntil is when the book's unexpired lease of ip to mac expires; ok is
+// false when the book has none.
+func (a *allocator) boundUntil(mac string, ip netip.Addr, now time.Time) (until time.Time, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	l, ok := a.leases[ip]
-	return ok && l.State == store.LeaseBound && l.MAC == mac && l.Expires.After(now)
+	if !ok || l.State != store.LeaseBound || l.MAC != mac || !l.Expires.After(now) {
+		return time.Time{}, false
+	}
+	return l.Expires, true
 }
 
 // adopt takes in a bound lease another instance wrote to the shared store,

@@ -131,13 +131,20 @@ func (s *Server) ack(r *fullReq, ip netip.Addr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 	if m != nil {
 		l.Hostname = m.Hostname
 	}
-	renewal := r.a.renewal(mac, ip, now)
+	until, renewal := r.a.boundUntil(mac, ip, now)
 	undo, previous, ok := r.a.bind(l, r.res(), now)
 	if !ok { // lost a race since the check: someone else has it now
 		return s.nak(r, ip, "address is no longer available")
 	}
-	if reply, dest, done := s.persistLease(r, l, renewal, undo); done {
+	reply, dest, done, fromCache := s.persistLease(r, l, renewal, undo)
+	if done {
 		return reply, dest
+	}
+	if fromCache {
+		// Not committed: the client keeps what the store holds, until the
+		// lease it had; never longer, or another instance could hand the
+		// address out once the store answers again.
+		l.Expires = until
 	}
 	if previous.IsValid() {
 		if err := s.st.DeleteLease(previous); err != nil {
@@ -147,7 +154,10 @@ func (s *Server) ack(r *fullReq, ip netip.Addr) (*dhcpv4.DHCPv4, *net.UDPAddr) {
 		}
 	}
 	dec := s.decide(ci, m)
-	reply := s.leaseReply(r, dhcpv4.MessageTypeAck, ip, dec)
+	reply = s.leaseReply(r, dhcpv4.MessageTypeAck, ip, dec)
+	if fromCache {
+		withLeaseTime(reply, until.Sub(now))
+	}
 	if log.enabled(slog.LevelInfo) {
 		log.Info("dhcp ack", "ip", ip, "file", dec.File, "boot", dec.Reason, "expires", l.Expires.Format("15:04:05"), "relay", r.relay.detail())
 	}

@@ -51,8 +51,10 @@ func (s *Server) offerClaimed(r *fullReq, requested netip.Addr, now time.Time) (
 // decides): a pool address through the store's claims, so that it fails if
 // another MAC holds the address; a reservation (the config machine's alone)
 // with PutLease. undo reverts the book's bind. done true: answer with reply
-// and dest (possibly nothing) instead of the ACK.
-func (s *Server) persistLease(r *fullReq, l store.Lease, renewal bool, undo func()) (reply *dhcpv4.DHCPv4, dest *net.UDPAddr, done bool) {
+// and dest (possibly nothing) instead of the ACK. fromCache: the store did
+// not commit but the renewal is ACKed from memory; the book's bind was
+// undone, so the client keeps its lease as the store holds it.
+func (s *Server) persistLease(r *fullReq, l store.Lease, renewal bool, undo func()) (reply *dhcpv4.DHCPv4, dest *net.UDPAddr, done, fromCache bool) {
 	log := r.log
 	var res ClaimResult
 	var holder string
@@ -71,19 +73,20 @@ func (s *Server) persistLease(r *fullReq, l store.Lease, renewal bool, undo func
 	}
 	switch AfterBind(res, renewal) {
 	case AckIt:
-		return nil, nil, false
+		return nil, nil, false, false
 	case AckFromCache:
-		s.complain(log, "renew from memory", slog.LevelWarn, "etcd is unreachable (no quorum): renewing the client's address from this instance's memory; the lease record in etcd is updated at its next renewal (logged once a minute)", "ip", l.IP, "err", err)
-		return nil, nil, false
+		undo()
+		s.complain(log, "renew from memory", slog.LevelWarn, "etcd is unreachable (no quorum): the client keeps its address until its lease in the store ends, answered from this instance's memory; a renewal once etcd answers extends it (logged once a minute)", "ip", l.IP, "err", err)
+		return nil, nil, false, true
 	case AckNak:
 		undo()
 		r.a.claimedElsewhere(l.MAC, l.IP, s.now())
 		reply, dest := s.nak(r, l.IP, "held by "+holder+" in the state store (another flint instance)")
-		return reply, dest, true
+		return reply, dest, true, false
 	}
 	undo()
 	log.Error("lease not saved, no ACK sent (the client will retry)", "ip", l.IP, "err", err)
-	return nil, nil, true
+	return nil, nil, true, false
 }
 
 // countClaim counts a claim or bind of a pool address.

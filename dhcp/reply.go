@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"net"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -62,4 +63,14 @@ func setOptions(p *dhcpv4.DHCPv4, opts ...rawOption) {
 	for _, o := range opts {
 		p.Options[o.code] = o.value
 	}
+}
+
+// withLeaseTime sets a reply's lease time to d, with T1 and T2 at 50% and
+// 87.5% of it as for every lease (a renewal answered from memory gets only
+// what is left of the lease the store holds).
+func withLeaseTime(p *dhcpv4.DHCPv4, d time.Duration) {
+	d = d.Truncate(time.Second)
+	p.UpdateOption(dhcpv4.OptIPAddressLeaseTime(d))
+	p.UpdateOption(dhcpv4.OptRenewTimeValue(d / 2))
+	p.UpdateOption(dhcpv4.OptRebindingTimeValue(d * 7 / 8))
 }
