@@ -237,6 +237,51 @@ func TestEtcdStorage(t *testing.T) {
 		t.Logf("DATA/pki copied into etcd: same CA, tokens, report key, admin token and node password; a second DATA/pki did not replace it")
 	})
 
+	t.Run("a site with more node passwords than one etcd transaction holds, and an import that stopped half-way", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "pki")
+		files, err := pki.Open(dir, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const nodes = 150 // etcd's default --max-txn-ops is 128
+		want := map[string]string{}
+		for i := range nodes {
+			name := fmt.Sprintf("nuc%d", i)
+			pw, err := files.NodePassword(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[name] = pw
+		}
+		check := func(t *testing.T, prefix string) {
+			t.Helper()
+			p, err := pki.OpenStorage(etcdStorage(t, c.Client(), prefix, key), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, pw := range want {
+				if got, err := p.NodePassword(name); err != nil || got != pw {
+					t.Fatalf("%s's node password in etcd: %q %v, want DATA/pki's", name, got, err)
+				}
+			}
+		}
+		if ok, err := pki.ImportFiles(dir, etcdStorage(t, c.Client(), "/many/", key)); !ok || err != nil {
+			t.Fatalf("import of %d node passwords: %v %v", nodes, ok, err)
+		}
+		check(t, "/many/")
+		// A start that stopped after the CA: some passwords missing. The
+		// next start (the store's CA is the directory's) completes them.
+		c.Etcdctl(nil, "del", "--prefix", "/many/pki/node-passwords/nuc1")
+		if ok, err := pki.ImportFiles(dir, etcdStorage(t, c.Client(), "/many/", key)); !ok || err != nil {
+			t.Fatalf("completing import: %v %v, want true, nil", ok, err)
+		}
+		check(t, "/many/")
+		if ok, err := pki.ImportFiles(dir, etcdStorage(t, c.Client(), "/many/", key)); ok || err != nil {
+			t.Fatalf("import of a complete copy: %v %v, want false, nil (nothing to do)", ok, err)
+		}
+		t.Logf("%d node passwords copied one by one; a half-done import completed on the next start", nodes)
+	})
+
 	t.Run("each instance keeps its own serving certificate, listed with the rest", func(t *testing.T) {
 		st := etcdStorage(t, c.Client(), "/serving/", key)
 		a, err := pki.OpenStorage(st, nil, nil)

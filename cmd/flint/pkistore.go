@@ -75,7 +75,8 @@ func openExistingPKI(cfg *config.Config, data string, log *slog.Logger) (p *pki.
 	return p, done, nil
 }
 
-// carryPKIIntoEtcd copies DATA/pki into an etcd store that has no PKI yet
+// carryPKIIntoEtcd copies DATA/pki into an etcd store that has no PKI yet,
+// and the node passwords it lacks while its CA is DATA/pki's
 // (pki.ImportFiles): a site moving to the etcd store keeps its CA, tokens
 // and node passwords instead of starting a new CA the cluster does not trust.
 func carryPKIIntoEtcd(pkiDir string, st pki.Storage, log *slog.Logger) error {
