@@ -12,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Etcd is the Store on an etcd cluster, shared by every flint instance that
@@ -226,6 +228,11 @@ func (s *Etcd) fail(ctx context.Context, err error) error {
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("etcd store at %s did not answer within %v: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), s.timeout, err)
+	}
+	if status.Code(err) == codes.Unavailable {
+		// A member that went away closed the connection (or has no leader):
+		// the same trouble as no answer, found sooner.
+		return fmt.Errorf("etcd store at %s is unavailable: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), err)
 	}
 	return fmt.Errorf("etcd store: %w", err)
 }
