@@ -22,8 +22,8 @@ import (
 // (no reload) while it network-boots from its own namespace with the real
 // clients (udhcpc, atftp, then its script, kernel, initrd and config:
 // installing) and sends its first report (installed), opens its timeline
-// (every step in order) and a reprovision plan (nothing armed), and saves a
-// screenshot.
+// (every step in order) and a reprovision plan (nothing armed), arms it
+// from the page (the state follows live), and saves a screenshot.
 func TestDashboard(t *testing.T) {
 	needRoot(t)
 	needBinaries(t)
@@ -131,6 +131,20 @@ func TestDashboard(t *testing.T) {
 		}
 		if s := stateOf(); s != "installed" {
 			t.Errorf("showing the plan changed node1 to %q", s)
+		}
+	})
+
+	t.Run("arming from the page, after its plan", func(t *testing.T) {
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("arm"))); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, "reprovision", "it was armed from the page")
+		plan, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("plan")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(plan, "node1 is armed") {
+			t.Errorf("after arming, the plan box says:\n%s", plan)
 		}
 	})
 
