@@ -248,30 +248,20 @@ func (s *Bolt) Record(sg Sighting, fn func(m *Machine) error) (Machine, error) {
 			return err
 		}
 		wasKnown := m.Known
-		if !sg.TimelineOnly {
-			m.Apply(sg)
-			if m.State == "" {
-				m.State, m.StateChanged = StateDiscovered, sg.At
-			}
+		write, err := recordChange(&m, existed, sg, fn)
+		if err != nil {
+			return err
 		}
-		if fn != nil {
-			if !existed {
-				m.MAC = sg.MAC
-			}
-			if err := fn(&m); err != nil {
-				return err
-			}
-		}
-		if !sg.TimelineOnly || fn != nil {
+		if write {
 			if err := s.putMachine(tx, &m, existed, wasKnown); err != nil {
 				return err
 			}
 		}
 		out = m
-		if sg.Event == "" {
-			return nil
+		if e, ok := eventOf(sg); ok {
+			return s.appendEvent(tx, e)
 		}
-		return s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+		return nil
 	})
 	return out, err
 }
@@ -361,13 +351,7 @@ func (s *Bolt) SyncConfig(known []KnownMachine) error {
 				return err
 			}
 			wasKnown := existed && m.Known
-			before := m
-			m.MAC, m.Known, m.Hostname, m.Role, m.ReservedIP = k.MAC, true, k.Hostname, k.Role, k.ReservedIP
-			if m.State == "" || m.State == StateDiscovered {
-				m.State, m.StateChanged = StateReady, time.Now()
-			}
-			if existed && wasKnown && before.Hostname == m.Hostname && before.Role == m.Role &&
-				before.ReservedIP == m.ReservedIP && before.State == m.State {
+			if !markKnown(&m, existed, wasKnown, k, time.Now()) {
 				continue // unchanged
 			}
 			if err := s.putMachine(tx, &m, existed, wasKnown); err != nil {

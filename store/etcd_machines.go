@@ -241,30 +241,20 @@ func (s *Etcd) Record(sg Sighting, fn func(m *Machine) error) (Machine, error) {
 			return err
 		}
 		wasKnown := m.Known
-		if !sg.TimelineOnly {
-			m.Apply(sg)
-			if m.State == "" {
-				m.State, m.StateChanged = StateDiscovered, sg.At
-			}
+		write, err := recordChange(&m, existed, sg, fn)
+		if err != nil {
+			return err
 		}
-		if fn != nil {
-			if !existed {
-				m.MAC = sg.MAC
-			}
-			if err := fn(&m); err != nil {
-				return err
-			}
-		}
-		if !sg.TimelineOnly || fn != nil {
+		if write {
 			if err := s.putMachine(t, &m, existed, wasKnown); err != nil {
 				return err
 			}
 		}
 		out = m
-		if sg.Event == "" {
-			return nil
+		if e, ok := eventOf(sg); ok {
+			return s.appendEvent(t, e)
 		}
-		return s.appendEvent(t, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+		return nil
 	})
 	return out, err
 }

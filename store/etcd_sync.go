@@ -76,13 +76,7 @@ func (s *Etcd) SyncConfig(known []KnownMachine) error {
 				return err
 			}
 			wasKnown := existed && m.Known
-			before := m
-			m.MAC, m.Known, m.Hostname, m.Role, m.ReservedIP = k.MAC, true, k.Hostname, k.Role, k.ReservedIP
-			if m.State == "" || m.State == StateDiscovered {
-				m.State, m.StateChanged = StateReady, time.Now()
-			}
-			if existed && wasKnown && before.Hostname == m.Hostname && before.Role == m.Role &&
-				before.ReservedIP == m.ReservedIP && before.State == m.State {
+			if !markKnown(&m, existed, wasKnown, k, time.Now()) {
 				continue // unchanged
 			}
 			if err := s.putMachine(t, &m, existed, wasKnown); err != nil {
