@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -207,23 +206,8 @@ func loadBoltLine(tx *bolt.Tx, l dumpLine, n *uint64) error {
 		*n++
 		return tx.Bucket(bucketDiscovered).Put(discoveredKey(m), nil)
 	case l.Event != nil:
-		e := l.Event
-		mb, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(e.MAC))
-		if err != nil {
-			return err
-		}
-		seq, err := mb.NextSequence()
-		if err != nil {
-			return err
-		}
-		key := make([]byte, 16)
-		binary.BigEndian.PutUint64(key[:8], uint64(e.At.UnixNano()))
-		binary.BigEndian.PutUint64(key[8:], seq)
-		v, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		return mb.Put(key, v)
+		_, _, err := putEvent(tx, *l.Event) // as dumped: never trimmed
+		return err
 	case l.Rebuild != "":
 		return tx.Bucket(bucketMeta).Put(metaRebuild, []byte(l.Rebuild))
 	}

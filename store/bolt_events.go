@@ -8,23 +8,32 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func (s *Bolt) appendEvent(tx *bolt.Tx, e Event) error {
+// putEvent adds e to its machine's timeline bucket (keyed by time, then a
+// sequence that keeps events of the same instant in order) and returns the
+// bucket and the sequence.
+func putEvent(tx *bolt.Tx, e Event) (*bolt.Bucket, uint64, error) {
 	mb, err := tx.Bucket(bucketEvents).CreateBucketIfNotExists([]byte(e.MAC))
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	seq, err := mb.NextSequence()
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	key := make([]byte, 16)
 	binary.BigEndian.PutUint64(key[:8], uint64(e.At.UnixNano()))
 	binary.BigEndian.PutUint64(key[8:], seq)
 	v, err := json.Marshal(e)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	if err := mb.Put(key, v); err != nil {
+	return mb, seq, mb.Put(key, v)
+}
+
+// appendEvent adds e to its machine's timeline, bounded by Limits.Events.
+func (s *Bolt) appendEvent(tx *bolt.Tx, e Event) error {
+	mb, seq, err := putEvent(tx, e)
+	if err != nil {
 		return err
 	}
 	// Trim the oldest entries so a machine that reboots for years stays small.
