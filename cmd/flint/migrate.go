@@ -99,13 +99,9 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 	boltName := filepath.Join(data, store.FileName)
 	etcdName := fmt.Sprintf("the etcd store at %s, prefix %s", strings.Join(cfg.Store.Endpoints, ", "), cfg.Store.Prefix)
 	openEtcd := func(opts ...store.Option) (store.Porter, error) {
-		tlsCfg, err := storeTLS(cfg)
+		st, err := openEtcdStore(cfg, opts...)
 		if err != nil {
-			return nil, err
-		}
-		st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: cfg.Store.Endpoints, TLS: tlsCfg, Prefix: cfg.Store.Prefix}, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("%w\n(the store section of %s names this etcd)", err, cfg.Source)
+			return nil, err // not a nil *Etcd in a non-nil Porter
 		}
 		return st, nil
 	}

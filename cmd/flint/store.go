@@ -33,21 +33,17 @@ const (
 // and other commands go through its admin socket while it runs. With etcd
 // nothing is locked: several flint instances (and flint machines or
 // reprovision next to them) share the store, whose transactions keep
-// concurrent writes whole; coordinating the instances (DHCP claims, one
-// rebuild across instances) is later work.
+// concurrent writes whole (the instances coordinate through it: DHCP
+// claims, the rebuild slot, the membership lock, their announcements).
 func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, error) {
 	var opts []store.Option
 	if cfg != nil {
 		opts = append(opts, store.WithLimits(store.Limits{Discovered: cfg.Limits.DiscoveredMachines, Events: cfg.Limits.TimelineEvents}))
 	}
 	if cfg != nil && cfg.Store.Backend == config.StoreEtcd {
-		tlsCfg, err := storeTLS(cfg)
+		st, err := openEtcdStore(cfg, opts...)
 		if err != nil {
-			return nil, err
-		}
-		st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: cfg.Store.Endpoints, TLS: tlsCfg, Prefix: cfg.Store.Prefix}, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("%w\n(the store section of %s names this etcd)", err, cfg.Source)
+			return nil, err // not a nil *Etcd in a non-nil Store
 		}
 		return st, nil
 	}
@@ -59,6 +55,21 @@ func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, e
 	default:
 		return store.OpenBolt(dataDir, false, opts...)
 	}
+}
+
+// openEtcdStore opens the etcd store the config's store section names,
+// whatever store.backend says (flint store migrate fills it before the
+// backend is switched).
+func openEtcdStore(cfg *config.Config, opts ...store.Option) (*store.Etcd, error) {
+	tlsCfg, err := storeTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: cfg.Store.Endpoints, TLS: tlsCfg, Prefix: cfg.Store.Prefix}, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n(the store section of %s names this etcd)", err, cfg.Source)
+	}
+	return st, nil
 }
 
 // storeTLS is flint's client TLS for the etcd store, from the files the
