@@ -1,7 +1,8 @@
 // Package e2e boots real firmware from flint: five QEMU machines (SeaBIOS
-// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM, OVMF's UEFI HTTP
-// boot, OVMF with Secure Boot through Shim and GRUB) netboot a small test OS from flint and run the real Ignition client against it. See
-// vlab for the lab itself and testos/ for the test OS.
+// with iPXE, OVMF's native PXE, OVMF with an e1000 iPXE ROM, OVMF's UEFI
+// HTTP boot, OVMF with Secure Boot through Shim and GRUB) netboot a small
+// test OS from flint and run the real Ignition client against it. See vlab
+// for the lab itself and testos/ for the test OS.
 //
 // The suite needs root (network namespaces, taps) and Debian packages
 // (scripts/install-deps.sh). Without them it skips, unless CI=true, where a
