@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flint-boot/flint/internal/netns"
 )
 
 // The lab of TestAttack: TestCluster's four NUCs (three servers running live,
@@ -392,7 +394,7 @@ func macsIn(text, except string) []string {
 // socket keeps the namespace it was made in).
 func dialFrom(ns, src, addr string, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
-	err := inNetns("/var/run/netns/"+ns, func() error {
+	err := netns.Do(netns.Path(ns), func() error {
 		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
 		var err error
 		c, err = d.DialContext(context.Background(), "tcp", addr)

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flint-boot/flint/internal/netns"
 )
 
 // clUnit is the [Service] section of a systemd unit Ignition laid down.
@@ -254,24 +255,6 @@ func (d *clDatastore) leader() (string, uint64, map[string]uint64, error) {
 
 // --- a writer that stands in for K3s: puts every ~100 ms -----------------
 
-// nsDialer dials from the network namespace at nsPath (see inNetns).
-func nsDialer(nsPath string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := inNetns(nsPath, func() error {
-			var d net.Dialer
-			var err error
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		if err != nil && c != nil {
-			c.Close()
-			c = nil
-		}
-		return c, err
-	}
-}
-
 // clGateway talks to etcd's JSON gateway (/v3/kv/...) with a node's K3s
 // datastore credentials, from the node's namespace.
 type clGateway struct {
@@ -292,7 +275,7 @@ func newGateway(d *clDatastore) (*clGateway, error) {
 		return nil, err
 	}
 	tr := &http.Transport{
-		DialContext:         nsDialer("/run/netns/" + d.node.host.NS),
+		DialContext:         netns.Dialer(netns.Path(d.node.host.NS)),
 		TLSClientConfig:     &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		MaxIdleConnsPerHost: 2,
 		ForceAttemptHTTP2:   false,

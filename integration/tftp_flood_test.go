@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flint-boot/flint/internal/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -406,10 +407,10 @@ func linkBytes(t *testing.T, l *Lab, ns, dir string) int64 {
 	return n
 }
 
-// inNamespace runs f in lab namespace ns (see inNetns).
+// inNamespace runs f in lab namespace ns (see netns.Do).
 func inNamespace(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	if err := inNetns("/var/run/netns/"+ns, f); err != nil {
+	if err := netns.Do(netns.Path(ns), f); err != nil {
 		t.Fatal(err)
 	}
 }
