@@ -12,6 +12,12 @@
 // the certificates (198.18.0.11-13, a benchmarking range) are never used.
 // Clients authenticate with flint's admin client certificate, as in
 // production (--client-cert-auth).
+//
+// StartIn instead puts each member in a network namespace of its own at a
+// real address (198.18.0.0/15 in flint's tests), as the members of a site's
+// store etcd run on separate hosts: there the peer certificates are pki's
+// (pki.EtcdPeer, the node IP), the ports etcd's defaults (2379, 2380), and
+// the test reaches the members from a namespace it names.
 package etcdtest
 
 import (
@@ -32,10 +38,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flint-boot/flint/internal/netns"
 	"github.com/flint-boot/flint/internal/testenv"
 	"github.com/flint-boot/flint/pki"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 )
 
 // InstallHint installs what Require needs.
@@ -60,7 +68,11 @@ type Member struct {
 	DataDir   string
 	LogPath   string
 
-	CertFile, KeyFile string // server certificate, also used for peering
+	CertFile, KeyFile         string // server certificate (on loopback also used for peering)
+	PeerCertFile, PeerKeyFile string // peer certificate; the server's on loopback
+
+	NS string     // network namespace (StartIn); "" on loopback
+	IP netip.Addr // its address in NS (StartIn)
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -79,11 +91,42 @@ type Cluster struct {
 	Members        []*Member
 	InitialCluster string // as first bootstrapped
 	HealthyAt      time.Time
+
+	// ClientNS is the namespace the test's clients (Client, Etcdctl) dial
+	// from; "" for loopback clusters.
+	ClientNS string
 }
 
-// Start starts n members named n1..nN and waits until all serve
-// linearizable reads.
+// Place is where StartIn runs one member: a network namespace (made by the
+// caller, with an interface carrying IP) and the member's address there.
+type Place struct {
+	NS string
+	IP netip.Addr
+}
+
+// Start starts n members named n1..nN on loopback and waits until all
+// serve linearizable reads.
 func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := newCluster(t)
+	c.start(func() { c.members(n) })
+	return c
+}
+
+// StartIn starts one member per place, named n1..nN, each in its namespace
+// listening on its address (clients on 2379, peers on 2380), and waits until
+// all serve linearizable reads. clientNS is the namespace from which the
+// test's own clients reach the members (Client, Etcdctl).
+func StartIn(t testing.TB, clientNS string, places []Place) *Cluster {
+	t.Helper()
+	c := newCluster(t)
+	c.ClientNS = clientNS
+	c.start(func() { c.membersIn(places) })
+	return c
+}
+
+// newCluster makes the cluster's CA and the admin client certificate.
+func newCluster(t testing.TB) *Cluster {
 	t.Helper()
 	Require(t)
 	dir := t.TempDir()
@@ -107,13 +150,19 @@ func Start(t testing.TB, n int) *Cluster {
 		t.Fatal(err)
 	}
 	c.TLS = &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-
 	t.Cleanup(c.StopAll)
+	return c
+}
+
+// start makes the members (makeMembers) and starts them until all serve.
+func (c *Cluster) start(makeMembers func()) {
+	t := c.t
+	t.Helper()
 	start := time.Now()
 	// A port FreePort chose may be taken by another process before etcd
 	// binds it: then start over with new ports, a few times.
 	for attempt := 1; ; attempt++ {
-		c.members(n)
+		makeMembers()
 		for _, m := range c.Members {
 			c.StartMember(m, c.InitialCluster, "new")
 		}
@@ -130,7 +179,7 @@ func Start(t testing.TB, n int) *Cluster {
 		for _, m := range c.Members {
 			busy = busy || strings.Contains(Tail(m.LogPath, 30), "address already in use")
 		}
-		if !busy || attempt == 3 {
+		if !busy || attempt == 3 || c.ClientNS != "" {
 			t.Fatal(err)
 		}
 		t.Logf("a port was taken before etcd bound it (attempt %d): starting over with other ports", attempt)
@@ -141,8 +190,7 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 	}
 	c.HealthyAt = time.Now()
-	t.Logf("%d-member etcd cluster healthy after %v", n, c.HealthyAt.Sub(start).Round(time.Millisecond))
-	return c
+	t.Logf("%d-member etcd cluster healthy after %v", len(c.Members), c.HealthyAt.Sub(start).Round(time.Millisecond))
 }
 
 // members makes n members with fresh ports and their certificates.
@@ -166,6 +214,40 @@ func (c *Cluster) members(n int) {
 		m.CertFile, m.KeyFile = filepath.Join(c.Dir, m.Name+"-server.crt"), filepath.Join(c.Dir, m.Name+"-server.key")
 		WriteFile(c.t, m.CertFile, server.CertPEM)
 		WriteFile(c.t, m.KeyFile, server.KeyPEM)
+		m.PeerCertFile, m.PeerKeyFile = m.CertFile, m.KeyFile // see the package comment
+		c.Members = append(c.Members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	c.InitialCluster = strings.Join(initial, ",")
+}
+
+// membersIn makes a member per place with pki's server and peer
+// certificates for its address.
+func (c *Cluster) membersIn(places []Place) {
+	c.t.Helper()
+	c.Members = nil
+	var initial []string
+	for i, p := range places {
+		m := &Member{Name: fmt.Sprintf("n%d", i+1), NS: p.NS, IP: p.IP}
+		m.ClientURL = "https://" + net.JoinHostPort(p.IP.String(), "2379")
+		m.PeerURL = "https://" + net.JoinHostPort(p.IP.String(), "2380")
+		m.DataDir = filepath.Join(c.Dir, m.Name+".etcd")
+		m.LogPath = filepath.Join(c.Dir, m.Name+".log")
+		node := pki.Node{Name: m.Name, IP: p.IP}
+		server, err := c.PKI.EtcdServer(node)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		peer, err := c.PKI.EtcdPeer(node)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		m.CertFile, m.KeyFile = filepath.Join(c.Dir, m.Name+"-server.crt"), filepath.Join(c.Dir, m.Name+"-server.key")
+		m.PeerCertFile, m.PeerKeyFile = filepath.Join(c.Dir, m.Name+"-peer.crt"), filepath.Join(c.Dir, m.Name+"-peer.key")
+		WriteFile(c.t, m.CertFile, server.CertPEM)
+		WriteFile(c.t, m.KeyFile, server.KeyPEM)
+		WriteFile(c.t, m.PeerCertFile, peer.CertPEM)
+		WriteFile(c.t, m.PeerKeyFile, peer.KeyPEM)
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
 	}
@@ -204,7 +286,7 @@ func (c *Cluster) StartMember(m *Member, initialCluster, state string) {
 	}
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "=== start %s state=%s initial-cluster=%s\n", m.Name, state, initialCluster)
-	cmd := exec.Command("etcd",
+	args := []string{"etcd",
 		"--name", m.Name,
 		"--data-dir", m.DataDir,
 		"--listen-client-urls", m.ClientURL,
@@ -216,10 +298,15 @@ func (c *Cluster) StartMember(m *Member, initialCluster, state string) {
 		"--initial-cluster-token", c.Name,
 		"--cert-file", m.CertFile, "--key-file", m.KeyFile,
 		"--trusted-ca-file", c.CAFile, "--client-cert-auth=true",
-		"--peer-cert-file", m.CertFile, "--peer-key-file", m.KeyFile, // see the package comment
+		"--peer-cert-file", m.PeerCertFile, "--peer-key-file", m.PeerKeyFile,
 		"--peer-trusted-ca-file", c.CAFile, "--peer-client-cert-auth=true",
 		"--logger", "zap", "--log-outputs", "stderr",
-	)
+	}
+	if m.NS != "" {
+		// ip netns exec enters the namespace and execs etcd: the PID is etcd's.
+		args = append([]string{"ip", "netns", "exec", m.NS}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = EnvWithoutEtcd()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// If the test binary dies (e.g. -timeout), take etcd with it.
@@ -342,12 +429,18 @@ func (c *Cluster) Endpoints(members ...*Member) []string {
 // members only, closed by t.Cleanup.
 func (c *Cluster) Client(members ...*Member) *clientv3.Client {
 	c.t.Helper()
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   c.Endpoints(members...),
 		TLS:         c.TLS,
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	if c.ClientNS != "" {
+		cfg.DialOptions = []grpc.DialOption{grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return netns.Dialer(netns.Path(c.ClientNS))(ctx, "tcp", addr)
+		})}
+	}
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -391,7 +484,11 @@ func (c *Cluster) Etcdctl(via []*Member, args ...string) []byte {
 	c.t.Helper()
 	args = append([]string{"--endpoints", strings.Join(c.Endpoints(via...), ","), "--cacert", c.CAFile,
 		"--cert", c.ClientCert, "--key", c.ClientKey, "--command-timeout", "5s"}, args...)
-	cmd := exec.Command("etcdctl", args...)
+	name := "etcdctl"
+	if c.ClientNS != "" {
+		name, args = "ip", append([]string{"netns", "exec", c.ClientNS, "etcdctl"}, args...)
+	}
+	cmd := exec.Command(name, args...)
 	cmd.Env = append(EnvWithoutEtcd(), "ETCDCTL_API=3")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
