@@ -14,7 +14,14 @@
 // percentiles per DORA (first DISCOVER sent to ACK received), NAKs, lost
 // DORAs (no answer after the retries), retransmissions, duplicates (one
 // address ACKed to two MACs: must be 0) and, with -pid, the server's CPU time
-// per DORA from /proc/PID/stat (utime+stime of all its threads).
+// per DORA from /proc/PID/stat (utime+stime of all its threads), and how many
+// ACKs each server (option 54) gave.
+//
+// With -restarts a client whose DORA got no answer (its server died between
+// OFFER and ACK) starts over with a new DISCOVER, as RFC 2131 clients do
+// after their REQUEST times out; -acks writes every client's final ACK
+// ("MAC ADDRESS SERVER" per line) for a test to check against the server's
+// lease records.
 package main
 
 import (
@@ -47,6 +54,8 @@ func main() {
 	run := flag.Int("run", 0, "run number, part of every MAC (0-255)")
 	label := flag.String("label", "", "printed as server=LABEL")
 	macsFile := flag.String("macs", "", "file of MACs, one per line, used in turn (known machines with reservations) instead of a new MAC per DORA")
+	restarts := flag.Int("restarts", 0, "times a client whose DORA got no answer starts over with a new DISCOVER")
+	acksFile := flag.String("acks", "", "write each client's ACK (MAC ADDRESS SERVER per line) to this file")
 	flag.Parse()
 	if *iface == "" || *n <= 0 || *conc <= 0 {
 		flag.Usage()
@@ -88,6 +97,8 @@ func main() {
 		timeout: *timeout,
 		retries: *retries,
 		acked:   map[[4]byte]string{},
+		byMAC:   map[string]ackRecord{},
+		servers: map[string]int{},
 	}
 	go l.readLoop()
 
@@ -124,8 +135,16 @@ func main() {
 					mac = known[i%int64(len(known))]
 				}
 				t0 := time.Now()
-				if l.dora(mac) {
-					lats[w] = append(lats[w], time.Since(t0))
+				for try := 0; try <= *restarts; try++ {
+					if try > 0 {
+						l.restarts.Add(1)
+					}
+					if ok, answered := l.dora(mac); ok {
+						lats[w] = append(lats[w], time.Since(t0))
+						break
+					} else if answered {
+						break // a NAK: the server said no; not a lost packet
+					}
 				}
 			}
 		}()
@@ -155,10 +174,21 @@ func main() {
 	}
 	l.mu.Lock()
 	dups := l.dups
+	var by []string
+	for s, n := range l.servers {
+		by = append(by, fmt.Sprintf("%s:%d", s, n))
+	}
+	sort.Strings(by)
 	l.mu.Unlock()
-	fmt.Printf("server=%s conc=%d n=%d ok=%d secs=%.2f dora_s=%.0f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f cpu_ms_per_dora=%s naks=%d lost=%d retrans=%d dups=%d stray=%d\n",
+	if *acksFile != "" {
+		if err := l.writeAcks(*acksFile); err != nil {
+			fmt.Fprintln(os.Stderr, "dhcpload:", err)
+			os.Exit(1)
+		}
+	}
+	fmt.Printf("server=%s conc=%d n=%d ok=%d secs=%.2f dora_s=%.0f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f cpu_ms_per_dora=%s naks=%d lost=%d retrans=%d restarts=%d dups=%d stray=%d acks_by=%s\n",
 		*label, *conc, *n, ok, elapsed.Seconds(), float64(ok)/elapsed.Seconds(), pct(0.50), pct(0.99), pct(1.0),
-		cpuMs, l.naks.Load(), l.lost.Load(), l.retrans.Load(), dups, l.stray.Load())
+		cpuMs, l.naks.Load(), l.lost.Load(), l.retrans.Load(), l.restarts.Load(), dups, l.stray.Load(), strings.Join(by, ","))
 	for _, d := range l.dupNotes {
 		fmt.Fprintln(os.Stderr, "dhcpload: duplicate:", d)
 	}
@@ -194,11 +224,32 @@ type loader struct {
 
 	mu       sync.Mutex
 	pending  map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4
-	acked    map[[4]byte]string // address -> MAC it was ACKed to
+	acked    map[[4]byte]string   // address -> MAC it was ACKed to
+	byMAC    map[string]ackRecord // MAC -> its last ACK
+	servers  map[string]int       // server identifier -> ACKs
 	dups     int
 	dupNotes []string
 
-	naks, lost, retrans, stray atomic.Int64
+	naks, lost, retrans, stray, restarts atomic.Int64
+}
+
+// ackRecord is one client's ACK: its address and the server that gave it.
+type ackRecord struct{ ip, server string }
+
+// writeAcks writes every client's last ACK, one "MAC ADDRESS SERVER" line each.
+func (l *loader) writeAcks(path string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	macs := make([]string, 0, len(l.byMAC))
+	for m := range l.byMAC {
+		macs = append(macs, m)
+	}
+	sort.Strings(macs)
+	var b strings.Builder
+	for _, m := range macs {
+		fmt.Fprintf(&b, "%s %s %s\n", m, l.byMAC[m].ip, l.byMAC[m].server)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func (l *loader) readLoop() {
@@ -263,12 +314,13 @@ func (l *loader) exchange(msg *dhcpv4.DHCPv4, ch chan *dhcpv4.DHCPv4, want ...dh
 	return nil
 }
 
-// dora runs one DISCOVER-OFFER-REQUEST-ACK for mac; true if it ended in an ACK.
-func (l *loader) dora(mac net.HardwareAddr) bool {
+// dora runs one DISCOVER-OFFER-REQUEST-ACK for mac; ok if it ended in an
+// ACK, answered if a server said something final (ACK or NAK).
+func (l *loader) dora(mac net.HardwareAddr) (ok, answered bool) {
 	disc, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithBroadcast(true))
 	if err != nil {
 		l.lost.Add(1)
-		return false
+		return false, false
 	}
 	ch := make(chan *dhcpv4.DHCPv4, 8)
 	xid := disc.TransactionID
@@ -276,7 +328,7 @@ func (l *loader) dora(mac net.HardwareAddr) bool {
 	if l.pending[xid] != nil { // 1 in 4 billion: draw again next time
 		l.mu.Unlock()
 		l.lost.Add(1)
-		return false
+		return false, false
 	}
 	l.pending[xid] = ch
 	l.mu.Unlock()
@@ -289,29 +341,29 @@ func (l *loader) dora(mac net.HardwareAddr) bool {
 	offer := l.exchange(disc, ch, dhcpv4.MessageTypeOffer)
 	if offer == nil {
 		l.lost.Add(1)
-		return false
+		return false, false
 	}
 	req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithBroadcast(true))
 	if err != nil {
 		l.lost.Add(1)
-		return false
+		return false, false
 	}
 	req.TransactionID = xid
 	ack := l.exchange(req, ch, dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)
 	switch {
 	case ack == nil:
 		l.lost.Add(1)
-		return false
+		return false, false
 	case ack.MessageType() == dhcpv4.MessageTypeNak:
 		if l.naks.Add(1) <= 3 {
 			fmt.Fprintf(os.Stderr, "dhcpload: NAK for %s (offered %s): %q\n", mac, offer.YourIPAddr, ack.Message())
 		}
-		return false
+		return false, true
 	}
 	ip4 := ack.YourIPAddr.To4()
 	if ip4 == nil {
 		l.lost.Add(1)
-		return false
+		return false, true
 	}
 	key := [4]byte(ip4)
 	l.mu.Lock()
@@ -323,8 +375,11 @@ func (l *loader) dora(mac net.HardwareAddr) bool {
 	} else {
 		l.acked[key] = mac.String()
 	}
+	server := ack.ServerIdentifier().String()
+	l.byMAC[mac.String()] = ackRecord{ip: ip4.String(), server: server}
+	l.servers[server]++
 	l.mu.Unlock()
-	return true
+	return true, true
 }
 
 // mix32 is a bijection on uint32 (a MurmurHash3 finalizer): distinct
