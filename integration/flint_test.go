@@ -97,6 +97,13 @@ func (l *Lab) WriteConfig(t testing.TB, c siteConfig) string {
 // /healthz answers 200 (at most 10 s).
 func (l *Lab) StartFlint(t testing.TB, configPath, dataDir string) *Flint {
 	t.Helper()
+	return l.StartFlintIn(t, l.Srv, flintHTTP, configPath, dataDir)
+}
+
+// StartFlintIn runs bin/flint serve in namespace ns and waits until
+// base/healthz answers 200 there (at most 10 s).
+func (l *Lab) StartFlintIn(t testing.TB, ns, base, configPath, dataDir string) *Flint {
+	t.Helper()
 	l.mu.Lock()
 	n := 0
 	for _, p := range l.procs {
@@ -105,23 +112,23 @@ func (l *Lab) StartFlint(t testing.TB, configPath, dataDir string) *Flint {
 		}
 	}
 	l.mu.Unlock()
-	p := l.Start(t, l.Srv, fmt.Sprintf("flint#%d", n+1), flintBin, "serve", "--config", configPath, "--data", dataDir, "--log-format", "text", "--log-level", "debug")
+	p := l.Start(t, ns, fmt.Sprintf("flint#%d", n+1), flintBin, "serve", "--config", configPath, "--data", dataDir, "--log-format", "text", "--log-level", "debug")
 	f := &Flint{Proc: p, ConfigPath: configPath, DataDir: dataDir}
 	start := time.Now()
 	err := eventually(10*time.Second, 100*time.Millisecond, func() error {
 		if f.Exited() {
 			return fmt.Errorf("flint exited during start-up: %v", f.Cmd.ProcessState)
 		}
-		r := l.Run(l.Srv, 3*time.Second, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1", flintHTTP+"/healthz")
+		r := l.Run(ns, 3*time.Second, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-m", "1", base+"/healthz")
 		if strings.TrimSpace(r.Stdout) != "200" {
 			return fmt.Errorf("GET /healthz: %q %v", r.Stdout, r.Err)
 		}
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("flint did not become healthy: %v", err)
+		t.Fatalf("%s did not become healthy: %v", p.Name, err)
 	}
-	l.logf("flint healthy after %v", time.Since(start).Round(time.Millisecond))
+	l.logf("%s healthy after %v", p.Name, time.Since(start).Round(time.Millisecond))
 	return f
 }
 

@@ -17,6 +17,7 @@ import (
 var (
 	flintBin   string // bin/flint built from ./cmd/flint (or $FLINT_BIN)
 	probeBin   string // ./pxeprobe
+	loadBin    string // ../bench/dhcpload, the Go DHCP load generator
 	buildError error  // why the binaries could not be built; every test reports it
 )
 
@@ -58,7 +59,11 @@ func buildBinaries(dir string) error {
 	if err := testenv.GoBuild(probeBin, "github.com/flint-boot/flint/integration/pxeprobe"); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "integration: flint=%s pxeprobe=%s (built in %s)\n", flintBin, probeBin, time.Since(start).Round(time.Millisecond))
+	loadBin = filepath.Join(dir, "dhcpload")
+	if err := testenv.GoBuild(loadBin, "github.com/flint-boot/flint/bench/dhcpload"); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "integration: flint=%s pxeprobe=%s dhcpload=%s (built in %s)\n", flintBin, probeBin, loadBin, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
