@@ -71,6 +71,11 @@ type Etcd struct {
 	// through a watch (see Version).
 	version   atomic.Uint64
 	watchDone chan struct{}
+
+	// down makes operations fail fast while etcd has no quorum; a probe
+	// (counted in probes) clears it (see etcd_health.go).
+	down   atomic.Bool
+	probes sync.WaitGroup
 }
 
 // EtcdConfig says where the etcd store is.
@@ -203,6 +208,7 @@ func (s *Etcd) Close() error {
 	}
 	s.cancel()
 	<-s.watchDone
+	s.probes.Wait()
 	return s.cli.Close()
 }
 
@@ -212,6 +218,9 @@ func (s *Etcd) begin() (context.Context, func(), error) {
 	defer s.closeMu.RUnlock()
 	if s.closed {
 		return nil, nil, ErrClosed
+	}
+	if s.down.Load() {
+		return nil, nil, s.downError()
 	}
 	s.ops.Add(1)
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
@@ -227,11 +236,13 @@ func (s *Etcd) fail(ctx context.Context, err error) error {
 		return fmt.Errorf("%w: %v", ErrClosed, err)
 	}
 	if ctx.Err() != nil {
+		s.markDown()
 		return fmt.Errorf("etcd store at %s did not answer within %v: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), s.timeout, err)
 	}
 	if status.Code(err) == codes.Unavailable {
 		// A member that went away closed the connection (or has no leader):
 		// the same trouble as no answer, found sooner.
+		s.markDown()
 		return fmt.Errorf("etcd store at %s is unavailable: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), err)
 	}
 	return fmt.Errorf("etcd store: %w", err)

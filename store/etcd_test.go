@@ -152,36 +152,68 @@ func TestEtcd(t *testing.T) {
 	t.Run("a cluster that stops answering", func(t *testing.T) {
 		// Its own cluster: this one is killed.
 		dead := etcdtest.Start(t, 1)
-		st, err := OpenEtcd(EtcdConfig{Endpoints: dead.Endpoints(), TLS: dead.TLS, Prefix: "/flint/dead/", Timeout: 2 * time.Second})
-		if err != nil {
-			t.Fatal(err)
+		open := func() *Etcd {
+			st, err := OpenEtcd(EtcdConfig{Endpoints: dead.Endpoints(), TLS: dead.TLS, Prefix: "/flint/dead/", Timeout: 2 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st
 		}
+		st, closing := open(), open()
 		dead.Kill(dead.Members[0])
+
+		// Close stops a write in flight within about a second.
+		werr := make(chan error, 1)
+		go func() {
+			_, err := closing.UpdateMachine("52:54:00:00:00:01", func(*Machine) error { return nil })
+			werr <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
 		start := time.Now()
-		_, err = st.UpdateMachine("52:54:00:00:00:01", func(*Machine) error { return nil })
+		if err := closing.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+		err := <-werr
 		took := time.Since(start)
+		t.Logf("close with a write in flight: %v; the write got %v", took.Round(time.Millisecond), err)
+		if took > 2*time.Second || !errors.Is(err, ErrClosed) { // a second of grace, and room for a loaded machine
+			t.Fatalf("close took %v; the write in flight got %v, want ErrClosed", took, err)
+		}
+
+		start = time.Now()
+		_, err = st.UpdateMachine("52:54:00:00:00:01", func(*Machine) error { return nil })
+		took = time.Since(start)
 		t.Logf("write to a dead cluster: %v after %v", err, took.Round(time.Millisecond))
 		// Either it times out, or the killed member's closed connection
 		// says so sooner; both say what to check.
 		if err == nil || !strings.Contains(err.Error(), "check that a quorum of etcd members is up and reachable") || took > 4*time.Second {
 			t.Fatalf("write to a dead cluster: %v after %v", err, took)
 		}
-		// Close stops a write in flight within about a second.
-		werr := make(chan error, 1)
-		go func() {
-			_, err := st.UpdateMachine("52:54:00:00:00:01", func(*Machine) error { return nil })
-			werr <- err
-		}()
-		time.Sleep(100 * time.Millisecond)
+		// From then on the store is down: operations fail at once, as no
+		// quorum (a renewal answered from memory must not wait for etcd).
+		if st.Up() {
+			t.Fatal("the store is still up after a write found no quorum")
+		}
+		_, _, err = st.Machine("52:54:00:00:00:01")
+		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "checked again every") {
+			t.Fatalf("a read while the store is down: %v, want ErrUnavailable without waiting for etcd", err)
+		}
+		// The member comes back: the probe finds it, operations go through.
+		dead.StartMember(dead.Members[0], dead.InitialCluster, "new")
 		start = time.Now()
+		for !st.Up() {
+			if time.Since(start) > 20*time.Second {
+				t.Fatal("the store is still down 20 s after its member came back")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if _, err := st.UpdateMachine("52:54:00:00:00:01", func(*Machine) error { return nil }); err != nil {
+			t.Fatalf("a write once the member is back: %v", err)
+		}
+		t.Logf("up again %v after the member was restarted", time.Since(start).Round(time.Millisecond))
+		dead.Kill(dead.Members[0])
 		if err := st.Close(); err != nil {
 			t.Logf("close: %v", err)
-		}
-		err = <-werr
-		took = time.Since(start)
-		t.Logf("close with a write in flight: %v; the write got %v", took.Round(time.Millisecond), err)
-		if took > 2*time.Second || !errors.Is(err, ErrClosed) { // a second of grace, and room for a loaded machine
-			t.Fatalf("close took %v; the write in flight got %v, want ErrClosed", took, err)
 		}
 		// Opening one fails with what to check.
 		_, err = OpenEtcd(EtcdConfig{Endpoints: dead.Endpoints(), TLS: dead.TLS, Prefix: "/flint/dead/", Timeout: time.Second})
