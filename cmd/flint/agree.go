@@ -57,6 +57,7 @@ type agreement struct {
 	ok        bool
 	why       string
 	instances int
+	up        bool // the last read of the instances committed (etcd has quorum)
 }
 
 // Agreed is lifecycle.Options.Agreed.
@@ -73,6 +74,25 @@ func (a *agreement) gauges() (agreed float64, instances float64) {
 		agreed = 1
 	}
 	return agreed, float64(a.instances)
+}
+
+// storeUp records whether the last linearizable read answered and says
+// whether that changed.
+func (a *agreement) storeUp(up bool) (changed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	changed = up != a.up
+	a.up = up
+	return changed
+}
+
+func (a *agreement) upGauge() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.up {
+		return 1
+	}
+	return 0
 }
 
 // set records a comparison and says whether the verdict changed.
@@ -104,7 +124,7 @@ func startAgreement(ctx context.Context, cfg *config.Config, st store.Store, met
 		cancel()
 		return nil, nil, fmt.Errorf("%w\n(flint instances sharing an etcd store announce themselves there)", err)
 	}
-	a = &agreement{ok: true}
+	a = &agreement{ok: true, up: true}
 	compare := func() {
 		if h, err := siteHash(cfg); err == nil && h != self.SiteHash {
 			// The overlay profiles changed under a running flint.
@@ -116,8 +136,15 @@ func startAgreement(ctx context.Context, cfg *config.Config, st store.Store, met
 			}
 		}
 		all, err := es.Instances()
+		if a.storeUp(err == nil) {
+			if err != nil {
+				log.Error("the etcd store does not answer: no new address goes out and configs wait (503); bound machines renew from this instance's memory. Check the etcd members' health (etcdctl endpoint health) and quorum", "err", err.Error())
+			} else {
+				log.Info("the etcd store answers again", "instances", len(all))
+			}
+		}
 		if err != nil {
-			return // the store says why on every request; keep the last verdict
+			return // keep the last verdict
 		}
 		ok, why := compareSites(self.ID, self.SiteHash, all)
 		if a.set(ok, why, len(all)) {
@@ -133,6 +160,8 @@ func startAgreement(ctx context.Context, cfg *config.Config, st store.Store, met
 		func() float64 { v, _ := a.gauges(); return v })
 	met.GaugeFunc("flint_store_instances", "flint instances announced in the etcd store, this one included.",
 		func() float64 { _, n := a.gauges(); return n })
+	met.GaugeFunc("flint_store_up", "1 while the etcd store answers linearizable reads (checked every 2 s), 0 while it has no quorum or cannot be reached: no new address goes out.",
+		a.upGauge)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
