@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/flint-boot/flint/internal/etcdtest"
 )
@@ -155,17 +154,23 @@ func haInPool(ip string) bool {
 	return a.Compare(lo) >= 0 && a.Compare(hi) <= 0
 }
 
-// metric reads one sample of flint f's /metrics (name with its labels, as
-// printed, e.g. `flint_dhcp_claims_total{result="ok"}`); 0 when absent.
-func (e *haEnv) metric(f *haFlint, sample string) (float64, error) {
-	r := e.lab.Run(f.NS, 10*time.Second, "curl", "-sS", "-m", "5", f.HTTP()+"/metrics")
-	if r.Err != nil {
-		return 0, fmt.Errorf("GET %s/metrics: %v", f.HTTP(), r.Err)
+// metric reads one sample of flint f's /metrics (through its admin
+// socket): name with its labels as printed, e.g.
+// `flint_dhcp_claims_total{result="ok"}`. A sample flint does not expose
+// is an error unless absentIsZero (counters with labels appear when first
+// counted).
+func (e *haEnv) metric(f *haFlint, sample string, absentIsZero bool) (float64, error) {
+	code, r := f.API(e.lab, "/metrics")
+	if code != "200" {
+		return 0, fmt.Errorf("GET /metrics from %s: status %s\n%s", f.Name, code, r)
 	}
 	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(sample) + ` ([0-9.e+-]+)$`)
 	m := re.FindStringSubmatch(r.Stdout)
 	if m == nil {
-		return 0, nil
+		if absentIsZero {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%s's /metrics has no sample %s", f.Name, sample)
 	}
 	return strconv.ParseFloat(m[1], 64)
 }
