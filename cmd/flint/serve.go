@@ -77,6 +77,15 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 	if err := cfg.CheckDataDir(dataDir); err != nil {
 		return fmt.Errorf("%w\nfix the config (flint validate --config FILE --data DIR shows every problem)", err)
 	}
+	if cfg.Store.Backend == config.StoreEtcd {
+		// bbolt locks DATA/flint.db; with etcd the data directory (admin
+		// socket, assets, the PKI copy) is still one serve's.
+		unlock, err := lockDataDir(dataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	st, err := openStore(cfg, dataDir, storeServe)
 	if errors.Is(err, store.ErrLocked) {
 		return fmt.Errorf("%w: another flint serve uses --data %s; stop it or pick another data directory", err, dataDir)

@@ -3,11 +3,14 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/flint-boot/flint/config"
 	"github.com/flint-boot/flint/store"
+	"golang.org/x/sys/unix"
 )
 
 // storeUse is what a command does with flint's state.
@@ -55,6 +58,28 @@ func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, e
 	default:
 		return store.OpenBolt(dataDir, false, opts...)
 	}
+}
+
+// lockDataDir takes DATA/serve.lock (flock, exclusive, not waiting) for
+// one flint serve on an etcd store; unlock releases it. The kernel
+// releases it too when the process dies, so a crash leaves nothing stale.
+func lockDataDir(dataDir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, "serve.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock the data directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: another flint serve uses --data %s (%s); stop it or give each instance its own data directory", store.ErrLocked, dataDir, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // openEtcdStore opens the etcd store the config's store section names,

@@ -71,6 +71,12 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// lastLine is the last non-empty line of a command's output.
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
 // startServe runs flint serve in its own process until the test ends or
 // stop (SIGTERM by PID) and returns once it printed its banner.
 func startServe(t *testing.T, cfgFile, data string) served {
@@ -208,6 +214,21 @@ func TestServeOnEtcdStore(t *testing.T) {
 			t.Fatalf("the store's admin token is not DATA/pki's: %v", err)
 		}
 		t.Logf("flint serve on an empty store (prefix /flint/site-c/) with DATA/pki: the store holds DATA/pki's CA and admin token")
+	})
+	t.Run("a second serve on one data directory is refused", func(t *testing.T) {
+		// Other ports, so that only the data directory is shared.
+		cfgD := loopbackConfig(t, freePort(t), freePort(t), "")
+		f, err := os.OpenFile(cfgD, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString(storeSection)
+		f.Close()
+		out, err := cliProcess("serve", "--config", cfgD, "--data", dataA).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "another flint serve uses --data "+dataA) {
+			t.Fatalf("a second flint serve on A's data directory: %v\n%s", err, out)
+		}
+		t.Logf("a second flint serve on A's data directory: %s", lastLine(out))
 	})
 	t.Run("another encryption key does not open the PKI", func(t *testing.T) {
 		other := filepath.Join(t.TempDir(), "other.key")
