@@ -1,6 +1,7 @@
 // Package etcdtest starts a real TLS etcd cluster on loopback for tests:
 // Debian 12's etcd 3.4 (/usr/bin/etcd from etcd-server), certificates from
-// flint's own pki package. Only tests import it.
+// flint's own pki package. Tests import it; a benchmark program may run one
+// too (StartProgram).
 //
 // Addresses: pki refuses loopback node IPs, so no pki certificate can name
 // 127.0.0.2-4, and peer certificates (pki.EtcdPeer) carry only the node IP.
@@ -66,9 +67,21 @@ type Member struct {
 	done chan struct{} // closed when the process has exited
 }
 
+// TB is what a Cluster needs from whoever runs it: a test's testing.TB, or
+// StartProgram's stand-in in a program.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	Failed() bool
+	TempDir() string
+}
+
 // Cluster is a running test cluster; t.Cleanup stops it (by PID).
 type Cluster struct {
-	t    testing.TB
+	t    TB
 	Dir  string
 	PKI  *pki.PKI
 	TLS  *tls.Config // CA and the admin client certificate
@@ -86,6 +99,11 @@ type Cluster struct {
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	Require(t)
+	return start(t, n)
+}
+
+func start(t TB, n int) *Cluster {
+	t.Helper()
 	dir := t.TempDir()
 	p, err := pki.Open(filepath.Join(dir, "pki"), time.Now, nil)
 	if err != nil {
@@ -173,7 +191,7 @@ func (c *Cluster) members(n int) {
 }
 
 // WriteFile writes a 0600 file or fails the test.
-func WriteFile(t testing.TB, path string, data []byte) {
+func WriteFile(t TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -182,7 +200,7 @@ func WriteFile(t testing.TB, path string, data []byte) {
 
 // FreePort asks the kernel for a free TCP port on 127.0.0.1. Another process
 // could take it before etcd binds it; that is unlikely enough for a test.
-func FreePort(t testing.TB) int {
+func FreePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
