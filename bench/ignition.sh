@@ -832,7 +832,7 @@ if [ -n "$WITH_ETCD" ]; then
 		PER+="$name $(awk -v n="${ECOUNT[$name]}" -v d="$EOK" 'BEGIN {printf "%.2f", n / d}'), "
 	done
 	ETCD_REPORT="
-flint on bbolt (flint) against flint on etcd (flint-etcd): the same binary and site, a $ETCD_MEMBERS-member etcd $ETCD_VERSION on 127.0.0.1 (TLS, client certificates; on the same 2 cores). bbolt / etcd is how many times more deliveries flint makes on bbolt; flint CPU is flint's process only, etcd CPU all members together.
+flint on bbolt (flint) against flint on etcd (flint-etcd): the same binary and site, a $ETCD_MEMBERS-member etcd $ETCD_VERSION on 127.0.0.1 (TLS, client certificates; on the same $(nproc) cores). bbolt / etcd is how many times more deliveries flint makes on bbolt; flint CPU is flint's process only, etcd CPU all members together.
 
 $ETABLE
 
