@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/ignition.sh: Ignition config delivery per node, flint against matchbox
-# v0.11.0, in one run.
+# v0.11.0, in one run; with flint-etcd in SERVERS also flint on its etcd
+# store against flint on bbolt (issue 13).
 #
 # Both servers run on 127.0.0.1 (high ports) with the same 100 machines:
 # MACs 02:00:00:00:00:01-64 (hex), nuc1-nuc3 etcd+K3s servers, nuc4-nuc100
@@ -40,13 +41,23 @@
 # in-memory single-use token, flint's agent config from memory), measured
 # like flint: the best flint's delivery could do on this machine.
 #
+# SERVERS="flint flint-etcd" adds flint-etcd: the same flint binary and site
+# config with store.backend etcd (ports of its own, its PKI sealed in etcd),
+# on a real TLS etcd of ETCD_MEMBERS members on 127.0.0.1 (Debian's
+# etcd-server; bench/etcdrun starts it through internal/etcdtest and stops it
+# by PID), measured the same way in the same rounds. The report then adds a
+# table of bbolt against etcd: rates and their ratio, p50/p99, flint's CPU
+# and the etcd members' CPU per delivery, and the etcd requests (gRPC calls
+# by method, raft proposals, WAL fsyncs, from the members' /metrics) per
+# delivery. Needs etcd-server (make deps).
+#
 # Knobs: DURATION=10 (seconds per measurement), ROUNDS=3, CLIENTS="1 8 32",
-# SERVERS="matchbox flint", NO_README=1 (print only), FLINT_BIN=path (another
+# SERVERS="matchbox flint", ETCD_MEMBERS=3, NO_README=1 (print only), FLINT_BIN=path (another
 # flint binary), KEEPALIVE=1 (reuse plain-HTTP connections; by default every
 # request opens its own, as a booting node does), PROFILE=1 (build flint with
 # net/http/pprof in a scratch copy under .work/, never committed, and take a
-# CPU profile of it during its first measurement at PROFILE_CLIENTS=8;
-# written to .work/ignition-flint-cC.pprof, top printed).
+# CPU profile of flint and of flint-etcd during their first measurement at
+# PROFILE_CLIENTS=8; written to .work/ignition-SERVER-cC.pprof, top printed).
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -54,6 +65,7 @@ ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-"1 8 32"}
 SERVERS=${SERVERS:-"matchbox flint"}
 PROFILE_CLIENTS=${PROFILE_CLIENTS:-8}
+ETCD_MEMBERS=${ETCD_MEMBERS:-3}
 MATCHBOX_VERSION=v0.11.0
 
 cd "$(dirname "$0")/.."
@@ -65,19 +77,25 @@ CACHE="$ROOT/.work/matchbox-$MATCHBOX_VERSION"
 
 for srv in $SERVERS; do
 	case $srv in
-	matchbox | flint | floor) ;;
-	*) echo "bench/ignition.sh: unknown server $srv in SERVERS (matchbox, flint, floor)" >&2; exit 2 ;;
+	matchbox | flint | flint-etcd | floor) ;;
+	*) echo "bench/ignition.sh: unknown server $srv in SERVERS (matchbox, flint, flint-etcd, floor)" >&2; exit 2 ;;
 	esac
 done
 
+has() { [[ " $(echo $SERVERS) " == *" $1 "* ]]; } # SERVER: whether SERVERS names it
+
 WORK=""
 FLINT_PID=""
+FLINT_ETCD_PID=""
+ETCD_PID=""
 MATCHBOX_PID=""
 FLOOR_PID=""
 PPROF_SRC=""
 cleanup() {
 	# Only the processes this script started, by PID.
 	stop_pid "$FLINT_PID"
+	stop_pid "$FLINT_ETCD_PID"
+	stop_pid "$ETCD_PID" # etcdrun: it stops its members by PID
 	stop_pid "$MATCHBOX_PID"
 	stop_pid "$FLOOR_PID"
 	if [ -n "$PPROF_SRC" ]; then rm -rf "$PPROF_SRC"; fi
@@ -120,6 +138,13 @@ else
 	CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/flint" ./cmd/flint
 fi
 CGO_ENABLED=0 "$GO" build -trimpath -o "$WORK/cfgload" ./bench/cfgload
+WITH_ETCD=""
+ETCD_VERSION=""
+if has flint-etcd; then
+	WITH_ETCD=1
+	command -v etcd >/dev/null || { echo "bench/ignition.sh: flint-etcd needs etcd: apt-get install etcd-server (make deps)" >&2; exit 1; }
+	"$GO" build -trimpath -o "$WORK/etcdrun" ./bench/etcdrun
+fi
 FLINT_VERSION=$(git describe --always --dirty 2>/dev/null || echo unknown)
 [ -n "${FLINT_BIN:-}" ] && FLINT_VERSION="$FLINT_VERSION (FLINT_BIN)"
 [ -n "${PROFILE:-}" ] && FLINT_VERSION="$FLINT_VERSION (+pprof)"
@@ -181,12 +206,9 @@ done
 SSH_KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFlintBenchFlintBenchFlintBenchFlintBenchFlin bench@flint"
 
 # --- flint -----------------------------------------------------------------
-FPORT=$(free_port)
-FTLS=$(free_port)
-FTFTP=$(free_port)
-{
+flint_config() { # HTTP_PORT HTTPS_PORT TFTP_PORT: the site config, without a store section
 	cat <<EOF
-server: {address: 127.0.0.1, listen: 127.0.0.1, http_port: $FPORT, https_port: $FTLS, tftp_port: $FTFTP}
+server: {address: 127.0.0.1, listen: 127.0.0.1, http_port: $1, https_port: $2, tftp_port: $3}
 dhcp: {mode: "off", subnet: 198.18.1.0/24, router: 198.18.1.1, dns: [198.18.1.1], domain: bench.example}
 ipxe: {directory: $WORK/ipxe}
 boot: {assets_dir: $WORK/www}
@@ -199,18 +221,66 @@ EOF
 	for i in $(seq 1 $NMACHINES); do
 		printf '  - {mac: "02:00:00:00:00:%02x", hostname: nuc%d, ip: 198.18.1.%d, role: %s}\n' "$i" "$i" $((10 + i)) "$(role_of "$i")"
 	done
-} >"$WORK/flint.yaml"
+}
+FPORT=$(free_port)
+FTLS=$(free_port)
+flint_config "$FPORT" "$FTLS" "$(free_port)" >"$WORK/flint.yaml"
 
+declare -A PPROF_ADDR
+if [ -n "${PROFILE:-}" ]; then
+	PPROF_ADDR[flint]="127.0.0.1:$(free_port)"
+	PPROF_ADDR[flint-etcd]="127.0.0.1:$(free_port)"
+fi
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}'; } # T0: seconds since
 log "starting flint (it renders all $NMACHINES machines before it serves)"
-PPROF_ADDR=""
-if [ -n "${PROFILE:-}" ]; then PPROF_ADDR="127.0.0.1:$(free_port)"; fi
-FLINT_PPROF_ADDR=$PPROF_ADDR "$WORK/flint" serve --log-level warn --config "$WORK/flint.yaml" --data "$WORK/flint-data" >"$WORK/flint.out" 2>&1 &
+FLINT_PPROF_ADDR=${PPROF_ADDR[flint]:-} "$WORK/flint" serve --log-level warn --config "$WORK/flint.yaml" --data "$WORK/flint-data" >"$WORK/flint.out" 2>&1 &
 FLINT_PID=$!
 FLINT_URL="http://127.0.0.1:$FPORT"
 T0=$(date +%s.%N)
 wait_http "$FLINT_URL/healthz" "$FLINT_PID" 120 || { cat "$WORK/flint.out" >&2; exit 1; }
-FLINT_START_S=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
+FLINT_START_S=$(since "$T0")
 FLINT_IDLE_KIB=$(vmrss_kib "$FLINT_PID")
+
+# --- flint-etcd: the same site on an etcd store --------------------------------
+if [ -n "$WITH_ETCD" ]; then
+	log "starting a $ETCD_MEMBERS-member TLS etcd on 127.0.0.1 (bench/etcdrun)"
+	mkdir -p "$WORK/etcd" "$WORK/flint-etcd-data"
+	"$WORK/etcdrun" -dir "$WORK/etcd" -members "$ETCD_MEMBERS" -store "$WORK/store.yaml" -env "$WORK/etcd.env" >"$WORK/etcdrun.out" 2>&1 &
+	ETCD_PID=$!
+	for _ in $(seq 1 600); do
+		grep -q '^ready$' "$WORK/etcdrun.out" && break
+		kill -0 "$ETCD_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	grep -q '^ready$' "$WORK/etcdrun.out" || { cat "$WORK/etcdrun.out" >&2; echo "bench: etcd did not start" >&2; exit 1; }
+	. "$WORK/etcd.env"
+	FEPORT=$(free_port)
+	{ flint_config "$FEPORT" "$(free_port)" "$(free_port)"; cat "$WORK/store.yaml"; } >"$WORK/flint-etcd.yaml"
+	log "starting flint-etcd"
+	FLINT_PPROF_ADDR=${PPROF_ADDR[flint-etcd]:-} "$WORK/flint" serve --log-level warn --config "$WORK/flint-etcd.yaml" --data "$WORK/flint-etcd-data" >"$WORK/flint-etcd.out" 2>&1 &
+	FLINT_ETCD_PID=$!
+	FLINT_ETCD_URL="http://127.0.0.1:$FEPORT"
+	T0=$(date +%s.%N)
+	wait_http "$FLINT_ETCD_URL/healthz" "$FLINT_ETCD_PID" 120 || { cat "$WORK/flint-etcd.out" >&2; exit 1; }
+	FLINT_ETCD_START_S=$(since "$T0")
+	FLINT_ETCD_IDLE_KIB=$(vmrss_kib "$FLINT_ETCD_PID")
+fi
+
+# etcd_counts: the members' request counters summed, one "name value" a line:
+# gRPC calls answered by method, raft proposals committed (the leader's
+# count: every member's is the same), WAL fsyncs (all members).
+etcd_counts() {
+	local e
+	for e in $STORE_ENDPOINTS; do
+		curl -fsS --max-time 5 --cacert "$STORE_CA" --cert "$STORE_CERT" --key "$STORE_KEY" "$e/metrics"
+	done | awk '
+		/^grpc_server_handled_total\{/ && /grpc_type="unary"/ {
+			m = $0; sub(/.*grpc_method="/, "", m); sub(/".*/, "", m); n[m] += $NF
+		}
+		/^etcd_server_proposals_committed_total / { if ($NF > p) p = $NF }
+		/^etcd_disk_wal_fsync_duration_seconds_count / { f += $NF }
+		END { for (m in n) print m, n[m]; print "proposals", p + 0; print "fsyncs", f + 0 }'
+}
 
 # --- matchbox data: groups, profiles, Butane templates like flint's profiles ---
 PKI="$WORK/flint-data/pki"
@@ -594,7 +664,7 @@ for i in 1 4; do
 done
 log "configs: $SIZES"
 
-if grep -qw floor <<<"$SERVERS"; then
+if has floor; then
 	FLOOR_HTTP=$(free_port)
 	FLOOR_TLS=$(free_port)
 	"$WORK/cfgload" -serve-floor "127.0.0.1:$FLOOR_HTTP,127.0.0.1:$FLOOR_TLS,$WORK/flint-4.json" >"$WORK/floor.out" 2>&1 &
@@ -606,15 +676,24 @@ fi
 # --- warm-up: one delivery per machine on each server -----------------------
 KA=""
 [ -n "${KEEPALIVE:-}" ] && KA="-keepalive"
+server_pid() { # SERVER: the PID whose CPU and memory count as the server's
+	case $1 in
+	flint) echo "$FLINT_PID" ;;
+	flint-etcd) echo "$FLINT_ETCD_PID" ;; # flint only: its etcd is counted apart
+	floor) echo "$FLOOR_PID" ;;
+	matchbox) echo "$MATCHBOX_PID" ;;
+	esac
+}
 load() { # SERVER CLIENTS [cfgload flags...]
-	local srv=$1 c=$2 url pid mode
+	local srv=$1 c=$2 url mode=flint
 	shift 2
 	case $srv in
-	flint) url=$FLINT_URL pid=$FLINT_PID mode=flint ;;
-	floor) url=$FLOOR_URL pid=$FLOOR_PID mode=flint ;;
-	matchbox) url=$MATCHBOX_URL pid=$MATCHBOX_PID mode=matchbox ;;
+	flint) url=$FLINT_URL ;;
+	flint-etcd) url=$FLINT_ETCD_URL ;;
+	floor) url=$FLOOR_URL ;;
+	matchbox) url=$MATCHBOX_URL mode=matchbox ;;
 	esac
-	"$WORK/cfgload" -mode "$mode" -label "$srv" -url "$url" -macs "$WORK/macs.txt" -c "$c" -pid "$pid" $KA "$@"
+	"$WORK/cfgload" -mode "$mode" -label "$srv" -url "$url" -macs "$WORK/macs.txt" -c "$c" -pid "$(server_pid "$srv")" $KA "$@"
 }
 for srv in $SERVERS; do
 	out=$(load "$srv" 8 -n $NMACHINES)
@@ -623,30 +702,38 @@ for srv in $SERVERS; do
 done
 
 # --- measurements ----------------------------------------------------------
-declare -A RES RSS
-PROFILE_NOTE=""
-PROFILED=""
+declare -A RES RSS PROFILED ECOUNT
+EOK=0 # flint-etcd's deliveries measured, for ECOUNT (etcd requests in them)
 for r in $(seq 1 "$ROUNDS"); do
 	for c in $CLIENTS; do
 		order=$SERVERS
 		# Alternate which server goes first, so drift favours neither.
 		[ $((r % 2)) -eq 0 ] && order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' ')
 		for srv in $order; do
-			case $srv in
-			flint) pid=$FLINT_PID ;;
-			floor) pid=$FLOOR_PID ;;
-			matchbox) pid=$MATCHBOX_PID ;;
-			esac
+			pid=$(server_pid "$srv")
 			echo 5 >"/proc/$pid/clear_refs" # reset VmHWM to the current RSS
 			prof_pid=""
-			if [ "$srv" = flint ] && [ -n "$PPROF_ADDR" ] && [ -z "$PROFILED" ] && [ "$c" = "$PROFILE_CLIENTS" ]; then
-				PROFILED="$ROOT/.work/ignition-flint-c$c.pprof"
+			if [ -n "${PPROF_ADDR[$srv]:-}" ] && [ -z "${PROFILED[$srv]:-}" ] && [ "$c" = "$PROFILE_CLIENTS" ]; then
+				PROFILED[$srv]="$ROOT/.work/ignition-$srv-c$c.pprof"
 				psecs=$((DURATION > 3 ? DURATION - 2 : 1))
-				(sleep 1; curl -fsS -o "$PROFILED" "http://$PPROF_ADDR/debug/pprof/profile?seconds=$psecs") &
+				(sleep 1; curl -fsS -o "${PROFILED[$srv]}" "http://${PPROF_ADDR[$srv]}/debug/pprof/profile?seconds=$psecs") &
 				prof_pid=$!
 			fi
+			if [ "$srv" = flint-etcd ]; then
+				counts0=$(etcd_counts)
+				eticks0=$(cpu_ticks "$ETCD_PID") # etcdrun and its members
+			fi
 			out=$(load "$srv" "$c" -duration "${DURATION}s")
-			if [ -n "$prof_pid" ]; then wait "$prof_pid" || { log "profile failed"; PROFILED=""; }; fi
+			if [ "$srv" = flint-etcd ]; then
+				eticks=$(($(cpu_ticks "$ETCD_PID") - eticks0))
+				ok=$(field "$out" ok)
+				out+=" etcd_cpu_ms=$(awk -v t="$eticks" -v n="$ok" 'BEGIN {if (n > 0) printf "%.3f", t * 10 / n; else print "na"}')"
+				while read -r name n; do
+					ECOUNT[$name]=$((${ECOUNT[$name]:-0} + n))
+				done < <(join -a2 -e0 -o 2.1,1.2,2.2 <(sort <<<"$counts0") <(etcd_counts | sort) | awk '{print $1, $3 - $2}')
+				EOK=$((EOK + ok))
+			fi
+			if [ -n "$prof_pid" ]; then wait "$prof_pid" || { log "profile failed"; PROFILED[$srv]=""; }; fi
 			log "round $r, $c clients, $srv: $out"
 			RES[$srv,$c]+="$out
 "
@@ -658,6 +745,10 @@ done
 # --- flint's machines: nobody was installed, servers still installing ---------
 STATES=$("$WORK/flint" machines --data "$WORK/flint-data" --json 2>/dev/null | awk -F'"' '/"state":/ {s[$4]++} END {for (k in s) printf "%s %d, ", k, s[k]}' | sed 's/, $//')
 log "flint machine states after the run: $STATES"
+if [ -n "$WITH_ETCD" ]; then
+	ETCD_STATES=$("$WORK/flint" machines --config "$WORK/flint-etcd.yaml" --data "$WORK/flint-etcd-data" --json 2>/dev/null | awk -F'"' '/"state":/ {s[$4]++} END {for (k in s) printf "%s %d, ", k, s[k]}' | sed 's/, $//')
+	log "flint-etcd machine states after the run: $ETCD_STATES"
+fi
 
 # How long each server takes to stop on SIGTERM.
 stop_timed() { # PID -> seconds
@@ -668,6 +759,12 @@ stop_timed() { # PID -> seconds
 }
 FLINT_STOP_S=$(stop_timed "$FLINT_PID")
 FLINT_PID=""
+if [ -n "$WITH_ETCD" ]; then
+	FLINT_ETCD_STOP_S=$(stop_timed "$FLINT_ETCD_PID")
+	FLINT_ETCD_PID=""
+	stop_pid "$ETCD_PID"
+	ETCD_PID=""
+fi
 MATCHBOX_STOP_S=$(stop_timed "$MATCHBOX_PID")
 MATCHBOX_PID=""
 
@@ -680,7 +777,7 @@ TARGETS=""
 STEPS=""
 for c in $CLIENTS; do
 	mrate="" mcpu=""
-	if grep -qw matchbox <<<"$SERVERS"; then mrate=$(col matchbox "$c" rate) mcpu=$(col matchbox "$c" cpu_ms); fi
+	if has matchbox; then mrate=$(col matchbox "$c" rate) mcpu=$(col matchbox "$c" cpu_ms); fi
 	for srv in $SERVERS; do
 		rate=$(col "$srv" "$c" rate)
 		cpu=$(col "$srv" "$c" cpu_ms)
@@ -693,11 +790,11 @@ for c in $CLIENTS; do
 		TABLE+="
 | $c | $srv | $rate | $ratio | $(col "$srv" "$c" p50_ms) | $(col "$srv" "$c" p90_ms) | $(col "$srv" "$c" p99_ms) | $cpu | $cratio | $(col "$srv" "$c" client_cpu_ms) | $(awk -v k="$rss" 'BEGIN {printf "%.0f MiB", k / 1024}') | $(sum "$srv" "$c" errors) |"
 	done
-	for srv in flint floor; do
-		grep -qw $srv <<<"$SERVERS" || continue
+	for srv in flint flint-etcd floor; do
+		has "$srv" || continue
 		STEPS+="$srv c=$c: script $(col $srv "$c" script_p50_ms), pointer $(col $srv "$c" pointer_p50_ms), TLS config $(col $srv "$c" tls_config_p50_ms) ms; "
 	done
-	if grep -qw flint <<<"$SERVERS"; then
+	if has flint; then
 		if [ -n "$mrate" ]; then
 			ok=$(awk -v a="$(col flint "$c" rate)" -v b="$mrate" 'BEGIN {print (b > 0 && a >= 50 * b) ? "met" : "missed"}')
 			case $c in
@@ -714,14 +811,47 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 CONN="every request on a new TCP connection (as a booting node), flint's config on a new TLS connection (full handshake, HTTP/1.1)"
 [ -n "$KA" ] && CONN="plain-HTTP requests on kept-alive connections, flint's config on a new TLS connection (full handshake, HTTP/1.1)"
 TARGETS=${TARGETS%; }
-REPORT="### ignition.sh: $DATE, $(hostname)
+
+# bbolt against etcd: flint against flint-etcd, clients by clients.
+ETCD_REPORT=""
+if [ -n "$WITH_ETCD" ]; then
+	ETCD_VERSION=$(etcd --version 2>/dev/null | awk '/^etcd Version:/ {print $3}')
+	if has flint; then
+		ETABLE="| clients | bbolt deliveries/s | etcd deliveries/s | bbolt / etcd | p50 ms bbolt / etcd | p99 ms bbolt / etcd | flint CPU ms/delivery bbolt / etcd | etcd CPU ms/delivery | errors bbolt / etcd |
+|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+		for c in $CLIENTS; do
+			ETABLE+="
+| $c | $(col flint "$c" rate) | $(col flint-etcd "$c" rate) | $(ratio "$(col flint "$c" rate)" "$(col flint-etcd "$c" rate)") | $(col flint "$c" p50_ms) / $(col flint-etcd "$c" p50_ms) | $(col flint "$c" p99_ms) / $(col flint-etcd "$c" p99_ms) | $(col flint "$c" cpu_ms) / $(col flint-etcd "$c" cpu_ms) | $(col flint-etcd "$c" etcd_cpu_ms) | $(sum flint "$c" errors) / $(sum flint-etcd "$c" errors) |"
+		done
+	else
+		ETABLE="(no flint on bbolt in SERVERS: nothing to compare)"
+	fi
+	PER=""
+	for name in $(tr ' ' '\n' <<<"${!ECOUNT[*]}" | sort); do
+		[ "${ECOUNT[$name]}" -gt 0 ] && [ "$EOK" -gt 0 ] || continue
+		PER+="$name $(awk -v n="${ECOUNT[$name]}" -v d="$EOK" 'BEGIN {printf "%.2f", n / d}'), "
+	done
+	ETCD_REPORT="
+flint on bbolt (flint) against flint on etcd (flint-etcd): the same binary and site, a $ETCD_MEMBERS-member etcd $ETCD_VERSION on 127.0.0.1 (TLS, client certificates; on the same $(nproc) cores). bbolt / etcd is how many times more deliveries flint makes on bbolt; flint CPU is flint's process only, etcd CPU all members together.
+
+$ETABLE
+
+etcd per delivery (the members' /metrics over all $EOK measured flint-etcd deliveries, flint's background work included; gRPC calls by method, raft proposals committed, WAL fsyncs summed over the members): ${PER%, }.
+"
+fi
+HEADING="ignition.sh: $DATE, $(hostname)"
+[ -n "$WITH_ETCD" ] && HEADING+=", flint on bbolt and on etcd"
+[ -n "$WITH_ETCD" ] && STATES+="; flint-etcd: $ETCD_STATES"
+ETCD_START=""
+[ -n "$WITH_ETCD" ] && ETCD_START=" flint-etcd started in ${FLINT_ETCD_START_S}s and stopped ${FLINT_ETCD_STOP_S}s after SIGTERM, idle RSS $((FLINT_ETCD_IDLE_KIB / 1024)) MiB."
+REPORT="### $HEADING
 
 Machine: $(nproc) cores ($CPU_MODEL), $MEM, Linux $(uname -r). Servers and cfgload share the cores; loopback.
 Load average before the run: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews absolute numbers; the ratio less so).
-Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), matchbox $MATCHBOX_VERSION.
+Versions: flint $FLINT_VERSION (go $("$GO" env GOVERSION)), matchbox $MATCHBOX_VERSION${ETCD_VERSION:+, etcd $ETCD_VERSION}.
 Machines: $NMACHINES (nuc1-3 servers, nuc4-100 agents, all install_mode live; no node reports, so every machine stays installing and gets its config on every delivery; after the run: $STATES).
 Delivery: flint = iPXE script (fresh boot token) + pointer + config over TLS; matchbox = one GET /ignition; $CONN.
-Configs: ${SIZES}flint started in ${FLINT_START_S}s (renders every machine first) and stopped ${FLINT_STOP_S}s after SIGTERM (matchbox: ${MATCHBOX_STOP_S}s); idle RSS flint $((FLINT_IDLE_KIB / 1024)) MiB, matchbox $((MATCHBOX_IDLE_KIB / 1024)) MiB.
+Configs: ${SIZES}flint started in ${FLINT_START_S}s (renders every machine first) and stopped ${FLINT_STOP_S}s after SIGTERM (matchbox: ${MATCHBOX_STOP_S}s); idle RSS flint $((FLINT_IDLE_KIB / 1024)) MiB, matchbox $((MATCHBOX_IDLE_KIB / 1024)) MiB.$ETCD_START
 ${DURATION}s per measurement, medians of $ROUNDS rounds (servers alternated); errors summed; peak RSS the highest of the rounds.
 CPU per delivery from /proc/PID/stat (10 ms ticks; loopback receive work is charged to the sender). CPU vs matchbox is matchbox's CPU per request over the server's CPU per delivery: the rate ratio if each server had the cores to itself. cfgload (the load generator: TLS client, new connections, JSON) shares the same cores, so its CPU per delivery bounds the rates too.
 
@@ -729,14 +859,15 @@ $TABLE
 
 Steps (p50): ${STEPS%; }.
 Targets (flint's whole delivery vs matchbox's single request): ${TARGETS:-not checked (they need flint and matchbox at 8 or 32 clients)}.
-"
+$ETCD_REPORT"
 echo
 echo "$REPORT"
-if [ -n "$PROFILED" ]; then
-	log "CPU profile of flint at $PROFILE_CLIENTS clients: $PROFILED"
-	"$GO" tool pprof -top -nodecount=30 "$PROFILED" 2>/dev/null | head -40 >&2 || true
-	"$GO" tool pprof -top -cum -nodecount=40 "$PROFILED" 2>/dev/null | head -50 >&2 || true
-fi
+for srv in "${!PROFILED[@]}"; do
+	[ -n "${PROFILED[$srv]}" ] || continue
+	log "CPU profile of $srv at $PROFILE_CLIENTS clients: ${PROFILED[$srv]}"
+	"$GO" tool pprof -top -nodecount=30 "${PROFILED[$srv]}" 2>/dev/null | head -40 >&2 || true
+	"$GO" tool pprof -top -cum -nodecount=40 "${PROFILED[$srv]}" 2>/dev/null | head -50 >&2 || true
+done
 if [ -z "${NO_README:-}" ]; then
 	printf '\n%s' "$REPORT" >>"$README"
 	log "appended to bench/README.md"

@@ -1,6 +1,7 @@
 // Package etcdtest starts a real TLS etcd cluster on loopback for tests:
 // Debian 12's etcd 3.4 (/usr/bin/etcd from etcd-server), certificates from
-// flint's own pki package. Only tests import it.
+// flint's own pki package. Tests import it; a benchmark program may run one
+// too (StartProgram).
 //
 // Addresses: pki refuses loopback node IPs, so no pki certificate can name
 // 127.0.0.2-4, and peer certificates (pki.EtcdPeer) carry only the node IP.
@@ -78,9 +79,21 @@ type Member struct {
 	done chan struct{} // closed when the process has exited
 }
 
+// TB is what a Cluster needs from whoever runs it: a test's testing.TB, or
+// StartProgram's stand-in in a program.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+	Failed() bool
+	TempDir() string
+}
+
 // Cluster is a running test cluster; t.Cleanup stops it (by PID).
 type Cluster struct {
-	t    testing.TB
+	t    TB
 	Dir  string
 	PKI  *pki.PKI
 	TLS  *tls.Config // CA and the admin client certificate
@@ -108,6 +121,13 @@ type Place struct {
 // serve linearizable reads.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	Require(t)
+	return startLoopback(t, n)
+}
+
+// startLoopback is Start for any TB (StartProgram's too).
+func startLoopback(t TB, n int) *Cluster {
+	t.Helper()
 	c := newCluster(t)
 	c.start(func() { c.members(n) })
 	return c
@@ -119,6 +139,7 @@ func Start(t testing.TB, n int) *Cluster {
 // test's own clients reach the members (Client, Etcdctl).
 func StartIn(t testing.TB, clientNS string, places []Place) *Cluster {
 	t.Helper()
+	Require(t)
 	c := newCluster(t)
 	c.ClientNS = clientNS
 	c.start(func() { c.membersIn(places) })
@@ -126,9 +147,8 @@ func StartIn(t testing.TB, clientNS string, places []Place) *Cluster {
 }
 
 // newCluster makes the cluster's CA and the admin client certificate.
-func newCluster(t testing.TB) *Cluster {
+func newCluster(t TB) *Cluster {
 	t.Helper()
-	Require(t)
 	dir := t.TempDir()
 	p, err := pki.Open(filepath.Join(dir, "pki"), time.Now, nil)
 	if err != nil {
@@ -255,7 +275,7 @@ func (c *Cluster) membersIn(places []Place) {
 }
 
 // WriteFile writes a 0600 file or fails the test.
-func WriteFile(t testing.TB, path string, data []byte) {
+func WriteFile(t TB, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -264,7 +284,7 @@ func WriteFile(t testing.TB, path string, data []byte) {
 
 // FreePort asks the kernel for a free TCP port on 127.0.0.1. Another process
 // could take it before etcd binds it; that is unlikely enough for a test.
-func FreePort(t testing.TB) int {
+func FreePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
