@@ -141,7 +141,7 @@ func (e *etcdStorage) put(items ...item) error {
 	return nil
 }
 
-func (e *etcdStorage) certNames(dir string) ([]string, error) {
+func (e *etcdStorage) names(dir string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
 	defer cancel()
 	from := e.prefix + dir + "/"
@@ -151,8 +151,7 @@ func (e *etcdStorage) certNames(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, kv := range resp.Kvs {
-		name := strings.TrimPrefix(string(kv.Key), from)
-		if strings.HasSuffix(name, ".crt") && !strings.Contains(name, "/") {
+		if name := strings.TrimPrefix(string(kv.Key), from); !strings.Contains(name, "/") {
 			out = append(out, name)
 		}
 	}

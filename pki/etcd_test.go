@@ -280,6 +280,36 @@ func TestEtcdStorage(t *testing.T) {
 			t.Fatalf("import of a complete copy: %v %v, want false, nil (nothing to do)", ok, err)
 		}
 		t.Logf("%d node passwords copied one by one; a half-done import completed on the next start", nodes)
+
+		// And back out of etcd into a directory (flint store migrate --to bolt).
+		back := filepath.Join(t.TempDir(), "pki")
+		if ok, err := pki.ExportFiles(etcdStorage(t, c.Client(), "/many/", key), back); !ok || err != nil {
+			t.Fatalf("export into an empty directory: %v %v", ok, err)
+		}
+		p, err := pki.OpenExisting(back, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, orig := secretsOf(t, p), secretsOf(t, files); got != orig {
+			t.Fatalf("the exported PKI differs from the original:\n%s\n%s", got, orig)
+		}
+		for name, pw := range want {
+			if got, err := p.NodePassword(name); err != nil || got != pw {
+				t.Fatalf("%s's exported node password: %q %v", name, got, err)
+			}
+		}
+		if ok, err := pki.ExportFiles(etcdStorage(t, c.Client(), "/many/", key), back); ok || err != nil {
+			t.Fatalf("export into a complete copy: %v %v, want false, nil", ok, err)
+		}
+		// A directory with another identity is never overwritten.
+		otherDir := filepath.Join(t.TempDir(), "pki")
+		if _, err := pki.Open(otherDir, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := pki.ExportFiles(etcdStorage(t, c.Client(), "/many/", key), otherDir); ok || err == nil || !strings.Contains(err.Error(), "holds another CA") {
+			t.Fatalf("export into a directory with another CA: %v %v, want a refusal", ok, err)
+		}
+		t.Logf("exported again: the same identity and %d node passwords; a directory with another CA refused", nodes)
 	})
 
 	t.Run("each instance keeps its own serving certificate, listed with the rest", func(t *testing.T) {

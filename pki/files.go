@@ -31,8 +31,9 @@ type Storage interface {
 	create(items ...item) error
 	// put stores the items, replacing what was there.
 	put(items ...item) error
-	// certNames lists the certificates (NAME.crt) in folder dir.
-	certNames(dir string) ([]string, error)
+	// names lists the items directly in folder dir (file names; temp files
+	// left out), an error matching fs.ErrNotExist when there is no folder.
+	names(dir string) ([]string, error)
 	// shared says whether several flint instances use the storage: then
 	// each keeps its own serving certificate (its own names and addresses).
 	shared() bool
@@ -124,14 +125,14 @@ func (f *fileStorage) put(items ...item) error {
 	return nil
 }
 
-func (f *fileStorage) certNames(dir string) ([]string, error) {
+func (f *fileStorage) names(dir string) ([]string, error) {
 	entries, err := os.ReadDir(f.where(dir))
 	if err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
 	var out []string
 	for _, e := range entries {
-		if isCertFileName(e.Name()) {
+		if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") {
 			out = append(out, e.Name())
 		}
 	}
@@ -179,6 +180,21 @@ func removeStaleTemps(dir string) error {
 		}
 	}
 	return nil
+}
+
+// certNames lists the certificates (NAME.crt) in folder dir of st.
+func certNames(st Storage, dir string) ([]string, error) {
+	names, err := st.names(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		if isCertFileName(n) {
+			out = append(out, n)
+		}
+	}
+	return out, nil
 }
 
 // isCertFileName says whether a directory entry is a certificate flint wrote

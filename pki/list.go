@@ -35,7 +35,7 @@ func (p *PKI) List() ([]CertInfo, error) {
 
 	out := []CertInfo{p.describe(caCertFile, p.caCertPEM)}
 	for _, sub := range []string{clientsDir, etcdDir, servingDir} {
-		names, err := p.store.certNames(sub)
+		names, err := certNames(p.store, sub)
 		if err != nil {
 			return nil, err
 		}

@@ -382,7 +382,7 @@ func (p *PKI) createCA() error {
 func (p *PKI) issuedCertFiles() ([]string, error) {
 	var found []string
 	for _, sub := range []string{etcdDir, clientsDir, servingDir} {
-		names, err := p.store.certNames(sub)
+		names, err := certNames(p.store, sub)
 		if err != nil {
 			return nil, err
 		}
