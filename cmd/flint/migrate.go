@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/flint-boot/flint/config"
+	"github.com/flint-boot/flint/pki"
 	"github.com/flint-boot/flint/store"
 )
 
@@ -50,8 +51,14 @@ both stores are dumped again and compared (counts and SHA-256), and the
 source must not have changed meanwhile; only then is the destination
 marked complete. Interrupted (Ctrl-C) or failed, the
 destination stays marked incomplete: flint serve refuses it and migrate
-asks for --force. The source is never changed. The PKI (DIR/pki) is not
-part of the copy yet.`,
+asks for --force. The source is never changed.
+
+The PKI moves too, first: DIR/pki into the store (sealed with
+store.encryption_key_file) or the store's into DIR/pki (0600): the CA and
+its key, the K3s tokens, the report key, the admin token and every node
+password; leaf certificates are issued again by the same CA. It is never
+replaced: a destination with another CA stops the migration (--force or
+not) before anything is copied.`,
 		Args: noArgs("name the destination with --to etcd or --to bolt"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -111,7 +118,11 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 		}
 		return err
 	}
+	if cfg.Store.EncryptionKeyFile == "" {
+		return fmt.Errorf("the store section of %s has no encryption_key_file: the PKI moves with the state and is sealed with it in etcd; %s, set store.encryption_key_file, then run this again", cfg.Source, config.EncryptionKeyHowTo)
+	}
 	var src, dst side
+	var etcdPorter store.Porter
 	if to == config.StoreEtcd {
 		// A shared lock: serve cannot start on the source meanwhile.
 		b, err := store.OpenBolt(data, true)
@@ -124,6 +135,7 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 			return err
 		}
 		defer e.Close()
+		etcdPorter = e
 		src, dst = side{boltName, b}, side{etcdName, e}
 	} else {
 		e, err := openEtcd()
@@ -131,6 +143,7 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 			return err
 		}
 		defer e.Close()
+		etcdPorter = e
 		b, err := store.OpenBolt(data, false, store.AllowIncomplete())
 		if err != nil {
 			return stopServe(err)
@@ -139,6 +152,14 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 		src, dst = side{etcdName, e}, side{boltName, b}
 	}
 	if err := checkDestination(ctx, dst, to, force); err != nil {
+		return err
+	}
+	// The PKI first: it is copied create-if-absent and never replaced, so a
+	// destination with another CA stops the migration before anything of
+	// the records moved, and a copy that stopped half-way is completed by
+	// the next run.
+	pkiNote, err := migratePKI(cfg, data, to, etcdPorter)
+	if err != nil {
 		return err
 	}
 	start := time.Now()
@@ -153,7 +174,7 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 	if sum.Rebuild != "" {
 		fmt.Fprintf(out, "the rebuild slot (held by %s) came along\n", sum.Rebuild)
 	}
-	fmt.Fprintf(out, "the PKI (%s) is not part of the copy: each flint serve still reads it from its data directory\n", filepath.Join(data, "pki"))
+	fmt.Fprintln(out, pkiNote)
 	if to == config.StoreEtcd {
 		if cfg.Store.Backend == config.StoreEtcd {
 			fmt.Fprintf(out, "next step: store.backend is already etcd in %s: start flint serve with it\n", cfg.Source)
@@ -168,6 +189,44 @@ func runMigrate(ctx context.Context, out, progress io.Writer, to, path, data str
 		}
 	}
 	return nil
+}
+
+// migratePKI copies the PKI the way of the migration (see the command's
+// help) and says what it did.
+func migratePKI(cfg *config.Config, data, to string, etcdStore store.Porter) (string, error) {
+	e, ok := etcdStore.(*store.Etcd)
+	if !ok {
+		return "", fmt.Errorf("internal error: the etcd side of the migration is a %T", etcdStore)
+	}
+	key, err := config.ReadEncryptionKey(cfg.Store.EncryptionKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("store.encryption_key_file: %w (fix it in %s; %s)", err, cfg.Source, config.EncryptionKeyHowTo)
+	}
+	sealed, err := pki.EtcdStorage(e.Client(), e.Prefix(), key)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(data, "pki")
+	if to == config.StoreEtcd {
+		copied, other, err := pki.Copy(pki.FileStorage(dir), sealed)
+		switch {
+		case err != nil:
+			return "", fmt.Errorf("%w\nnothing was migrated; fix or restore %s", err, dir)
+		case other:
+			return "", fmt.Errorf("%s already holds another CA than %s: nothing was migrated. A PKI is never replaced (nodes trust its CA): migrate into another store.prefix, or move %s away if this site should take the store's identity", sealed.Origin(), dir, dir)
+		case copied:
+			return fmt.Sprintf("PKI: %s copied into %s (sealed with store.encryption_key_file)", dir, sealed.Origin()), nil
+		}
+		return fmt.Sprintf("PKI: %s already holds %s's CA, tokens and node passwords (or %s holds no PKI)", sealed.Origin(), dir, dir), nil
+	}
+	copied, err := pki.ExportFiles(sealed, dir)
+	if err != nil {
+		return "", fmt.Errorf("%w\nnothing was migrated", err)
+	}
+	if copied {
+		return fmt.Sprintf("PKI: %s copied into %s (files 0600)", sealed.Origin(), dir), nil
+	}
+	return fmt.Sprintf("PKI: %s already holds %s's CA, tokens and node passwords (or the store holds no PKI)", dir, sealed.Origin()), nil
 }
 
 // checkDestination refuses a destination that holds state or an unfinished

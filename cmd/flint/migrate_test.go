@@ -129,6 +129,17 @@ func TestMigrateStore(t *testing.T) {
 		if next := "next step: set store.backend: etcd in the store section of " + cfgBolt; !strings.Contains(out, next) {
 			t.Fatalf("migrate --to etcd does not say %q", next)
 		}
+		if !strings.Contains(out, "PKI: "+data+"/pki copied into etcd /flint/site-a/pki/") {
+			t.Fatalf("migrate --to etcd does not say it copied the PKI")
+		}
+		// The store now has the data directory's CA and admin token.
+		for file, flag := range map[string]string{"ca.crt": "ca.crt", "admin-token": "admin-token"} {
+			got, err := cliProcess("pki", "--config", cfgEtcd, "--print", flag).Output()
+			disk, derr := os.ReadFile(data + "/pki/" + file)
+			if err != nil || derr != nil || strings.TrimSpace(string(got)) != strings.TrimSpace(string(disk)) {
+				t.Fatalf("flint pki --print %s on the etcd store after the migration is not %s/pki/%s: %v %v", flag, data, file, err, derr)
+			}
+		}
 		out, err = run("store", "migrate", "--to", "etcd", "--config", cfgBolt, "--data", data)
 		if err == nil || !strings.Contains(out, "already holds 0 leases, 3 machines, 6 timeline events") || !strings.Contains(out, "--force") {
 			t.Fatalf("a second migrate into the filled etcd store: %v\n%s", err, out)
@@ -159,6 +170,25 @@ func TestMigrateStore(t *testing.T) {
 		if got := machines(t, "--data", back); got != want {
 			t.Fatalf("flint machines on the bolt copy:\n%s\nwant:\n%s", got, want)
 		}
+		// The PKI came back: the same identity, private files.
+		for _, file := range []string{"ca.crt", "ca.key", "k3s-token", "k3s-agent-token", "report-key", "admin-token"} {
+			orig, err1 := os.ReadFile(data + "/pki/" + file)
+			got, err2 := os.ReadFile(back + "/pki/" + file)
+			if err1 != nil || err2 != nil || string(orig) != string(got) {
+				t.Fatalf("pki/%s after the way back differs from the original (%v, %v)", file, err1, err2)
+			}
+			if fi, err := os.Stat(back + "/pki/" + file); err != nil || (file != "ca.crt" && fi.Mode().Perm() != 0o600) {
+				t.Fatalf("pki/%s after the way back: %v %v, want 0600", file, fi.Mode(), err)
+			}
+		}
+		// Into a data directory with another CA: refused, nothing copied.
+		other := t.TempDir()
+		startServe(t, cfgBolt, other).stop() // a PKI of its own
+		out, err = run("store", "migrate", "--to", "bolt", "--config", cfgEtcd, "--data", other, "--force")
+		if err == nil || !strings.Contains(out, "holds another CA") || !strings.Contains(out, "nothing was migrated") {
+			t.Fatalf("migrate --to bolt into a data directory with another CA: %v\n%s", err, out)
+		}
+		t.Logf("into a data directory with another CA: %s", strings.TrimSpace(out))
 		startServe(t, cfgBolt, back)
 		if got := timelines(t, back); !reflect.DeepEqual(got, before) {
 			t.Fatalf("timelines of flint serve on the bolt copy:\n%+v\nwant:\n%+v", got, before)
