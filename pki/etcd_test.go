@@ -312,6 +312,38 @@ func TestEtcdStorage(t *testing.T) {
 		t.Logf("exported again: the same identity and %d node passwords; a directory with another CA refused", nodes)
 	})
 
+	t.Run("a re-seal moves the PKI to a new key", func(t *testing.T) {
+		p, err := pki.OpenStorage(etcdStorage(t, c.Client(), "/reseal/", key), nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := secretsOf(t, p) // makes nuc1's node password too
+		newK := newKey(t)
+		n, already, err := pki.Reseal(context.Background(), c.Client(), "/reseal/", key, newK)
+		if err != nil || n == 0 || already != 0 {
+			t.Fatalf("re-seal: %d re-sealed, %d already, %v", n, already, err)
+		}
+		q, err := pki.OpenExistingStorage(etcdStorage(t, c.Client(), "/reseal/", newK), nil, nil)
+		if err != nil {
+			t.Fatalf("open with the new key: %v", err)
+		}
+		if got := secretsOf(t, q); got != want {
+			t.Fatalf("after the re-seal the PKI differs:\n%s\n%s", got, want)
+		}
+		if _, err := pki.OpenExistingStorage(etcdStorage(t, c.Client(), "/reseal/", key), nil, nil); !errors.Is(err, pki.ErrSealed) {
+			t.Fatalf("open with the old key after the re-seal: %v, want ErrSealed", err)
+		}
+		// Run again (as after one that stopped half-way): nothing to do.
+		if again, done, err := pki.Reseal(context.Background(), c.Client(), "/reseal/", key, newK); err != nil || again != 0 || done != n {
+			t.Fatalf("second re-seal: %d re-sealed, %d already, %v; want 0, %d", again, done, err, n)
+		}
+		// Keys that open nothing there stop it, naming the etcd key.
+		if _, _, err := pki.Reseal(context.Background(), c.Client(), "/reseal/", newKey(t), newKey(t)); err == nil || !strings.Contains(err.Error(), "opens neither") {
+			t.Fatalf("re-seal with two foreign keys: %v", err)
+		}
+		t.Logf("%d values re-sealed with the new key: same CA, tokens and node password; the old key no longer opens them", n)
+	})
+
 	t.Run("each instance keeps its own serving certificate, listed with the rest", func(t *testing.T) {
 		st := etcdStorage(t, c.Client(), "/serving/", key)
 		a, err := pki.OpenStorage(st, nil, nil)
