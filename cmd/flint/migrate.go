@@ -25,7 +25,7 @@ func newStoreCmd() *cobra.Command {
 		Short: "Work on flint's state store (bolt or etcd)",
 		Args:  noArgs("run flint store migrate"),
 	}
-	cmd.AddCommand(newMigrateCmd())
+	cmd.AddCommand(newMigrateCmd(), newResealCmd())
 	return cmd
 }
 
