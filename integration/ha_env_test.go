@@ -98,16 +98,7 @@ server:
   tftp_port: 69
   dhcp_port: 67
   proxy_port: 4011
-store:
-  backend: etcd
-  endpoints: [%s]
-  ca_file: %s
-  cert_file: %s
-  key_file: %s
-  prefix: %s
-  encryption_key_file: %s
-%s`, f.Name, f.Iface, f.IP, httpPort, strings.Join(e.etcd.Endpoints(), ", "),
-		e.etcd.CAFile, e.etcd.ClientCert, e.etcd.ClientKey, haPrefix, e.keyFile, e.site)
+%s%s`, f.Name, f.Iface, f.IP, httpPort, e.etcd.StoreSection("etcd", haPrefix, e.keyFile), e.site)
 }
 
 // haSite is a site config for the pair: full DHCP mode on the /20 with the

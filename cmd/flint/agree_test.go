@@ -55,8 +55,7 @@ func TestCompareSites(t *testing.T) {
 // again.
 func TestInstancesAgreeOnTheSite(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
-	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/agree/\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, cl.EncryptionKeyFile())
+	storeSection := cl.StoreSection("etcd", "/flint/agree/", cl.EncryptionKeyFile())
 	type instance struct {
 		cfg, data         string
 		httpPort, tlsPort int

@@ -32,19 +32,11 @@ func TestTwoInstancesOnThreeMembers(t *testing.T) {
 dhcp: {mode: "off", subnet: 198.18.0.0/24}
 ipxe: {directory: %s}
 cluster: {name: test, install_mode: live}
-store:
-  backend: etcd
-  endpoints: [%s]
-  ca_file: %s
-  cert_file: %s
-  key_file: %s
-  encryption_key_file: %s
-  prefix: /flint/failover/
-machines:
+%smachines:
   - {mac: "52:54:00:00:00:01", hostname: nuc1, ip: 198.18.0.11, role: server}
   - {mac: "52:54:00:00:00:02", hostname: nuc2, ip: 198.18.0.12, role: server}
   - {mac: "52:54:00:00:00:03", hostname: nuc3, ip: 198.18.0.13, role: server}
-`, httpPort, freePort(t), freePort(t), dir, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
+`, httpPort, freePort(t), freePort(t), dir, cl.StoreSection("etcd", "/flint/failover/", sealKey))
 		if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -26,8 +26,7 @@ func TestMigrateStore(t *testing.T) {
 	cl := etcdtest.Start(t, 1)
 	sealKey := cl.EncryptionKeyFile()
 	section := func(backend string) string {
-		return fmt.Sprintf("store:\n  backend: %s\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/site-a/\n",
-			backend, strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
+		return cl.StoreSection(backend, "/flint/site-a/", sealKey)
 	}
 	httpPort := freePort(t)
 	cfgBolt := loopbackConfig(t, httpPort, freePort(t), "")
@@ -224,8 +223,7 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		}
 	}
 	st.Close()
-	cfg := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: bolt\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey))
+	cfg := loopbackConfig(t, freePort(t), freePort(t), cl.StoreSection("bolt", "", sealKey))
 	migrate := func(args ...string) *exec.Cmd {
 		return cliProcess(append([]string{"store", "migrate", "--to", "etcd", "--config", cfg, "--data", data}, args...)...)
 	}
@@ -279,8 +277,7 @@ func TestMigrateLargeInterrupted(t *testing.T) {
 		}
 		t.Logf("SIGINT during the copy: exited %v later:\n%s", took.Round(time.Millisecond), got.String())
 	})
-	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey))
+	cfgEtcd := loopbackConfig(t, freePort(t), freePort(t), cl.StoreSection("etcd", "", sealKey))
 	step("the interrupted store is refused by machines, serve and migrate without --force", func(t *testing.T) {
 		if out, err := cliProcess("machines", "--config", cfgEtcd, "--data", t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "unfinished flint store migrate") {
 			t.Fatalf("flint machines on the interrupted etcd store: %v\n%s", err, out)

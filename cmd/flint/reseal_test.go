@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,8 +32,7 @@ func TestReseal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(f, "store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/reseal/\n",
-			strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, key)
+		f.WriteString(cl.StoreSection("etcd", "/flint/reseal/", key))
 		f.Close()
 		return cfg
 	}

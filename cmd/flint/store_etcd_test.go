@@ -151,8 +151,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 	if out, err := exec.Command("sh", "-c", "head -c 32 /dev/urandom > "+sealKey+" && chmod 600 "+sealKey).CombinedOutput(); err != nil {
 		t.Fatalf("make the encryption key: %v\n%s", err, out)
 	}
-	storeSection := fmt.Sprintf("store:\n  backend: etcd\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n  prefix: /flint/site-a/\n",
-		strings.Join(cl.Endpoints(), ", "), cl.CAFile, cl.ClientCert, cl.ClientKey, sealKey)
+	storeSection := cl.StoreSection("etcd", "/flint/site-a/", sealKey)
 	config := func() (file string, httpPort, httpsPort int) {
 		httpPort, httpsPort = freePort(t), freePort(t)
 		file = loopbackConfig(t, httpPort, httpsPort, "")

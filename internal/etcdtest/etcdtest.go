@@ -519,6 +519,19 @@ func (c *Cluster) Etcdctl(via []*Member, args ...string) []byte {
 	return out
 }
 
+// StoreSection is the `store:` section of a flint config on this cluster:
+// backend (etcd, or bolt for the destination of a migration), the
+// endpoints, the CA and admin client files, keyFile as
+// store.encryption_key_file, and prefix (left out when "").
+func (c *Cluster) StoreSection(backend, prefix, keyFile string) string {
+	s := fmt.Sprintf("store:\n  backend: %s\n  endpoints: [%s]\n  ca_file: %s\n  cert_file: %s\n  key_file: %s\n  encryption_key_file: %s\n",
+		backend, strings.Join(c.Endpoints(), ", "), c.CAFile, c.ClientCert, c.ClientKey, keyFile)
+	if prefix != "" {
+		s += "  prefix: " + prefix + "\n"
+	}
+	return s
+}
+
 // EncryptionKeyFile writes a random 32-byte store.encryption_key_file (0600)
 // for configs on this cluster and returns its path; every call makes a new
 // key, so instances meant to share the PKI share one file.
