@@ -241,8 +241,8 @@ func (s *Etcd) fail(ctx context.Context, err error) error {
 	}
 	if status.Code(err) == codes.Unavailable {
 		// A member that went away closed the connection (or has no leader):
-		// the same trouble as no answer, found sooner.
-		s.markDown()
+		// the same trouble as no answer, found sooner (and fast: no need
+		// to fail the next ones fast; the client tries another member).
 		return fmt.Errorf("etcd store at %s is unavailable: %w (check that a quorum of etcd members is up and reachable)", strings.Join(s.endpoints, ", "), err)
 	}
 	return fmt.Errorf("etcd store: %w", err)

@@ -13,12 +13,13 @@ import (
 // default) before it fails. Each DHCP packet, config request and timeline
 // write would then hold its handler that long, and a renewal that flint may
 // answer from memory (see dhcp's AckFromCache) would come 5 s late, when a
-// client may have given up on it. So the first operation that times out, or
-// finds no member to talk to, marks the store down: from then on operations
-// fail at once with ErrUnavailable, and one probe reads a key (linearizable,
-// so only a quorum answers) every probeEvery until it answers; then
-// operations go through again. Errors etcd answers (a leader change, a
-// failed compare) say nothing about quorum and leave the store up.
+// client may have given up on it. So the first operation that times out
+// marks the store down: from then on operations fail at once with
+// ErrUnavailable, and one probe reads a key (linearizable, so only a quorum
+// answers) every probeEvery until it answers; then operations go through
+// again. Errors that come fast (a member that went
+// away, a leader change, a failed compare) leave the store up: the client
+// tries another member, and nothing waited.
 const (
 	probeEvery   = 500 * time.Millisecond
 	probeTimeout = time.Second
