@@ -244,16 +244,8 @@ FLINT_IDLE_KIB=$(vmrss_kib "$FLINT_PID")
 # --- flint-etcd: the same site on an etcd store --------------------------------
 if [ -n "$WITH_ETCD" ]; then
 	log "starting a $ETCD_MEMBERS-member TLS etcd on 127.0.0.1 (bench/etcdrun)"
-	mkdir -p "$WORK/etcd" "$WORK/flint-etcd-data"
-	"$WORK/etcdrun" -dir "$WORK/etcd" -members "$ETCD_MEMBERS" -store "$WORK/store.yaml" -env "$WORK/etcd.env" >"$WORK/etcdrun.out" 2>&1 &
-	ETCD_PID=$!
-	for _ in $(seq 1 600); do
-		grep -q '^ready$' "$WORK/etcdrun.out" && break
-		kill -0 "$ETCD_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	grep -q '^ready$' "$WORK/etcdrun.out" || { cat "$WORK/etcdrun.out" >&2; echo "bench: etcd did not start" >&2; exit 1; }
-	. "$WORK/etcd.env"
+	mkdir -p "$WORK/flint-etcd-data"
+	etcd_start "$WORK/etcdrun" "$WORK" "$ETCD_MEMBERS" || exit 1
 	FEPORT=$(free_port)
 	{ flint_config "$FEPORT" "$(free_port)" "$(free_port)"; cat "$WORK/store.yaml"; } >"$WORK/flint-etcd.yaml"
 	log "starting flint-etcd"
@@ -265,22 +257,6 @@ if [ -n "$WITH_ETCD" ]; then
 	FLINT_ETCD_START_S=$(since "$T0")
 	FLINT_ETCD_IDLE_KIB=$(vmrss_kib "$FLINT_ETCD_PID")
 fi
-
-# etcd_counts: the members' request counters summed, one "name value" a line:
-# gRPC calls answered by method, raft proposals committed (the leader's
-# count: every member's is the same), WAL fsyncs (all members).
-etcd_counts() {
-	local e
-	for e in $STORE_ENDPOINTS; do
-		curl -fsS --max-time 5 --cacert "$STORE_CA" --cert "$STORE_CERT" --key "$STORE_KEY" "$e/metrics"
-	done | awk '
-		/^grpc_server_handled_total\{/ && /grpc_type="unary"/ {
-			m = $0; sub(/.*grpc_method="/, "", m); sub(/".*/, "", m); n[m] += $NF
-		}
-		/^etcd_server_proposals_committed_total / { if ($NF > p) p = $NF }
-		/^etcd_disk_wal_fsync_duration_seconds_count / { f += $NF }
-		END { for (m in n) print m, n[m]; print "proposals", p + 0; print "fsyncs", f + 0 }'
-}
 
 # --- matchbox data: groups, profiles, Butane templates like flint's profiles ---
 PKI="$WORK/flint-data/pki"
@@ -730,7 +706,7 @@ for r in $(seq 1 "$ROUNDS"); do
 				out+=" etcd_cpu_ms=$(awk -v t="$eticks" -v n="$ok" 'BEGIN {if (n > 0) printf "%.3f", t * 10 / n; else print "na"}')"
 				while read -r name n; do
 					ECOUNT[$name]=$((${ECOUNT[$name]:-0} + n))
-				done < <(join -a2 -e0 -o 2.1,1.2,2.2 <(sort <<<"$counts0") <(etcd_counts | sort) | awk '{print $1, $3 - $2}')
+				done < <(etcd_delta "$counts0" "$(etcd_counts)")
 				EOK=$((EOK + ok))
 			fi
 			if [ -n "$prof_pid" ]; then wait "$prof_pid" || { log "profile failed"; PROFILED[$srv]=""; }; fi
@@ -826,17 +802,13 @@ if [ -n "$WITH_ETCD" ]; then
 	else
 		ETABLE="(no flint on bbolt in SERVERS: nothing to compare)"
 	fi
-	PER=""
-	for name in $(tr ' ' '\n' <<<"${!ECOUNT[*]}" | sort); do
-		[ "${ECOUNT[$name]}" -gt 0 ] && [ "$EOK" -gt 0 ] || continue
-		PER+="$name $(awk -v n="${ECOUNT[$name]}" -v d="$EOK" 'BEGIN {printf "%.2f", n / d}'), "
-	done
+	PER=$(for name in "${!ECOUNT[@]}"; do echo "$name ${ECOUNT[$name]}"; done | etcd_per "$EOK")
 	ETCD_REPORT="
 flint on bbolt (flint) against flint on etcd (flint-etcd): the same binary and site, a $ETCD_MEMBERS-member etcd $ETCD_VERSION on 127.0.0.1 (TLS, client certificates; on the same $(nproc) cores). bbolt / etcd is how many times more deliveries flint makes on bbolt; flint CPU is flint's process only, etcd CPU all members together.
 
 $ETABLE
 
-etcd per delivery (the members' /metrics over all $EOK measured flint-etcd deliveries, flint's background work included; gRPC calls by method, raft proposals committed, WAL fsyncs summed over the members): ${PER%, }.
+etcd per delivery (the members' /metrics over all $EOK measured flint-etcd deliveries, flint's background work included; gRPC calls by method, raft proposals committed, WAL fsyncs summed over the members): $PER.
 "
 fi
 HEADING="ignition.sh: $DATE, $(hostname)"
