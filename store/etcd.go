@@ -76,6 +76,11 @@ type Etcd struct {
 	// (counted in probes) clears it (see etcd_health.go).
 	down   atomic.Bool
 	probes sync.WaitGroup
+
+	// leaseMu guards claimLeases: the etcd lease address claims of one
+	// TTL go under, shared for a second (see claimLease).
+	leaseMu     sync.Mutex
+	claimLeases map[int64]sharedLease
 }
 
 // EtcdConfig says where the etcd store is.

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -38,20 +40,16 @@ type claimState struct {
 	hasLease           bool
 }
 
-// readClaim reads claims/<ip> and leases/<ip> at one revision.
-func (s *Etcd) readClaim(ctx context.Context, ip netip.Addr) (claimState, error) {
+// claimStateOf reads what a transaction's gets of claims/<ip> and
+// leases/<ip> returned.
+func claimStateOf(ip netip.Addr, claim, lease *etcdserverpb.RangeResponse) (claimState, error) {
 	var st claimState
-	ck, lk := s.prefix+etcdClaimKey(ip), s.prefix+etcdLeaseKey(ip)
-	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(ck), clientv3.OpGet(lk)).Commit()
-	if err != nil {
-		return st, err
+	if claim != nil && len(claim.Kvs) > 0 {
+		st.claimRev, st.claimMAC = claim.Kvs[0].ModRevision, string(claim.Kvs[0].Value)
 	}
-	if r := resp.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
-		st.claimRev, st.claimMAC = r.Kvs[0].ModRevision, string(r.Kvs[0].Value)
-	}
-	if r := resp.Responses[1].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
-		st.leaseRev = r.Kvs[0].ModRevision
-		if err := json.Unmarshal(r.Kvs[0].Value, &st.lease); err != nil {
+	if lease != nil && len(lease.Kvs) > 0 {
+		st.leaseRev = lease.Kvs[0].ModRevision
+		if err := json.Unmarshal(lease.Kvs[0].Value, &st.lease); err != nil {
 			return st, fmt.Errorf("lease %s is corrupt: %w", ip, err)
 		}
 		st.hasLease = true
@@ -89,7 +87,27 @@ func (s *Etcd) unavailable(ctx context.Context, err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// ClaimAddress implements Claims.
+// claimOrRead is one attempt: the transaction commits ops if cmps hold, or
+// else reads claims/<ip> and leases/<ip> at its revision, so that a failed
+// attempt needs no second round trip to learn why.
+func (s *Etcd) claimOrRead(ctx context.Context, ip netip.Addr, cmps []clientv3.Cmp, ops ...clientv3.Op) (bool, claimState, error) {
+	ck, lk := s.prefix+etcdClaimKey(ip), s.prefix+etcdLeaseKey(ip)
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(ck), clientv3.OpGet(lk)).Commit()
+	if err != nil {
+		return false, claimState{}, err
+	}
+	if resp.Succeeded {
+		s.seen(resp.Header.Revision)
+		return true, claimState{}, nil
+	}
+	st, err := claimStateOf(ip, resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange())
+	return false, st, err
+}
+
+// ClaimAddress implements Claims. The first attempt assumes the usual case
+// of a storm, an address nobody claimed or leased: both keys absent, one
+// transaction. Otherwise it learns what holds the address from that same
+// transaction and compares-and-swaps on it.
 func (s *Etcd) ClaimAddress(ip netip.Addr, mac string, hold time.Duration, now time.Time) (bool, string, error) {
 	if !ip.Is4() || mac == "" {
 		return false, "", fmt.Errorf("claim of %v for %q: need an IPv4 address and a MAC", ip, mac)
@@ -99,44 +117,69 @@ func (s *Etcd) ClaimAddress(ip netip.Addr, mac string, hold time.Duration, now t
 		return false, "", err
 	}
 	defer end()
-	ttl := int64((hold + time.Second - 1) / time.Second)
-	ttl = max(ttl, 1)
-	var grant clientv3.LeaseID
-	defer func() {
-		if grant != 0 { // granted but not used: free it now rather than at its TTL
-			rctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			s.cli.Revoke(rctx, grant)
-			cancel()
-		}
-	}()
+	var st claimState // both keys absent: what the first attempt compares with
 	for range claimAttempts {
-		st, err := s.readClaim(ctx, ip)
-		if err != nil {
-			return false, "", s.unavailable(ctx, err)
-		}
 		if who, taken := st.holder(mac, now); taken {
 			return false, who, nil
 		}
-		if grant == 0 {
-			g, err := s.cli.Grant(ctx, ttl)
-			if err != nil {
-				return false, "", s.unavailable(ctx, err)
-			}
-			grant = g.ID
-		}
-		resp, err := s.cli.Txn(ctx).If(st.guard(s, ip)...).
-			Then(clientv3.OpPut(s.prefix+etcdClaimKey(ip), mac, clientv3.WithLease(grant))).Commit()
+		lease, err := s.claimLease(ctx, hold)
 		if err != nil {
 			return false, "", s.unavailable(ctx, err)
 		}
-		if resp.Succeeded {
-			s.seen(resp.Header.Revision)
-			grant = 0
+		ok, next, err := s.claimOrRead(ctx, ip, st.guard(s, ip), clientv3.OpPut(s.prefix+etcdClaimKey(ip), mac, clientv3.WithLease(lease)))
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.dropClaimLease(lease) // expired or revoked under us: grant another
+			continue
+		}
+		if err != nil {
+			return false, "", s.unavailable(ctx, err)
+		}
+		if ok {
 			return true, "", nil
 		}
-		// Someone wrote either key meanwhile: read again.
+		st = next // someone holds or held either key: decide on what is there
 	}
 	return false, "", s.unavailable(ctx, fmt.Errorf("claim of %s: gave up after %d conflicting attempts", ip, claimAttempts))
+}
+
+// claimLease is the etcd lease that claims of this hold are put under. One
+// lease serves every claim for a second (its TTL is the hold plus that
+// second, so each claim is held at least hold): a storm grants one lease a
+// second instead of one per offer, and etcd expires one instead of each.
+func (s *Etcd) claimLease(ctx context.Context, hold time.Duration) (clientv3.LeaseID, error) {
+	ttl := max(int64((hold+time.Second-1)/time.Second), 1) + 1
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if l := s.claimLeases[ttl]; l.id != 0 && time.Now().Before(l.until) {
+		return l.id, nil
+	}
+	start := time.Now()
+	g, err := s.cli.Grant(ctx, ttl)
+	if err != nil {
+		return 0, err
+	}
+	if s.claimLeases == nil {
+		s.claimLeases = map[int64]sharedLease{}
+	}
+	s.claimLeases[ttl] = sharedLease{id: g.ID, until: start.Add(time.Second)}
+	return g.ID, nil
+}
+
+// dropClaimLease forgets a shared lease etcd no longer knows.
+func (s *Etcd) dropClaimLease(id clientv3.LeaseID) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	for ttl, l := range s.claimLeases {
+		if l.id == id {
+			delete(s.claimLeases, ttl)
+		}
+	}
+}
+
+// sharedLease is one lease claims are put under, until when it is used.
+type sharedLease struct {
+	id    clientv3.LeaseID
+	until time.Time
 }
 
 // ReleaseClaim implements Claims.
@@ -160,7 +203,9 @@ func (s *Etcd) ReleaseClaim(ip netip.Addr, mac string) error {
 	return nil
 }
 
-// BindLease implements Claims.
+// BindLease implements Claims. The first attempt assumes the usual case:
+// the MAC's own claim and no lease record; otherwise it learns the state
+// from that transaction and compares-and-swaps on it.
 func (s *Etcd) BindLease(l Lease, now time.Time) (bool, string, error) {
 	if !l.IP.Is4() || l.MAC == "" || l.State != LeaseBound {
 		return false, "", fmt.Errorf("bind of %v for %q: need a bound lease with an IPv4 address and a MAC", l.IP, l.MAC)
@@ -174,25 +219,27 @@ func (s *Etcd) BindLease(l Lease, now time.Time) (bool, string, error) {
 		return false, "", err
 	}
 	defer end()
+	ck, lk := s.prefix+etcdClaimKey(l.IP), s.prefix+etcdLeaseKey(l.IP)
+	put := clientv3.OpPut(lk, string(v))
+	cmps := []clientv3.Cmp{
+		clientv3.Compare(clientv3.Value(ck), "=", l.MAC), // false when absent
+		clientv3.Compare(clientv3.ModRevision(lk), "=", 0),
+	}
+	ops := []clientv3.Op{put, clientv3.OpDelete(ck)}
 	for range claimAttempts {
-		st, err := s.readClaim(ctx, l.IP)
+		ok, st, err := s.claimOrRead(ctx, l.IP, cmps, ops...)
 		if err != nil {
 			return false, "", s.unavailable(ctx, err)
+		}
+		if ok {
+			return true, "", nil
 		}
 		if who, taken := st.holder(l.MAC, now); taken {
 			return false, who, nil
 		}
-		ops := []clientv3.Op{clientv3.OpPut(s.prefix+etcdLeaseKey(l.IP), string(v))}
+		cmps, ops = st.guard(s, l.IP), []clientv3.Op{put}
 		if st.claimRev != 0 {
-			ops = append(ops, clientv3.OpDelete(s.prefix+etcdClaimKey(l.IP)))
-		}
-		resp, err := s.cli.Txn(ctx).If(st.guard(s, l.IP)...).Then(ops...).Commit()
-		if err != nil {
-			return false, "", s.unavailable(ctx, err)
-		}
-		if resp.Succeeded {
-			s.seen(resp.Header.Revision)
-			return true, "", nil
+			ops = append(ops, clientv3.OpDelete(ck))
 		}
 	}
 	return false, "", s.unavailable(ctx, fmt.Errorf("lease of %s: gave up after %d conflicting attempts", l.IP, claimAttempts))
