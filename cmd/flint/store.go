@@ -50,14 +50,34 @@ func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, e
 		}
 		return st, nil
 	}
+	var st *store.Bolt
+	var err error
 	switch use {
 	case storeRead:
-		return store.OpenBolt(dataDir, true)
+		st, err = store.OpenBolt(dataDir, true)
 	case storeChange:
-		return store.OpenBolt(dataDir, false, append(opts, store.ExistingOnly())...)
+		st, err = store.OpenBolt(dataDir, false, append(opts, store.ExistingOnly())...)
 	default:
 		return store.OpenBolt(dataDir, false, opts...)
 	}
+	if err != nil {
+		return nil, servedElsewhere(dataDir, err)
+	}
+	return st, nil
+}
+
+// servedElsewhere turns "DIR holds no flint.db" into ErrLocked when a flint
+// serve answers on DIR's admin socket all the same: one whose store is etcd
+// (its data directory holds its socket and assets, not its state). Commands
+// then ask it, as they ask a serve that holds DIR/flint.db.
+func servedElsewhere(dataDir string, err error) error {
+	if !errors.Is(err, store.ErrNoState) {
+		return err
+	}
+	if fi, serr := os.Stat(socketPath(dataDir)); serr != nil || fi.Mode()&os.ModeSocket == 0 {
+		return err
+	}
+	return fmt.Errorf("%w: %s holds no flint.db, but a flint serve keeps its admin socket there (its store is elsewhere, e.g. etcd)", store.ErrLocked, dataDir)
 }
 
 // lockDataDir takes DATA/serve.lock (flock, exclusive, not waiting) for
