@@ -455,8 +455,8 @@ func TestCluster(t *testing.T) {
 
 // handLeadershipOver moves the etcd leadership from `from` to `to` if from
 // leads, as a member that reboots cleanly hands it over. A killed leader
-// costs an election, and until it is over the others still follow it: flint
-// then sees a running, healthy member and refuses to replace it.
+// costs an election (1-2 s of etcd's defaults), which the writer would
+// measure and flint's member replacement waits out.
 func handLeadershipOver(t *testing.T, ds *clDatastore, from, to *clNode) {
 	t.Helper()
 	leaderEP, leaderID, ids, err := ds.leader()
