@@ -116,8 +116,8 @@ table netdev flinttest {
 // and HTTP requests (the access log's listener, method, path with the token
 // redacted, and status; steps marks a status other than 2xx).
 type haServed struct {
-	acks int
-	http []string // "LISTENER METHOD PATH STATUS"
+	offers, acks int
+	http         []string // "LISTENER METHOD PATH STATUS"
 }
 
 var (
@@ -140,6 +140,8 @@ func (f *haFlint) servedTo(ip string, since time.Time) haServed {
 			continue
 		}
 		switch {
+		case strings.Contains(ln, ` msg="dhcp offer" `) && strings.Contains(ln, " ip="+ip+" "):
+			s.offers++
 		case strings.Contains(ln, ` msg="dhcp ack" `) && strings.Contains(ln, " ip="+ip+" "):
 			s.acks++
 		case strings.Contains(ln, " msg=http ") && strings.Contains(ln, " remote="+ip+":"):
@@ -165,6 +167,9 @@ func (f *haFlint) servedTo(ip string, since time.Time) haServed {
 // steps names the node's requests in s by boot step, with their count.
 func (s haServed) steps(n *clNode) map[string]int {
 	out := map[string]int{}
+	if s.offers > 0 {
+		out["dhcp-offer"] = s.offers
+	}
 	if s.acks > 0 {
 		out["dhcp-ack"] = s.acks
 	}
@@ -224,10 +229,11 @@ func formatSteps(m map[string]int) string {
 }
 
 // checkRouted checks from both instances' logs (from since on) that the
-// node's boot went where its route sent it: the DHCP ACKs from dhcpFrom, the
-// iPXE scripts from scriptFrom, the pointer, installer and installed configs
-// and the node's reports to cfgFrom, answered 2xx; and none of these to
-// the instance that was not asked. It returns the who-served-what line.
+// node's boot went where its route sent it: OFFERs from both, the ACKs from
+// dhcpFrom, the iPXE scripts from scriptFrom, the pointer, installer and
+// installed configs and the node's reports to cfgFrom, answered 2xx; and
+// none of these from the instance it did not ask. It returns the
+// who-served-what line.
 func (e *clusterEnv) checkRouted(n *clNode, since time.Time) (string, error) {
 	got := map[*haFlint]map[string]int{}
 	for _, f := range e.instances() {
@@ -241,6 +247,13 @@ func (e *clusterEnv) checkRouted(n *clNode, since time.Time) (string, error) {
 		}
 		if o := e.other(f); got[o][step] > 0 {
 			errs = append(errs, fmt.Sprintf("instance %s served %s's %s, want only %s", o.Name, n.Name, step, f.Name))
+		}
+	}
+	// Both instances answer every DISCOVER (active/active); the node hears
+	// dhcpFrom's OFFER alone and takes it, and only dhcpFrom ACKs.
+	for _, f := range e.instances() {
+		if got[f]["dhcp-offer"] == 0 {
+			errs = append(errs, fmt.Sprintf("instance %s never offered %s its address", f.Name, n.Name))
 		}
 	}
 	want(n.dhcpFrom, "dhcp-ack")
