@@ -67,17 +67,26 @@ func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, e
 }
 
 // servedElsewhere turns "DIR holds no flint.db" into ErrLocked when a flint
-// serve answers on DIR's admin socket all the same: one whose store is etcd
-// (its data directory holds its socket and assets, not its state). Commands
-// then ask it, as they ask a serve that holds DIR/flint.db.
+// serve runs on DIR all the same (it holds DIR/serve.lock): one whose store
+// is etcd, so DIR holds its lock, socket and assets, not its state.
+// Commands then ask it over its admin socket, as they ask a serve that holds
+// DIR/flint.db.
 func servedElsewhere(dataDir string, err error) error {
-	if !errors.Is(err, store.ErrNoState) {
+	if !errors.Is(err, store.ErrNoState) || !serveHolds(dataDir) {
 		return err
 	}
-	if fi, serr := os.Stat(socketPath(dataDir)); serr != nil || fi.Mode()&os.ModeSocket == 0 {
-		return err
+	return fmt.Errorf("%w: %s holds no flint.db, but a flint serve runs there (its store is etcd)", store.ErrLocked, dataDir)
+}
+
+// serveHolds says whether a flint serve holds DATA/serve.lock (lockDataDir)
+// now. It creates nothing and keeps no lock.
+func serveHolds(dataDir string) bool {
+	f, err := os.Open(filepath.Join(dataDir, "serve.lock"))
+	if err != nil {
+		return false
 	}
-	return fmt.Errorf("%w: %s holds no flint.db, but a flint serve keeps its admin socket there (its store is elsewhere, e.g. etcd)", store.ErrLocked, dataDir)
+	defer f.Close()
+	return errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 }
 
 // lockDataDir takes DATA/serve.lock (flock, exclusive, not waiting) for

@@ -330,8 +330,15 @@ func TestServeOnEtcdStore(t *testing.T) {
 	if m, ok := find(viaSocket, stranger); !ok || m.LastEvent == "" {
 		t.Fatalf("flint machines --data of instance A does not list %s from the shared store: %s", stranger, out)
 	}
-	if out, err := cliProcess("machines", "--data", empty).CombinedOutput(); err == nil || !strings.Contains(string(out), "no flint state") {
-		t.Fatalf("flint machines --data of a directory without state or socket: %v, want the no-state error\n%s", err, out)
+	// A lock no serve holds (one that stopped) is no running instance.
+	stopped := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stopped, "serve.lock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{empty, stopped} {
+		if out, err := cliProcess("machines", "--data", d).CombinedOutput(); err == nil || !strings.Contains(string(out), "no flint state") {
+			t.Fatalf("flint machines --data of a directory without state and without a running serve: %v, want the no-state error\n%s", err, out)
+		}
 	}
 	// --watch redraws from one connection until SIGTERM.
 	watch := cliProcess("machines", "--config", cfgB, "--data", empty, "--watch", "--interval", "100ms")
