@@ -207,6 +207,20 @@ func (a *Admin) probe(ctx context.Context, m Member, endpoint string) probe {
 		p.problem = fmt.Sprintf("linearizable read on %s failed: %v", endpoint, err)
 		return p
 	}
+	// The read may have waited for an election: the status from before it
+	// can name a leader that died meanwhile, which would count as evidence
+	// that the dead member runs (aliveEvidence). The leader and raft state
+	// that go with a healthy member are the ones after its read.
+	st, err = cli.Status(ctx, endpoint)
+	switch {
+	case err != nil:
+		p.problem = fmt.Sprintf("no status from %s after its read: %v", endpoint, err)
+		return p
+	case st.Header.MemberId != m.ID || st.Leader == 0:
+		p.problem = fmt.Sprintf("%s lost its leader or its identity during the check (member %x, leader %x)", endpoint, st.Header.MemberId, st.Leader)
+		return p
+	}
+	p.leaderID, p.raftIndex, p.raftTerm, p.version = st.Leader, st.RaftIndex, st.RaftTerm, st.Version
 	p.healthy = true
 	return p
 }

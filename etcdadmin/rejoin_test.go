@@ -454,3 +454,45 @@ func waitAllHealthy(t *testing.T, a *Admin, timeout time.Duration) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestPrepareRejoinRightAfterTheLeaderDied: the leader is killed and wiped
+// and its rebuild asked for at once, before the others elected a new leader.
+// Their status still names the dead member as leader while their health
+// read waits for the election and then succeeds: that stale leader is no
+// evidence that it runs. PrepareRejoin either waits for a retry (quorum) or
+// rebuilds it, and never refuses it as running and healthy.
+func TestPrepareRejoinRightAfterTheLeaderDied(t *testing.T) {
+	c := newTestCluster(t)
+	ctx := testContext(t)
+	a := c.admin()
+	c.settle()
+	members, err := a.Members(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(members, func(m Member) bool { return m.Leader })
+	if i < 0 {
+		t.Fatalf("no member reports itself leader: %+v", members)
+	}
+	leader := c.Members[slices.IndexFunc(c.Members, func(m *testMember) bool { return m.Name == members[i].Name })]
+	c.kill(leader)
+	c.wipe(leader)
+	start := time.Now()
+	var initialCluster string
+	for try := 1; ; try++ {
+		initialCluster, err = a.PrepareRejoin(ctx, leader.Name, leader.PeerURL)
+		t.Logf("PrepareRejoin(%s) #%d, %v after its leader process died: %v", leader.Name, try, time.Since(start).Round(time.Millisecond), err)
+		if errors.Is(err, ErrMemberHealthy) {
+			t.Fatalf("the dead leader %s was refused as running and healthy: %v", leader.Name, err)
+		}
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("PrepareRejoin of the dead leader %s still fails after 15 s: %v", leader.Name, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.start(leader, initialCluster, "existing")
+	waitAllHealthy(t, a, 20*time.Second)
+}

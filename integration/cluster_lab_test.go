@@ -55,8 +55,14 @@ type clusterEnv struct {
 	// files below a node's root.
 	work                     string
 	data, assets, configPath string
+	caFile                   string // flint's CA (DATA/pki/ca.crt; with ha, the one both instances serve)
 	flint                    *Flint
 	nodes                    []*clNode
+
+	// ha is set by TestHACluster: two flint instances on an etcd store
+	// (ha_env_test.go) serve the nodes; flint, data and configPath are then
+	// instance A's. nil: TestCluster's single flint.
+	ha *haEnv
 
 	// Optional, set before start (TestAttack); the zero values are
 	// TestCluster's: full DHCP mode, every machine installed to disk,
@@ -73,6 +79,19 @@ func (e *clusterEnv) proxy() bool { return e.dhcpMode == "proxy" }
 
 // newClusterEnv checks the prerequisites and prepares (does not start) the lab.
 func newClusterEnv(t *testing.T) *clusterEnv {
+	t.Helper()
+	e := newClusterWork(t)
+	e.lab = NewLab(t)
+	e.data = filepath.Join(e.work, "flint-data")
+	e.caFile = filepath.Join(e.data, "pki", "ca.crt")
+	e.configPath = filepath.Join(e.work, "flint.yaml")
+	e.addNodes()
+	return e
+}
+
+// newClusterWork checks the prerequisites and makes the nodes' scratch tree
+// with the assets they download; the lab and the nodes come after.
+func newClusterWork(t *testing.T) *clusterEnv {
 	t.Helper()
 	needBinaries(t)
 	if os.Geteuid() != 0 {
@@ -110,10 +129,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		t.Fatal(err)
 	}
 	e := &clusterEnv{t: t, ignition: ign, ipBin: ipBin, work: work}
-	e.lab = NewLab(t)
-	e.data = filepath.Join(work, "flint-data")
 	e.assets = filepath.Join(work, "assets")
-	e.configPath = filepath.Join(work, "flint.yaml")
 
 	// The nodes download these. etcd and etcdctl are Debian's real binaries:
 	// a server runs the copy Ignition wrote (and checked against flint's
@@ -121,7 +137,12 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	copyFile(t, "/usr/bin/etcd", filepath.Join(e.assets, "etcd/etcd"))
 	copyFile(t, "/usr/bin/etcdctl", filepath.Join(e.assets, "etcd/etcdctl"))
 	writeTestFile(t, filepath.Join(e.assets, "k3s/k3s"), []byte("#!/bin/sh\necho 'k3s stand-in of flint'\"'\"'s cluster test'\nexit 0\n"), 0o755)
+	return e
+}
 
+// addNodes puts the config's machines on the lab's bridge.
+func (e *clusterEnv) addNodes() {
+	t, work := e.t, e.work
 	for _, s := range clMachines() {
 		n := &clNode{env: e, clNodeSpec: s, dir: filepath.Join(work, s.Name)}
 		n.root = filepath.Join(n.dir, "root")
@@ -135,7 +156,6 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 			}
 		}
 	})
-	return e
 }
 
 func copyFile(t *testing.T, from, to string) {
@@ -164,6 +184,20 @@ func copyFile(t *testing.T, from, to string) {
 // strangers, every machine installed to disk (unless dhcpMode, installModes,
 // ipxeDir or extraYAML say otherwise).
 func (e *clusterEnv) yaml() string {
+	return fmt.Sprintf(`# written by flint's cluster test (integration/cluster_test.go)
+server:
+  interface: br0
+  address: %s
+  http_port: %d
+  tftp_port: 69
+  dhcp_port: 67
+  proxy_port: 4011
+`, flintIP, httpPort) + e.siteYAML(subnet, poolStart, poolEnd)
+}
+
+// siteYAML is the config below the server section (dhcp:, boot:, cluster:,
+// machines: ...) on the segment subnet with the pool for strangers.
+func (e *clusterEnv) siteYAML(subnet, poolStart, poolEnd string) string {
 	mode, pool, ipxeDir := "full", fmt.Sprintf("\n  pool: {start: %s, end: %s}", poolStart, poolEnd), "/usr/lib/ipxe"
 	if e.proxy() {
 		mode, pool = "proxy", "" // the LAN's DHCP server owns the addresses
@@ -172,15 +206,7 @@ func (e *clusterEnv) yaml() string {
 		ipxeDir = e.ipxeDir
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `# written by flint's cluster test (integration/cluster_test.go)
-server:
-  interface: br0
-  address: %s
-  http_port: %d
-  tftp_port: 69
-  dhcp_port: 67
-  proxy_port: 4011
-dhcp:
+	fmt.Fprintf(&b, `dhcp:
   mode: %s
   subnet: %s
   router: %s
@@ -201,8 +227,8 @@ cluster:
   install_mode: disk
   install_disk: %s
 machines:
-`, flintIP, httpPort, mode, subnet, routerIP, dnsIP, pool, ipxeDir, e.assets, clFlatcarVersion, clClusterName, clInstallDisk)
-	for _, n := range e.nodes {
+`, mode, subnet, routerIP, dnsIP, pool, ipxeDir, e.assets, clFlatcarVersion, clClusterName, clInstallDisk)
+	for _, n := range clMachines() {
 		if im := e.installModes[n.Name]; im != "" {
 			fmt.Fprintf(&b, "  - {mac: %q, hostname: %s, ip: %s, role: %s, install_mode: %s}\n", n.MAC, n.Name, n.IP, n.Role, im)
 			continue
@@ -217,6 +243,10 @@ machines:
 func (e *clusterEnv) start() {
 	t := e.t
 	t.Helper()
+	if e.ha != nil {
+		e.startHA()
+		return
+	}
 	writeTestFile(t, e.configPath, []byte(e.yaml()), 0o644)
 	if r := e.lab.Run("", 60*time.Second, flintBin, "validate", "--config", e.configPath); r.Code != 0 {
 		t.Fatalf("flint validate rejects the test config:\n%s\nconfig:\n%s", r, e.yaml())
@@ -263,10 +293,23 @@ type clMachine struct {
 	Known      bool   `json:"known"`
 }
 
+// httpBases are the plain HTTP base URLs of every flint serving the nodes.
+func (e *clusterEnv) httpBases() []string {
+	if e.ha != nil {
+		return []string{e.ha.A.HTTP(), e.ha.B.HTTP()}
+	}
+	return []string{flintHTTP}
+}
+
 // machines runs `flint machines --json` and returns the records by hostname
 // (discovered machines by MAC).
 func (e *clusterEnv) machines() (map[string]clMachine, error) {
-	r := e.cli("machines", "--json")
+	return e.machinesIn(e.lab.Srv, e.data)
+}
+
+// machinesIn is machines asked of the flint serve of data, running in ns.
+func (e *clusterEnv) machinesIn(ns, data string) (map[string]clMachine, error) {
+	r := e.lab.Run(ns, 30*time.Second, flintBin, "machines", "--json", "--data", data)
 	if r.Code != 0 {
 		return nil, fmt.Errorf("flint machines --json: exit %d\n%s", r.Code, r)
 	}
@@ -285,9 +328,20 @@ func (e *clusterEnv) machines() (map[string]clMachine, error) {
 	return out, nil
 }
 
-// wantState checks a machine's lifecycle state in `flint machines --json`.
+// wantState checks a machine's lifecycle state in `flint machines --json`;
+// with two instances, both say so.
 func (e *clusterEnv) wantState(name, want string) error {
-	ms, err := e.machines()
+	if err := e.wantStateIn(e.lab.Srv, e.data, name, want); err != nil || e.ha == nil {
+		return err
+	}
+	if err := e.wantStateIn(e.ha.B.NS, e.ha.B.DataDir, name, want); err != nil {
+		return fmt.Errorf("instance B: %w", err)
+	}
+	return nil
+}
+
+func (e *clusterEnv) wantStateIn(ns, data, name, want string) error {
+	ms, err := e.machinesIn(ns, data)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,6 +39,12 @@ type clNode struct {
 	etcd     *Proc
 	etcdRuns int
 
+	// With two flint instances (TestHACluster; nil otherwise): the one
+	// whose DHCP answers reach the node (the other's are dropped at its
+	// eth0, see onlyDHCPFrom), the one it fetches its iPXE scripts from,
+	// and the one its config requests go to.
+	dhcpFrom, scriptFrom, cfgFrom *haFlint
+
 	// took is how long the last run of a step took: "dhcp-LABEL" (udhcpc),
 	// "ignition-PLATFORM" (Ignition's fetch stage: the configs over the
 	// network). Written by the node's own goroutine only.
@@ -61,14 +68,37 @@ func (n *clNode) record(r Result) {
 
 func (n *clNode) hex() string { return hexhyp(n.MAC) }
 
+// scriptHTTP is the base URL the node fetches its iPXE scripts from.
+func (n *clNode) scriptHTTP() string {
+	if n.scriptFrom != nil {
+		return n.scriptFrom.HTTP()
+	}
+	return flintHTTP
+}
+
+// cfgHTTP and cfgHTTPS are the base URLs of the flint its configs come from.
+func (n *clNode) cfgHTTP() string {
+	if n.cfgFrom != nil {
+		return n.cfgFrom.HTTP()
+	}
+	return flintHTTP
+}
+
+func (n *clNode) cfgHTTPS() string {
+	if n.cfgFrom != nil {
+		return n.cfgFrom.HTTPS()
+	}
+	return flintHTTPS
+}
+
 // configURL is the pointer config the node's kernel command line names,
 // without its boot token.
-func (n *clNode) configURL() string { return flintHTTP + "/ignition?mac=" + n.hex() }
+func (n *clNode) configURL() string { return n.cfgHTTP() + "/ignition?mac=" + n.hex() }
 
 // installedURL is the installed system's config, which the installer fetches
 // over HTTPS (with a token the installer config carries), without the token.
 func (n *clNode) installedURL() string {
-	return flintHTTPS + "/ignition?mac=" + n.hex() + "&stage=installed"
+	return n.cfgHTTPS() + "/ignition?mac=" + n.hex() + "&stage=installed"
 }
 
 // rootPath maps an absolute path of the installed system into its root.
@@ -126,9 +156,15 @@ esac
 	}
 	n.lease = parseEnv(string(b))
 	got := n.lease["ip"]
+	bits := 24
+	if n.env.ha != nil {
+		bits = netip.MustParsePrefix(haSubnet).Bits()
+	}
 	switch {
-	case n.IP == "" && !inPool(got): // not in the config: a pool address
+	case n.IP == "" && n.env.ha == nil && !inPool(got): // not in the config: a pool address
 		return fmt.Errorf("%s: udhcpc (%s) got %s, want an address of the pool %s-%s", n.Name, label, got, poolStart, poolEnd)
+	case n.IP == "" && n.env.ha != nil && !haInPool(got):
+		return fmt.Errorf("%s: udhcpc (%s) got %s, want an address of the pool %s-%s", n.Name, label, got, haPoolStart, haPoolEnd)
 	case n.IP != "" && got != n.IP:
 		return fmt.Errorf("%s: udhcpc (%s) got %s, want its reservation %s", n.Name, label, got, n.IP)
 	}
@@ -136,15 +172,18 @@ esac
 	if n.env.proxy() {
 		server, who = routerIP, "the LAN's DHCP server (dnsmasq)"
 	}
+	if n.dhcpFrom != nil {
+		server, who = n.dhcpFrom.IP, "flint "+n.dhcpFrom.Name
+	}
 	if got := n.lease["serverid"]; got != server {
 		return fmt.Errorf("%s: lease from server %s, want %s at %s", n.Name, got, who, server)
 	}
 	// The address is really on the interface: the guard will see it.
 	addr := n.run(nil, 10*time.Second, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
-	if !strings.Contains(addr.Stdout, " "+got+"/24 ") {
-		return fmt.Errorf("%s: eth0 does not carry %s/24 after udhcpc's bound:\n%s", n.Name, got, addr)
+	if !strings.Contains(addr.Stdout, fmt.Sprintf(" %s/%d ", got, bits)) {
+		return fmt.Errorf("%s: eth0 does not carry %s/%d after udhcpc's bound:\n%s", n.Name, got, bits, addr)
 	}
-	n.logf("%s: %s leased %s (boot file %q)", label, n.Name, got, n.lease["boot_file"])
+	n.logf("%s: %s leased %s from %s (boot file %q)", label, n.Name, got, n.lease["serverid"], n.lease["boot_file"])
 	return nil
 }
 
@@ -159,8 +198,12 @@ var udhcpcIPXE = []string{"-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:
 // file from flint's proxy offer, which iPXE merges and udhcpc cannot: the
 // node asks as a plain client (flint sees its broadcast REQUEST name the
 // address) and goes on with the boot file flint offers iPXE.
+//
+// In TestHACluster the node fetches the scripts from scriptFrom, which may
+// not be the instance whose DHCP answer named the boot file: the URL's host
+// is rewritten. It stands for a node whose requests reach different
+// instances (one died in between, or they sit behind one shared name).
 func (n *clNode) netboot() (string, error) {
-	bootFile := flintHTTP + "/boot.ipxe"
 	if n.env.proxy() {
 		if err := n.dhcp("ipxe"); err != nil {
 			return "", err
@@ -169,10 +212,13 @@ func (n *clNode) netboot() (string, error) {
 		if err := n.dhcp("ipxe", udhcpcIPXE...); err != nil {
 			return "", err
 		}
-		if got := n.lease["boot_file"]; got != bootFile {
-			return "", fmt.Errorf("%s: iPXE's DHCP got boot file %q, want %q", n.Name, got, bootFile)
+		// The boot file names the flint that answered (flintIP but in TestHACluster).
+		want := fmt.Sprintf("http://%s:%d/boot.ipxe", n.lease["serverid"], httpPort)
+		if got := n.lease["boot_file"]; got != want {
+			return "", fmt.Errorf("%s: iPXE's DHCP got boot file %q, want %q", n.Name, got, want)
 		}
 	}
+	bootFile := n.scriptHTTP() + "/boot.ipxe"
 	code, r := n.env.lab.Curl(n.host.NS, bootFile)
 	n.record(r)
 	if code != "200" {
@@ -189,7 +235,7 @@ func (n *clNode) netboot() (string, error) {
 		return "", fmt.Errorf("%s: /boot.ipxe has no chain line:\n%s", n.Name, r.Stdout)
 	}
 	chain = strings.NewReplacer("${mac:hexhyp}", n.hex(), "${buildarch}", clBuildArch).Replace(chain)
-	if want := flintHTTP + "/machines/" + n.hex() + "/boot.ipxe"; !strings.HasPrefix(chain, want) {
+	if want := n.scriptHTTP() + "/machines/" + n.hex() + "/boot.ipxe"; !strings.HasPrefix(chain, want) {
 		return "", fmt.Errorf("%s: /boot.ipxe chains to %s, want %s", n.Name, chain, want)
 	}
 	code, r = n.env.lab.Curl(n.host.NS, chain)
@@ -219,11 +265,21 @@ func (n *clNode) kernelCmdline(script string) (string, error) {
 				url = v
 			}
 		}
-		tok, ok := strings.CutPrefix(url, n.configURL()+"&token=")
+		// The flint that rendered the script names itself.
+		rendered := n.scriptHTTP() + "/ignition?mac=" + n.hex()
+		tok, ok := strings.CutPrefix(url, rendered+"&token=")
 		if !ok || !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(tok) {
-			return "", fmt.Errorf("%s: kernel line %q has ignition.config.url=%q, want %s&token=<64 hex digits>", n.Name, ln, url, n.configURL())
+			return "", fmt.Errorf("%s: kernel line %q has ignition.config.url=%q, want %s&token=<64 hex digits>", n.Name, ln, url, rendered)
 		}
 		n.token = tok
+		if n.configURL() != rendered {
+			// TestHACluster: the config request goes to another instance
+			// than the script's (with the token that one minted). Each
+			// instance writes its own server.address into the URLs, so the
+			// host is rewritten: a node whose requests reach different
+			// instances, e.g. after one died or behind a shared name.
+			cmdline = strings.ReplaceAll(cmdline, "ignition.config.url="+rendered+"&", "ignition.config.url="+n.configURL()+"&")
+		}
 		return cmdline, nil
 	}
 	return "", fmt.Errorf("%s: no kernel line in its iPXE script:\n%s", n.Name, script)
@@ -304,6 +360,7 @@ func clPrepareRoot(root string) error {
 
 // bootResult is what one network boot of a disk-mode node did.
 type bootResult struct {
+	ServerID     string // the DHCP server (option 54) whose answer iPXE took
 	Script       string // the machine's iPXE script
 	InstallerLog string // Ignition applying the installer config (live system)
 	FirstBootLog string // Ignition applying the embedded config on the first boot from disk
@@ -336,7 +393,7 @@ func (n *clNode) pxe() (*bootResult, error) {
 	if err != nil {
 		return res, err
 	}
-	res.Script = script
+	res.ServerID, res.Script = n.lease["serverid"], script
 	if strings.Contains(script, "sanboot") {
 		return res, fmt.Errorf("%s: flint told it to boot its disk, but it should install:\n%s", n.Name, script)
 	}
@@ -443,7 +500,7 @@ func (n *clNode) checkInstaller(liveRoot string) error {
 	for _, want := range []string{
 		"'" + n.installedURL() + "&token=",
 		"--cacert /etc/flint/ca.crt",
-		fmt.Sprintf("flatcar-install -d '%s' -V '%s' -b '%s/assets/flatcar' -i /run/flint-installed.ign", clInstallDisk, clFlatcarVersion, flintHTTP),
+		fmt.Sprintf("flatcar-install -d '%s' -V '%s' -b '%s/assets/flatcar' -i /run/flint-installed.ign", clInstallDisk, clFlatcarVersion, n.cfgHTTP()),
 		"/opt/bin/flint-report install-finished",
 	} {
 		if !strings.Contains(string(b), want) {
@@ -531,7 +588,7 @@ echo "flatcar-install (test stand-in): wrote Flatcar and $cfg to the disk"
 	if err != nil {
 		return fmt.Errorf("%s: flint-install never ran flatcar-install: %v\n%s", n.Name, err, r)
 	}
-	want := []string{"-d", clInstallDisk, "-V", clFlatcarVersion, "-b", flintHTTP + "/assets/flatcar", "-i", "/run/flint-installed.ign"}
+	want := []string{"-d", clInstallDisk, "-V", clFlatcarVersion, "-b", n.cfgHTTP() + "/assets/flatcar", "-i", "/run/flint-installed.ign"}
 	if got := strings.Split(strings.TrimSuffix(string(args), "\n"), "\n"); !slices.Equal(got, want) {
 		return fmt.Errorf("%s: flatcar-install ran with %q, want %q", n.Name, got, want)
 	}
@@ -622,7 +679,7 @@ func (n *clNode) fileOwned(p string, mode os.FileMode, uid int) error {
 // leased address) and returns the status and body. HTTPS URLs are checked
 // against flint's CA.
 func (n *clNode) fetchConfig(url string) (string, string) {
-	code, r := n.env.lab.Curl(n.host.NS, "--cacert", filepath.Join(n.env.data, "pki", "ca.crt"),
+	code, r := n.env.lab.Curl(n.host.NS, "--cacert", n.env.caFile,
 		"-H", "Accept: application/vnd.coreos.ignition+json;version=3.6.0, */*;q=0.1", url)
 	n.record(r)
 	return code, r.Stdout
@@ -639,15 +696,25 @@ func (e *clusterEnv) wantRefused(who, code, body string, target *clNode, since t
 	if !reason.MatchString(body) {
 		return fmt.Errorf("%s: the 403 does not explain itself: %q, want it to match %s", who, body, reason)
 	}
-	ev, err := e.timeline(target.MAC)
-	if err != nil {
-		return err
+	// A refusal reaches the timeline in its instance's next batch of
+	// informational events; the admin API writes its own instance's batch
+	// before it reads, but with two instances (TestHACluster) the one that
+	// refused may be the other: its batch follows within a moment.
+	wait := time.Duration(0)
+	if e.ha != nil {
+		wait = 2 * time.Second
 	}
-	refused := append(findEvents(ev, "ignition refused", since), findEvents(ev, "ignition pointer refused", since)...)
-	for _, r := range refused {
-		if reason.MatchString(r.Detail) {
-			return nil
+	return eventually(wait, 100*time.Millisecond, func() error {
+		ev, err := e.timeline(target.MAC)
+		if err != nil {
+			return err
 		}
-	}
-	return fmt.Errorf("%s: %w matching %s on %s's timeline since %s:\n%s", who, errRefusedNoEvent, reason, target.Name, since.Format("15:04:05.000"), formatTimeline(ev))
+		refused := append(findEvents(ev, "ignition refused", since), findEvents(ev, "ignition pointer refused", since)...)
+		for _, r := range refused {
+			if reason.MatchString(r.Detail) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: %w matching %s on %s's timeline since %s:\n%s", who, errRefusedNoEvent, reason, target.Name, since.Format("15:04:05.000"), formatTimeline(ev))
+	})
 }

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -349,19 +347,8 @@ func TestCluster(t *testing.T) {
 		keys[k] = v
 	}
 	t.Logf("wrote 100 keys through nuc1")
-	oldPassword, err := os.ReadFile(nuc2.rootPath("/etc/rancher/node/password"))
+	before, err := rememberForRebuild(ds1, nuc2, keys)
 	must(err)
-	ds2, err := nuc2.datastore()
-	must(err)
-	oldToken := ds2.Token
-	oldMembers, err := ds1.members()
-	must(err)
-	var oldNuc2ID uint64
-	for _, m := range oldMembers {
-		if m.Name == "nuc2" {
-			oldNuc2ID = m.ID
-		}
-	}
 
 	t.Run("reprovision/plan-only", func(t *testing.T) {
 		r := e.cli("reprovision", "nuc2")
@@ -404,53 +391,13 @@ func TestCluster(t *testing.T) {
 	// A rebooting member would normally hand its leadership over; a killed
 	// leader costs an election (1-2 s of etcd's defaults) that is no loss of
 	// quorum. Move it away so the writer measures the rebuild, not the election.
-	leaderEP, leaderID, ids, err := ds1.leader()
-	must(err)
-	if leaderEP == "https://"+nuc2.IP+":2379" {
-		r := ds1.etcdctl(leaderEP, "move-leader", fmt.Sprintf("%x", ids["https://"+nuc1.IP+":2379"]))
-		if r.Code != 0 {
-			t.Fatalf("etcdctl move-leader away from nuc2: %s", r)
-		}
-		t.Logf("nuc2 (%x) led the cluster; moved leadership to nuc1 before killing it", leaderID)
-	} else {
-		t.Logf("leader is %s (%x)", leaderEP, leaderID)
-	}
+	handLeadershipOver(t, ds1, nuc2, nuc1)
 
 	writer := startWriter(gw, []string{"https://" + nuc1.IP + ":2379", "https://" + nuc3.IP + ":2379"}, 100*time.Millisecond)
 	defer writer.Stop()
 	time.Sleep(300 * time.Millisecond)
 
-	nuc2.etcd.Signal(syscall.SIGKILL)
-	if _, ok := nuc2.etcd.Wait(5 * time.Second); !ok {
-		t.Fatal("nuc2's etcd survived SIGKILL")
-	}
-	must(nuc2.wipe())
-	nuc2.run(nil, 5*time.Second, "ip", "-4", "addr", "flush", "dev", "eth0") // the reboot
-	t.Logf("killed nuc2's etcd and wiped its disk; it boots from the network again")
-
-	res, err := nuc2.pxe()
-	must(err)
-	if err := nuc2.install(res, 120*time.Second); err != nil {
-		t.Fatalf("nuc2's reinstall: %v\ninstaller Ignition:\n%s", err, tail(res.InstallerLog, 6000))
-	}
-	if n := strings.Count(res.InstallerLog, "GET result: Service Unavailable"); n == 0 {
-		t.Errorf("nuc2's Ignition never waited through a 503 while flint replaced its member:\n%s", tail(res.InstallerLog, 4000))
-	} else {
-		t.Logf("nuc2's Ignition retried %d time(s) through 503 while flint replaced its etcd member", n)
-	}
-	ev, err := e.timeline(nuc2.MAC)
-	must(err)
-	if len(findEvents(ev, "etcd rejoin started", rebuildStart)) == 0 || len(findEvents(ev, "etcd rejoin prepared", rebuildStart)) == 0 {
-		t.Errorf("nuc2's timeline lacks \"etcd rejoin started\"/\"etcd rejoin prepared\":\n%s", formatTimeline(ev))
-	}
-	if got := res.EtcdEnv["ETCD_INITIAL_CLUSTER_STATE"]; got != "existing" {
-		t.Fatalf("rebuilt nuc2's etcd.env has ETCD_INITIAL_CLUSTER_STATE=%q, want existing", got)
-	}
-	if got, want := res.EtcdEnv["ETCD_INITIAL_CLUSTER"], boots["nuc2"].EtcdEnv["ETCD_INITIAL_CLUSTER"]; got != want {
-		t.Errorf("rebuilt nuc2's ETCD_INITIAL_CLUSTER=%q, want the same as before: %q", got, want)
-	}
-	_, err = e.startEtcd(t, nuc2)
-	must(err)
+	e.rebootToRebuild(t, nuc2, boots["nuc2"], rebuildStart)
 	if err := ds1.waitHealthy(servers, 60*time.Second, etcdDied); err != nil {
 		t.Fatalf("the cluster did not get back to 3 healthy members after nuc2's rebuild: %v", err)
 	}
@@ -475,53 +422,7 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("rebuilt-member", func(t *testing.T) {
-		ds2, err := nuc2.datastore()
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Serializable: answered by nuc2 alone, from its own copy of the data.
-		r := ds2.etcdctl("https://"+nuc2.IP+":2379", "get", "flint-test/keys/", "--prefix", "--consistency=s", "-w", "json")
-		var got struct {
-			Kvs []struct {
-				Key, Value []byte
-			} `json:"kvs"`
-		}
-		if err := json.Unmarshal([]byte(r.Stdout), &got); r.Code != 0 || err != nil {
-			t.Fatalf("serializable get from nuc2: exit %d %v\n%s", r.Code, err, r)
-		}
-		found := 0
-		for _, kv := range got.Kvs {
-			if want, ok := keys[string(kv.Key)]; ok && want == string(kv.Value) {
-				found++
-			}
-		}
-		if found != 100 || len(got.Kvs) != 100 {
-			t.Errorf("nuc2 serves %d keys under flint-test/keys/, %d of them right; want all 100", len(got.Kvs), found)
-		} else {
-			t.Logf("all 100 keys read back from nuc2 alone (serializable)")
-		}
-		ms, err := ds2.members()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range ms {
-			if m.Name == "nuc2" {
-				if m.ID == oldNuc2ID {
-					t.Errorf("nuc2 kept member ID %x: the old member was not replaced", m.ID)
-				}
-				t.Logf("nuc2: old member %x removed, new member %x", oldNuc2ID, m.ID)
-			}
-		}
-		pw, err := os.ReadFile(nuc2.rootPath("/etc/rancher/node/password"))
-		if err != nil || !bytes.Equal(pw, oldPassword) {
-			t.Errorf("rebuilt nuc2's /etc/rancher/node/password differs from before (%v)", err)
-		}
-		if ds2.Token != oldToken {
-			t.Errorf("rebuilt nuc2's K3S_TOKEN differs from before")
-		}
-		checkInstalled(t, e, nuc2)
-	})
+	t.Run("rebuilt-member", func(t *testing.T) { checkRebuilt(t, e, nuc2, before) })
 
 	writer.Stop()
 	t.Logf("writer (K3s stand-in on nuc1): %s", writer)
@@ -562,10 +463,12 @@ func checkInstalled(t *testing.T, e *clusterEnv, n *clNode) {
 			t.Error(err)
 		}
 	}
-	code, r := e.lab.Curl(n.host.NS, flintHTTP+"/machines/"+n.hex()+"/boot.ipxe?arch="+clBuildArch)
-	n.record(r)
-	if code != "200" || !strings.Contains(r.Stdout, "sanboot") || !strings.Contains(r.Stdout, "exit 1") || strings.Contains(r.Stdout, "\nkernel ") {
-		t.Errorf("%s's iPXE script after its install: %s, want 200 with sanboot and exit 1 and no kernel:\n%s", n.Name, code, r.Stdout)
+	for _, base := range e.httpBases() {
+		code, r := e.lab.Curl(n.host.NS, base+"/machines/"+n.hex()+"/boot.ipxe?arch="+clBuildArch)
+		n.record(r)
+		if code != "200" || !strings.Contains(r.Stdout, "sanboot") || !strings.Contains(r.Stdout, "exit 1") || strings.Contains(r.Stdout, "\nkernel ") {
+			t.Errorf("%s's iPXE script from %s after its install: %s, want 200 with sanboot and exit 1 and no kernel:\n%s", n.Name, base, code, r.Stdout)
+		}
 	}
 	if err := e.wantState(n.Name, "installed"); err != nil {
 		t.Error(err)

@@ -44,6 +44,9 @@ type haFlint struct {
 // HTTP is the instance's plain HTTP base URL.
 func (f *haFlint) HTTP() string { return fmt.Sprintf("http://%s:%d", f.IP, httpPort) }
 
+// HTTPS is the instance's HTTPS base URL (server.https_port's default).
+func (f *haFlint) HTTPS() string { return fmt.Sprintf("https://%s:8443", f.IP) }
+
 // haEnv is the whole lab: the bridge, the etcd members, two flints.
 type haEnv struct {
 	t       *testing.T

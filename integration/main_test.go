@@ -96,6 +96,7 @@ var toolPackages = map[string]string{
 	"ipmitool": "ipmitool",
 	"dhcrelay": "isc-dhcp-relay",
 	"tcpdump":  "tcpdump",
+	"nft":      "nftables",
 }
 
 // needTools checks that the programs exist (as root, so namespaces work too).

@@ -22,6 +22,7 @@ TEST=(
   etcd-server     # real etcd members: member replacement and cluster convergence tests, the etcd store backend (store, cmd/flint)
   etcd-client     # etcdctl, to check what the tests did to the cluster
   tcpdump         # captures a whole boot on the lab bridge: no secret crosses in clear
+  nftables        # nft: a node of the two-flint cluster test drops one instance's DHCP answers, so its steps go to chosen instances
   # e2e suite (e2e/): real firmware in QEMU and the test OS it boots
   qemu-system-x86 # the VMs (always -accel tcg)
   ipxe-qemu       # QEMU's iPXE NIC ROMs (efi-virtio.rom, efi-e1000.rom)

@@ -50,14 +50,43 @@ func openStore(cfg *config.Config, dataDir string, use storeUse) (store.Store, e
 		}
 		return st, nil
 	}
+	var st *store.Bolt
+	var err error
 	switch use {
 	case storeRead:
-		return store.OpenBolt(dataDir, true)
+		st, err = store.OpenBolt(dataDir, true)
 	case storeChange:
-		return store.OpenBolt(dataDir, false, append(opts, store.ExistingOnly())...)
+		st, err = store.OpenBolt(dataDir, false, append(opts, store.ExistingOnly())...)
 	default:
 		return store.OpenBolt(dataDir, false, opts...)
 	}
+	if err != nil {
+		return nil, servedElsewhere(dataDir, err)
+	}
+	return st, nil
+}
+
+// servedElsewhere turns "DIR holds no flint.db" into ErrLocked when a flint
+// serve runs on DIR all the same (it holds DIR/serve.lock): one whose store
+// is etcd, so DIR holds its lock, socket and assets, not its state.
+// Commands then ask it over its admin socket, as they ask a serve that holds
+// DIR/flint.db.
+func servedElsewhere(dataDir string, err error) error {
+	if !errors.Is(err, store.ErrNoState) || !serveHolds(dataDir) {
+		return err
+	}
+	return fmt.Errorf("%w: %s holds no flint.db, but a flint serve runs there (its store is etcd)", store.ErrLocked, dataDir)
+}
+
+// serveHolds says whether a flint serve holds DATA/serve.lock (lockDataDir)
+// now. It creates nothing and keeps no lock.
+func serveHolds(dataDir string) bool {
+	f, err := os.Open(filepath.Join(dataDir, "serve.lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	return errors.Is(unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 }
 
 // lockDataDir takes DATA/serve.lock (flock, exclusive, not waiting) for

@@ -319,6 +319,27 @@ func TestServeOnEtcdStore(t *testing.T) {
 	}
 	_, table := machines()
 	t.Logf("flint machines, another process, from etcd:\n%s", table)
+	// With only --data, a command asks the instance of that directory over
+	// its admin socket (the directory holds no flint.db: the state is in
+	// etcd), as it asks a serve that holds DIR/flint.db.
+	out, err := cliProcess("machines", "--json", "--data", dataA).CombinedOutput()
+	var viaSocket []store.Machine
+	if err != nil || json.Unmarshal(out, &viaSocket) != nil {
+		t.Fatalf("flint machines --data (instance A's directory, no --config): %v\n%s", err, out)
+	}
+	if m, ok := find(viaSocket, stranger); !ok || m.LastEvent == "" {
+		t.Fatalf("flint machines --data of instance A does not list %s from the shared store: %s", stranger, out)
+	}
+	// A lock no serve holds (one that stopped) is no running instance.
+	stopped := t.TempDir()
+	if err := os.WriteFile(filepath.Join(stopped, "serve.lock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{empty, stopped} {
+		if out, err := cliProcess("machines", "--data", d).CombinedOutput(); err == nil || !strings.Contains(string(out), "no flint state") {
+			t.Fatalf("flint machines --data of a directory without state and without a running serve: %v, want the no-state error\n%s", err, out)
+		}
+	}
 	// --watch redraws from one connection until SIGTERM.
 	watch := cliProcess("machines", "--config", cfgB, "--data", empty, "--watch", "--interval", "100ms")
 	var watched strings.Builder
@@ -349,7 +370,7 @@ func TestServeOnEtcdStore(t *testing.T) {
 	if _, err := st.UpdateMachine("52:54:00:00:00:01", func(m *store.Machine) error { m.State = store.StateInstalled; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	out, err := cliProcess("reprovision", "nuc1", "--yes", "--config", cfgA, "--data", empty).CombinedOutput()
+	out, err = cliProcess("reprovision", "nuc1", "--yes", "--config", cfgA, "--data", empty).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "armed") {
 		t.Fatalf("flint reprovision: %v\n%s", err, out)
 	}
