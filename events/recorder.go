@@ -41,6 +41,8 @@ type Recorder struct {
 
 	mu   sync.RWMutex
 	byIP map[netip.Addr]string
+
+	by string // Options.Instance
 }
 
 // Options bound a Recorder.
@@ -56,6 +58,9 @@ type Options struct {
 	Pending int
 	// FlushEvery is how often the batch is written (default 200 ms).
 	FlushEvery time.Duration
+	// Instance names this flint in every event it records (store.Event.By)
+	// when several instances share the store; "" for a store of its own.
+	Instance string
 	// Known are the MACs of the config's machines: their records seed the
 	// address index, looked up one by one. Discovered machines are not read
 	// at start (a site may hold 100,000 of them); their next sighting
@@ -85,7 +90,8 @@ func New(st store.Store, opts Options, log *slog.Logger) *Recorder {
 		opts.FlushEvery = 200 * time.Millisecond
 	}
 	r := &Recorder{Store: st, log: log, unknown: NewLimiter(opts.UnknownPerMinute), maxIPs: opts.MaxAddresses, byIP: map[netip.Addr]string{},
-		queue: make(chan store.Sighting, opts.Pending), flush: make(chan chan struct{}), stop: make(chan struct{}), stopped: make(chan struct{}), every: opts.FlushEvery}
+		queue: make(chan store.Sighting, opts.Pending), flush: make(chan chan struct{}), stop: make(chan struct{}), stopped: make(chan struct{}), every: opts.FlushEvery,
+		by: opts.Instance}
 	for _, mac := range opts.Known {
 		if m, ok, err := st.Machine(mac); err == nil && ok {
 			r.learn(m.IP, m.MAC)
@@ -122,6 +128,7 @@ func (r *Recorder) learn(ip netip.Addr, mac string) {
 // once; false means the queue was full (or the writer stopped) and it was
 // dropped (and counted).
 func (r *Recorder) Note(s store.Sighting) bool {
+	s = r.stamp(s)
 	if !s.TimelineOnly {
 		r.learn(s.IP, s.MAC)
 	}
@@ -204,8 +211,17 @@ func (r *Recorder) writer() {
 	}
 }
 
+// stamp names this instance in s (Options.Instance).
+func (r *Recorder) stamp(s store.Sighting) store.Sighting {
+	if s.By == "" {
+		s.By = r.by
+	}
+	return s
+}
+
 // RecordSighting records s now (durably) and remembers s.IP as s.MAC's address.
 func (r *Recorder) RecordSighting(s store.Sighting) error {
+	s = r.stamp(s)
 	if !s.TimelineOnly {
 		r.learn(s.IP, s.MAC)
 	}
@@ -214,6 +230,7 @@ func (r *Recorder) RecordSighting(s store.Sighting) error {
 
 // Record records s and fn in one transaction and remembers s.IP as s.MAC's address.
 func (r *Recorder) Record(s store.Sighting, fn func(*store.Machine) error) (store.Machine, error) {
+	s = r.stamp(s)
 	m, err := r.Store.Record(s, fn)
 	if err == nil && !s.TimelineOnly {
 		r.learn(s.IP, s.MAC)

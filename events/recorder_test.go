@@ -150,3 +150,40 @@ func TestStartLearnsKnownMachinesByKey(t *testing.T) {
 		t.Errorf("after its next sighting MACFor(%s) = %q, %v", strangerIP, mac, ok)
 	}
 }
+
+// TestEventsNameTheirInstance: with Options.Instance (several flint
+// instances on one store) every event the recorder writes says which
+// instance saw it, whichever way it is written; without, none does.
+func TestEventsNameTheirInstance(t *testing.T) {
+	st, err := store.OpenBolt(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const a, b = "52:54:00:00:00:0a", "52:54:00:00:00:0b"
+	ip := netip.MustParseAddr("198.18.0.61")
+	for _, c := range []struct{ mac, instance string }{{a, "http://198.18.0.2:8080"}, {b, ""}} {
+		r := New(st, Options{Instance: c.instance}, nil)
+		if err := r.RecordSighting(store.Sighting{MAC: c.mac, At: time.Now(), IP: ip, Event: "dhcp ACK"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Record(store.Sighting{MAC: c.mac, At: time.Now(), Event: "ignition served"}, func(*store.Machine) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		r.RecordFromIP(ip, "tftp ipxe.efi", "")
+		r.Note(store.Sighting{MAC: c.mac, At: time.Now(), Event: "node config-applied", By: "http://198.18.0.1:8080"})
+		r.Stop()
+		ev, err := st.Events(c.mac)
+		if err != nil || len(ev) != 4 {
+			t.Fatalf("%s's timeline: %+v %v", c.mac, ev, err)
+		}
+		for _, e := range ev[:3] {
+			if e.By != c.instance {
+				t.Errorf("%s: event %q by %q, want %q", c.mac, e.Event, e.By, c.instance)
+			}
+		}
+		if ev[3].By != "http://198.18.0.1:8080" {
+			t.Errorf("%s: an event that names its instance was restamped: %+v", c.mac, ev[3])
+		}
+	}
+}

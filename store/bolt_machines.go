@@ -177,7 +177,7 @@ func (s *Bolt) RecordSighting(sg Sighting) error {
 			return nil
 		}
 		return s.write(func(tx *bolt.Tx) error {
-			return s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+			return s.appendEvent(tx, sg.timelineEvent())
 		})
 	}
 	_, err := s.Record(sg, nil)
@@ -227,7 +227,7 @@ func (s *Bolt) RecordSightings(ss []Sighting) error {
 				if sg.Event == "" {
 					continue
 				}
-				if err := s.appendEvent(tx, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail}); err != nil {
+				if err := s.appendEvent(tx, sg.timelineEvent()); err != nil {
 					return err
 				}
 			}

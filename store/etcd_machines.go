@@ -137,7 +137,7 @@ func (s *Etcd) RecordSighting(sg Sighting) error {
 			return nil
 		}
 		return s.update(func(t *etx) error {
-			return s.appendEvent(t, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail})
+			return s.appendEvent(t, sg.timelineEvent())
 		})
 	}
 	_, err := s.Record(sg, nil)
@@ -219,7 +219,7 @@ func (s *Etcd) recordUnit(t *etx, mac string, ss []Sighting) error {
 		if sg.Event == "" {
 			continue
 		}
-		if err := s.appendEvent(t, Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail}); err != nil {
+		if err := s.appendEvent(t, sg.timelineEvent()); err != nil {
 			return err
 		}
 	}

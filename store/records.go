@@ -32,7 +32,12 @@ func eventOf(sg Sighting) (e Event, ok bool) {
 	if sg.Event == "" {
 		return Event{}, false
 	}
-	return Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail}, true
+	return sg.timelineEvent(), true
+}
+
+// timelineEvent is sg's entry on its machine's timeline.
+func (sg Sighting) timelineEvent() Event {
+	return Event{At: sg.At, MAC: sg.MAC, Event: sg.Event, IP: sg.IP, Detail: sg.Detail, By: sg.By}
 }
 
 // markKnown makes m (existed: a record was there; wasKnown: it was known)

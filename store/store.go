@@ -151,6 +151,8 @@ type Sighting struct {
 	// DHCPAddr says IP is the address the machine took from DHCP (see
 	// Machine.DHCPAddr).
 	DHCPAddr bool
+	// By is the flint instance that saw it (Event.By).
+	By string
 }
 
 // Event is one entry of a machine's boot timeline.
@@ -160,6 +162,9 @@ type Event struct {
 	Event  string     `json:"event"`
 	IP     netip.Addr `json:"ip,omitzero"`
 	Detail string     `json:"detail,omitempty"`
+	// By names the flint instance that recorded it when several share the
+	// store (its announced ID, the HTTP base URL); empty with one.
+	By string `json:"by,omitempty"`
 }
 
 // Default bounds, used unless OpenBolt is given Limits.
