@@ -34,6 +34,16 @@ func siteHash(cfg *config.Config) (string, error) {
 	return cfg.SiteHash([]byte(set.Digest())), nil
 }
 
+// instanceID names this flint among the instances sharing an etcd store:
+// in their announcements and in every timeline event it records. It is ""
+// for a store of its own (bolt): there is only one.
+func instanceID(cfg *config.Config) string {
+	if cfg.Store.Backend != config.StoreEtcd {
+		return ""
+	}
+	return cfg.HTTPBaseURL()
+}
+
 // compareSites is the decision: this instance (id, with hash) agrees with
 // the announced instances when every other one has the same hash. why names
 // those that differ and says what to do.
@@ -118,7 +128,7 @@ func startAgreement(ctx context.Context, cfg *config.Config, st store.Store, met
 		return nil, nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	self := store.Instance{ID: cfg.HTTPBaseURL(), SiteHash: hash, Version: version, Since: time.Now()}
+	self := store.Instance{ID: instanceID(cfg), SiteHash: hash, Version: version, Since: time.Now()}
 	withdraw, err := es.Announce(ctx, self, announceTTL)
 	if err != nil {
 		cancel()

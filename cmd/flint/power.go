@@ -166,12 +166,16 @@ func followTimeline(ctx context.Context, out io.Writer, cfg *config.Config, data
 			p.lines = append(p.lines, fmt.Sprintf("  (cannot read the timeline now: %v)", err))
 		}
 		for _, e := range evs {
-			key := fmt.Sprint(e.At.UnixNano(), e.Event, e.IP, e.Detail)
+			key := fmt.Sprint(e.At.UnixNano(), e.Event, e.IP, e.Detail, e.By)
 			if e.At.Before(since) || printed[key] {
 				continue
 			}
 			printed[key] = true
-			p.lines = append(p.lines, fmt.Sprintf("  %s  %+7.1fs  %-28s %-15s %s", e.At.Local().Format("15:04:05.000"), e.At.Sub(since).Seconds(), e.Event, addrOrDash(e), e.Detail))
+			line := fmt.Sprintf("  %s  %+7.1fs  %-28s %-15s %s", e.At.Local().Format("15:04:05.000"), e.At.Sub(since).Seconds(), e.Event, addrOrDash(e), e.Detail)
+			if e.By != "" {
+				line += " (by " + e.By + ")"
+			}
+			p.lines = append(p.lines, line)
 		}
 	}
 	read := func() poll {

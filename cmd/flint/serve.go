@@ -172,6 +172,7 @@ func serve(parent context.Context, out io.Writer, cfg *config.Config, dataDir st
 		MaxAddresses:     len(cfg.Machines) + cfg.Limits.DiscoveredMachines,
 		Pending:          cfg.Limits.PendingEvents,
 		Known:            knownMACs(cfg),
+		Instance:         instanceID(cfg),
 	}, log.With("service", "events"))
 	defer rec.Stop() // writes what is queued, before the store closes
 	met := metrics.New(version)

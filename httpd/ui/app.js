@@ -72,7 +72,7 @@ function renderMachines(ms) {
 async function showTimeline(mac) {
   const ev = await api('/api/v1/machines/' + mac.replaceAll(':', '-') + '/events');
   $('timeline').replaceChildren(...ev.slice().reverse().map((e) =>
-    el('li', {}, el('time', { dateTime: e.at }, new Date(e.at).toLocaleTimeString()), e.event + (e.detail ? ': ' + e.detail : ''))));
+    el('li', {}, el('time', { dateTime: e.at }, new Date(e.at).toLocaleTimeString()), e.event + (e.detail ? ': ' + e.detail : '') + (e.by ? ' (by ' + e.by + ')' : ''))));
 }
 
 function select(m) {
