@@ -361,6 +361,7 @@ type clEvent struct {
 	Event  string    `json:"event"`
 	IP     string    `json:"ip"`
 	Detail string    `json:"detail"`
+	By     string    `json:"by"` // the flint instance that recorded it (several on one store)
 }
 
 // timeline fetches GET /api/v1/machines/MAC/events over flint's admin socket.
@@ -390,7 +391,11 @@ func findEvents(ev []clEvent, event string, since time.Time) []clEvent {
 func formatTimeline(ev []clEvent) string {
 	var b strings.Builder
 	for _, e := range ev {
-		fmt.Fprintf(&b, "  %s %-15s %-28s %s\n", e.At.Format("15:04:05.000"), e.IP, e.Event, e.Detail)
+		by := ""
+		if e.By != "" {
+			by = " (by " + e.By + ")"
+		}
+		fmt.Fprintf(&b, "  %s %-15s %-28s %s%s\n", e.At.Format("15:04:05.000"), e.IP, e.Event, e.Detail, by)
 	}
 	return b.String()
 }

@@ -269,6 +269,29 @@ func (e *clusterEnv) checkRouted(n *clNode, since time.Time) (string, error) {
 			}
 		}
 	}
+	// The shared timeline says the same: each event names the instance that
+	// recorded it (its HTTP base URL).
+	ev, err := e.timeline(n.MAC)
+	if err != nil {
+		errs = append(errs, err.Error())
+	}
+	byEvent := map[string]*haFlint{"dhcp ACK": n.dhcpFrom, "http script": n.scriptFrom, "ignition served": n.cfgFrom}
+	seen := map[string]bool{}
+	for _, x := range ev {
+		f, ok := byEvent[x.Event]
+		if !ok || x.At.Before(since) {
+			continue
+		}
+		seen[x.Event] = true
+		if x.By != f.HTTP() {
+			errs = append(errs, fmt.Sprintf("%s's timeline: %q at %s by %q, want instance %s (%s)", n.Name, x.Event, x.At.Format("15:04:05.000"), x.By, f.Name, f.HTTP()))
+		}
+	}
+	for event := range byEvent {
+		if !seen[event] {
+			errs = append(errs, fmt.Sprintf("%s's timeline has no %q since the boot", n.Name, event))
+		}
+	}
 	if len(errs) > 0 {
 		return line, fmt.Errorf("%s\n%s", strings.Join(errs, "\n"), line)
 	}
