@@ -198,11 +198,7 @@ func migratePKI(cfg *config.Config, data, to string, etcdStore store.Porter) (st
 	if !ok {
 		return "", fmt.Errorf("internal error: the etcd side of the migration is a %T", etcdStore)
 	}
-	key, err := config.ReadEncryptionKey(cfg.Store.EncryptionKeyFile)
-	if err != nil {
-		return "", fmt.Errorf("store.encryption_key_file: %w (fix it in %s; %s)", err, cfg.Source, config.EncryptionKeyHowTo)
-	}
-	sealed, err := pki.EtcdStorage(e.Client(), e.Prefix(), key)
+	sealed, err := sealedPKI(cfg, e)
 	if err != nil {
 		return "", err
 	}

@@ -28,11 +28,27 @@ func pkiStorage(cfg *config.Config, dataDir string, st store.Store) (pki.Storage
 	if !ok {
 		return nil, fmt.Errorf("internal error: store.backend is etcd but the store is a %T", st)
 	}
+	return sealedPKI(cfg, e)
+}
+
+// sealedPKI is the PKI in etcd store e, sealed with the config's
+// store.encryption_key_file, whatever store.backend says (flint store
+// migrate fills an etcd store before the switch).
+func sealedPKI(cfg *config.Config, e *store.Etcd) (pki.Storage, error) {
+	key, err := storeKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return pki.EtcdStorage(e.Client(), e.Prefix(), key)
+}
+
+// storeKey reads the config's store.encryption_key_file.
+func storeKey(cfg *config.Config) ([]byte, error) {
 	key, err := config.ReadEncryptionKey(cfg.Store.EncryptionKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("store.encryption_key_file: %w (fix it in %s; %s)", err, cfg.Source, config.EncryptionKeyHowTo)
 	}
-	return pki.EtcdStorage(e.Client(), e.Prefix(), key)
+	return key, nil
 }
 
 // openExistingPKI opens the PKI without creating or changing anything, for

@@ -58,9 +58,9 @@ func runReseal(ctx context.Context, out io.Writer, path, newKeyFile string) erro
 	if cfg.Store.Backend != config.StoreEtcd {
 		return fmt.Errorf("store.backend in %s is %s: only the PKI in an etcd store is sealed (DATA/pki holds plain 0600 files)", cfg.Source, cfg.Store.Backend)
 	}
-	oldKey, err := config.ReadEncryptionKey(cfg.Store.EncryptionKeyFile)
+	oldKey, err := storeKey(cfg)
 	if err != nil {
-		return fmt.Errorf("store.encryption_key_file: %w (fix it in %s)", err, cfg.Source)
+		return err
 	}
 	newKey, err := config.ReadEncryptionKey(newKeyFile)
 	if err != nil {
