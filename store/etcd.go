@@ -77,10 +77,10 @@ type Etcd struct {
 	down   atomic.Bool
 	probes sync.WaitGroup
 
-	// leaseMu guards claimLeases: the etcd lease address claims of one
-	// TTL go under, shared for a second (see claimLease).
+	// leaseMu guards claimsLease: the etcd lease address claims go under,
+	// shared for a second (see claimLease).
 	leaseMu     sync.Mutex
-	claimLeases map[int64]sharedLease
+	claimsLease sharedLease
 }
 
 // EtcdConfig says where the etcd store is.

@@ -150,7 +150,7 @@ func (s *Etcd) claimLease(ctx context.Context, hold time.Duration) (clientv3.Lea
 	ttl := max(int64((hold+time.Second-1)/time.Second), 1) + 1
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
-	if l := s.claimLeases[ttl]; l.id != 0 && time.Now().Before(l.until) {
+	if l := s.claimsLease; l.id != 0 && l.ttl == ttl && time.Now().Before(l.until) {
 		return l.id, nil
 	}
 	start := time.Now()
@@ -158,10 +158,7 @@ func (s *Etcd) claimLease(ctx context.Context, hold time.Duration) (clientv3.Lea
 	if err != nil {
 		return 0, err
 	}
-	if s.claimLeases == nil {
-		s.claimLeases = map[int64]sharedLease{}
-	}
-	s.claimLeases[ttl] = sharedLease{id: g.ID, until: start.Add(time.Second)}
+	s.claimsLease = sharedLease{id: g.ID, ttl: ttl, until: start.Add(time.Second)}
 	return g.ID, nil
 }
 
@@ -169,16 +166,16 @@ func (s *Etcd) claimLease(ctx context.Context, hold time.Duration) (clientv3.Lea
 func (s *Etcd) dropClaimLease(id clientv3.LeaseID) {
 	s.leaseMu.Lock()
 	defer s.leaseMu.Unlock()
-	for ttl, l := range s.claimLeases {
-		if l.id == id {
-			delete(s.claimLeases, ttl)
-		}
+	if s.claimsLease.id == id {
+		s.claimsLease = sharedLease{}
 	}
 }
 
-// sharedLease is one lease claims are put under, until when it is used.
+// sharedLease is the lease claims are put under: its TTL, and until when
+// new claims use it.
 type sharedLease struct {
 	id    clientv3.LeaseID
+	ttl   int64
 	until time.Time
 }
 
