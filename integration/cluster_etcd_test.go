@@ -394,3 +394,59 @@ func (w *clWriter) String() string {
 		w.puts, w.stoppedAt.Sub(w.started).Round(time.Millisecond), strings.Join(w.endpoints, " and "), w.fails, w.lastFailedEndpoints,
 		w.maxGap.Round(time.Millisecond), w.maxGapEnd.Format("15:04:05.000"), w.errs)
 }
+
+// mustFor is a cluster test's check between steps: any error set fails t
+// and stops it, as everything after depends on that step.
+func mustFor(t *testing.T) func(errs ...error) {
+	return func(errs ...error) {
+		t.Helper()
+		failed := false
+		for _, err := range errs {
+			if err != nil {
+				t.Error(err)
+				failed = true
+			}
+		}
+		if failed {
+			t.FailNow()
+		}
+	}
+}
+
+// etcdDied names a server whose etcd exited (nil while all run).
+func (e *clusterEnv) etcdDied() error {
+	for _, s := range e.servers() {
+		if s.etcd != nil && s.etcd.Exited() {
+			return fmt.Errorf("etcd of %s exited: %v\n%s", s.Name, s.etcd.Cmd.ProcessState, tail(s.etcd.Stderr.String(), 4000))
+		}
+	}
+	return nil
+}
+
+// startServersEtcd runs each server's etcd from what Ignition laid down,
+// waits until the 3-member cluster is healthy, then does what
+// etcd-healthy.service and flint-report-etcd.service do on each server
+// (report etcd-healthy to the flint that configured it). It returns the
+// first server's view of the datastore and when the cluster was healthy.
+func (e *clusterEnv) startServersEtcd(t *testing.T) (*clDatastore, time.Time, error) {
+	servers := e.servers()
+	for _, s := range servers {
+		if _, err := e.startEtcd(t, s); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	ds, err := servers[0].datastore()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if err := ds.waitHealthy(servers, 60*time.Second, e.etcdDied); err != nil {
+		return nil, time.Time{}, fmt.Errorf("the etcd cluster did not become healthy: %w", err)
+	}
+	healthyAt := time.Now()
+	for _, s := range servers {
+		if err := s.report("etcd-healthy", "member "+s.Name+" answers /health"); err != nil {
+			return nil, time.Time{}, err
+		}
+	}
+	return ds, healthyAt, nil
+}

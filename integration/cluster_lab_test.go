@@ -184,15 +184,7 @@ func copyFile(t *testing.T, from, to string) {
 // strangers, every machine installed to disk (unless dhcpMode, installModes,
 // ipxeDir or extraYAML say otherwise).
 func (e *clusterEnv) yaml() string {
-	return fmt.Sprintf(`# written by flint's cluster test (integration/cluster_test.go)
-server:
-  interface: br0
-  address: %s
-  http_port: %d
-  tftp_port: 69
-  dhcp_port: 67
-  proxy_port: 4011
-`, flintIP, httpPort) + e.siteYAML(subnet, poolStart, poolEnd)
+	return "# written by flint's cluster test (integration/cluster_test.go)\n" + serverYAML("br0", flintIP) + e.siteYAML(subnet, poolStart, poolEnd)
 }
 
 // siteYAML is the config below the server section (dhcp:, boot:, cluster:,

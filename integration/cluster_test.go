@@ -50,19 +50,7 @@ func TestCluster(t *testing.T) {
 	timings := map[string]time.Duration{}
 
 	// must stops the test when a step failed: everything after depends on it.
-	must := func(errs ...error) {
-		t.Helper()
-		failed := false
-		for _, err := range errs {
-			if err != nil {
-				t.Error(err)
-				failed = true
-			}
-		}
-		if failed {
-			t.FailNow()
-		}
-	}
+	must := mustFor(t)
 	mustAll := func(what string, errs map[string]error) {
 		t.Helper()
 		names := make([]string, 0, len(errs))
@@ -77,14 +65,7 @@ func TestCluster(t *testing.T) {
 			t.FailNow()
 		}
 	}
-	etcdDied := func() error {
-		for _, s := range servers {
-			if s.etcd != nil && s.etcd.Exited() {
-				return fmt.Errorf("etcd of %s exited: %v\n%s", s.Name, s.etcd.Cmd.ProcessState, tail(s.etcd.Stderr.String(), 4000))
-			}
-		}
-		return nil
-	}
+	etcdDied := e.etcdDied
 
 	// Everything on the bridge from here to the etcd-healthy reports: the
 	// whole boot of four machines, for the wire-capture proof below.
@@ -236,22 +217,10 @@ func TestCluster(t *testing.T) {
 	}
 
 	// ---- 2. etcd from what Ignition laid down ---------------------------
-	for _, s := range servers {
-		_, err := e.startEtcd(t, s)
-		must(err)
-	}
-	ds1, err := nuc1.datastore()
+	ds1, healthyAt, err := e.startServersEtcd(t)
 	must(err)
-	if err := ds1.waitHealthy(servers, 60*time.Second, etcdDied); err != nil {
-		t.Fatalf("the etcd cluster did not become healthy: %v", err)
-	}
-	healthyAt := time.Now()
 	timings["first-dhcp->healthy"] = healthyAt.Sub(firstDHCP)
 	t.Logf("3-member TLS etcd healthy %v after the first DHCP", timings["first-dhcp->healthy"].Round(time.Millisecond))
-	// What etcd-healthy.service + flint-report-etcd.service do on a node.
-	for _, s := range servers {
-		must(s.report("etcd-healthy", "member "+s.Name+" answers /health"))
-	}
 
 	// ---- no secret crossed the wire in clear ------------------------------
 	t.Run("wire-capture", func(t *testing.T) {

@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -39,10 +38,7 @@ func wantLease(t *testing.T, who string, l *Lease, r Result, ip, bootFile string
 	}
 }
 
-func inPool(ip string) bool {
-	a, err := netip.ParseAddr(ip)
-	return err == nil && a.Compare(netip.MustParseAddr(poolStart)) >= 0 && a.Compare(netip.MustParseAddr(poolEnd)) <= 0
-}
+func inPool(ip string) bool { return inRange(ip, poolStart, poolEnd) }
 
 // TestDHCPFullMode: real udhcpc and dhclient get their reservations and boot
 // files; unknown machines get distinct pool addresses that survive a SIGKILL
@@ -369,19 +365,9 @@ func TestDHCPStorm(t *testing.T) {
 		t.Errorf("%d distinct addresses for %d clients", len(owner), n)
 	}
 	// Every lease is on record with its owner.
-	code, r := f.API(l, "/api/v1/leases")
-	if code != "200" {
-		t.Fatalf("GET /api/v1/leases: status %s\n%s", code, r)
-	}
-	var onRecord []struct {
-		IP, MAC string
-	}
-	if err := json.Unmarshal([]byte(r.Stdout), &onRecord); err != nil {
-		t.Fatalf("/api/v1/leases is not a JSON array of leases: %v\n%s", err, r.Stdout)
-	}
-	recorded := map[string]string{}
-	for _, le := range onRecord {
-		recorded[le.IP] = le.MAC
+	recorded, err := f.Leases(l)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for ip, mac := range owner {
 		if recorded[ip] != mac {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,17 +37,16 @@ type siteConfig struct {
 	Machines        []machine
 }
 
+// serverYAML is the server section of a test config: flint on iface at
+// addr, HTTP on httpPort, the standard TFTP, DHCP and proxy ports.
+func serverYAML(iface, addr string) string {
+	return fmt.Sprintf("server:\n  interface: %s\n  address: %s\n  http_port: %d\n  tftp_port: 69\n  dhcp_port: 67\n  proxy_port: 4011\n", iface, addr, httpPort)
+}
+
 func (c siteConfig) yaml() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, `# written by flint's integration tests
-server:
-  interface: br0
-  address: %s
-  http_port: %d
-  tftp_port: 69
-  dhcp_port: 67
-  proxy_port: 4011
-dhcp:
+	b.WriteString("# written by flint's integration tests\n" + serverYAML("br0", flintIP))
+	fmt.Fprintf(&b, `dhcp:
   mode: %s
   subnet: %s
   router: %s
@@ -55,7 +55,7 @@ dhcp:
   lease_time: 1h
   offer_hold: 30s
   discover_unknown: %v
-`, flintIP, httpPort, c.Mode, subnet, routerIP, dnsIP, c.DiscoverUnknown)
+`, c.Mode, subnet, routerIP, dnsIP, c.DiscoverUnknown)
 	if c.Pool {
 		fmt.Fprintf(&b, "  pool: {start: %s, end: %s}\n", poolStart, poolEnd)
 	}
@@ -136,6 +136,27 @@ func (l *Lab) StartFlintIn(t testing.TB, ns, base, configPath, dataDir string) *
 // as the CLI does; code is the HTTP status.
 func (f *Flint) API(l *Lab, path string) (code string, r Result) {
 	return l.Curl("", "--unix-socket", filepath.Join(f.DataDir, "flint.sock"), "http://flint"+path)
+}
+
+// Leases is every lease flint has on record (GET /api/v1/leases over its
+// admin socket), MAC by address; one address on record twice is an error.
+func (f *Flint) Leases(l *Lab) (map[string]string, error) {
+	code, r := f.API(l, "/api/v1/leases")
+	if code != "200" {
+		return nil, fmt.Errorf("GET /api/v1/leases: status %s\n%s", code, r)
+	}
+	var recs []struct{ IP, MAC string }
+	if err := json.Unmarshal([]byte(r.Stdout), &recs); err != nil {
+		return nil, fmt.Errorf("/api/v1/leases is not a JSON array of leases: %v\n%s", err, r.Stdout)
+	}
+	out := make(map[string]string, len(recs))
+	for _, le := range recs {
+		if prev, dup := out[le.IP]; dup && prev != le.MAC {
+			return nil, fmt.Errorf("two leases of %s on record: %s and %s", le.IP, prev, le.MAC)
+		}
+		out[le.IP] = le.MAC
+	}
+	return out, nil
 }
 
 // Stop sends SIGTERM and requires a clean exit 0 within 10 s.

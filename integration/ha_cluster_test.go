@@ -41,27 +41,8 @@ func TestHACluster(t *testing.T) {
 	servers := e.servers()
 	nuc1, nuc2 := e.node("nuc1"), e.node("nuc2")
 	timings := map[string]time.Duration{"start": time.Since(begin)}
-	must := func(errs ...error) {
-		t.Helper()
-		failed := false
-		for _, err := range errs {
-			if err != nil {
-				t.Error(err)
-				failed = true
-			}
-		}
-		if failed {
-			t.FailNow()
-		}
-	}
-	etcdDied := func() error {
-		for _, s := range servers {
-			if s.etcd != nil && s.etcd.Exited() {
-				return fmt.Errorf("etcd of %s exited: %v\n%s", s.Name, s.etcd.Cmd.ProcessState, tail(s.etcd.Stderr.String(), 4000))
-			}
-		}
-		return nil
-	}
+	must := mustFor(t)
+	etcdDied := e.etcdDied
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, f := range e.instances() {
@@ -160,22 +141,10 @@ func TestHACluster(t *testing.T) {
 	}
 
 	// ---- the servers' etcd from what Ignition laid down -------------------
-	for _, s := range servers {
-		_, err := e.startEtcd(t, s)
-		must(err)
-	}
-	ds1, err := nuc1.datastore()
+	ds1, healthyAt, err := e.startServersEtcd(t)
 	must(err)
-	if err := ds1.waitHealthy(servers, 60*time.Second, etcdDied); err != nil {
-		t.Fatalf("the nodes' etcd cluster did not become healthy: %v", err)
-	}
-	healthyAt := time.Now()
 	timings["first-dhcp->healthy"] = healthyAt.Sub(firstDHCP)
 	t.Logf("the nodes' 3-member TLS etcd healthy %v after the first DHCP", timings["first-dhcp->healthy"].Round(time.Millisecond))
-	for _, s := range servers {
-		// flint-report-etcd.service, to the instance that configured it.
-		must(s.report("etcd-healthy", "member "+s.Name+" answers /health"))
-	}
 	t.Run("installed", func(t *testing.T) {
 		for _, n := range e.nodes {
 			checkInstalled(t, e, n)

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -93,15 +92,8 @@ func newHAEnv(t *testing.T, site string) *haEnv {
 
 // yaml is f's config: its own server section, the shared store and site.
 func (e *haEnv) yaml(f *haFlint) string {
-	return fmt.Sprintf(`# written by flint's integration tests (integration/ha_env_test.go): instance %s
-server:
-  interface: %s
-  address: %s
-  http_port: %d
-  tftp_port: 69
-  dhcp_port: 67
-  proxy_port: 4011
-%s%s`, f.Name, f.Iface, f.IP, httpPort, e.etcd.StoreSection("etcd", haPrefix, e.keyFile), e.site)
+	return "# written by flint's integration tests (integration/ha_env_test.go): instance " + f.Name + "\n" +
+		serverYAML(f.Iface, f.IP) + e.etcd.StoreSection("etcd", haPrefix, e.keyFile) + e.site
 }
 
 // haSite is a site config for the pair: full DHCP mode on the /20 with the
@@ -138,15 +130,8 @@ func (e *haEnv) start(f *haFlint) {
 	f.Flint = e.lab.StartFlintIn(e.t, f.NS, f.HTTP(), f.ConfigPath, f.DataDir)
 }
 
-// inPool reports whether ip is an address of the pair's pool.
-func haInPool(ip string) bool {
-	a, err := netip.ParseAddr(ip)
-	if err != nil {
-		return false
-	}
-	lo, hi := netip.MustParseAddr(haPoolStart), netip.MustParseAddr(haPoolEnd)
-	return a.Compare(lo) >= 0 && a.Compare(hi) <= 0
-}
+// haInPool reports whether ip is an address of the pair's pool.
+func haInPool(ip string) bool { return inRange(ip, haPoolStart, haPoolEnd) }
 
 // metric reads one sample of flint f's /metrics (through its admin
 // socket): name with its labels as printed, e.g.
@@ -172,22 +157,11 @@ func (e *haEnv) metric(f *haFlint, sample string, absentIsZero bool) (float64, e
 // leases is every lease on record, by address, read through instance f's
 // admin API (the store is shared, so either instance gives the same).
 func (e *haEnv) leases(f *haFlint) (map[string]string, error) {
-	code, r := f.API(e.lab, "/api/v1/leases")
-	if code != "200" {
-		return nil, fmt.Errorf("GET /api/v1/leases from %s: status %s\n%s", f.Name, code, r)
+	ls, err := f.Leases(e.lab)
+	if err != nil {
+		return nil, fmt.Errorf("instance %s: %w", f.Name, err)
 	}
-	var recs []struct{ IP, MAC string }
-	if err := json.Unmarshal([]byte(r.Stdout), &recs); err != nil {
-		return nil, fmt.Errorf("/api/v1/leases of %s: %v", f.Name, err)
-	}
-	out := make(map[string]string, len(recs))
-	for _, le := range recs {
-		if prev, dup := out[le.IP]; dup && prev != le.MAC {
-			return nil, fmt.Errorf("the store holds two leases of %s: %s and %s", le.IP, prev, le.MAC)
-		}
-		out[le.IP] = le.MAC
-	}
-	return out, nil
+	return ls, nil
 }
 
 // log is what flint f has logged so far.

@@ -342,6 +342,7 @@ func wantRelayedLease(t *testing.T, who string, l *Lease, r Result, ip, router, 
 	}
 }
 
+// inRange reports whether ip is an address from lo to hi (inclusive).
 func inRange(ip, lo, hi string) bool {
 	a, err := netip.ParseAddr(ip)
 	return err == nil && a.Compare(netip.MustParseAddr(lo)) >= 0 && a.Compare(netip.MustParseAddr(hi)) <= 0
